@@ -1,0 +1,278 @@
+"""Typed configuration: YAML files mapped onto dataclasses, with command-line overrides.
+
+Every field has a type, a default and a one-line ``doc`` (shown by ``ric config --help-fields``).
+Unknown keys and wrongly typed values are errors that name the key path (``label.shard_size``),
+so a typo never silently falls back to a default. The resolved config is written beside every
+output so that a run describes itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import yaml
+
+from ric.core import MAPPING_METHODS, RewardStats, normal_reward_range, preference_to_rewards
+
+T = TypeVar("T")
+DATA_FORMATS = ("auto", "jsonl", "parquet", "csv", "hf")
+OUTPUT_FORMATS = ("parquet", "jsonl")
+RANGE_SOURCES = ("normal", "quantile")
+
+
+def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
+    """Raise ValueError naming ``key`` when ``value`` is not one of ``valid``."""
+    if value not in valid:
+        raise ValueError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+def doc_field(default: Any, doc: str) -> Any:
+    """A dataclass field with a default (copied for mutable values) and a one-line doc."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class RewardConfig:
+    """One objective: which scorer computes it and what it is called."""
+
+    type: str = doc_field("", "registry name (see `ric rewards`) or 'package.module:function'")
+    name: str = doc_field("", "column and display name of the objective; defaults to the type")
+    options: dict[str, Any] = doc_field({}, "keyword arguments for the scorer")
+
+    @property
+    def resolved_name(self) -> str:
+        return self.name or self.type.replace(":", ".")
+
+
+@dataclass
+class DataConfig:
+    """Where the (prompt, response) pairs come from."""
+
+    path: str = doc_field("", "JSONL, Parquet or CSV file, a saved HF dataset dir, or a hub name")
+    format: str = doc_field("auto", "auto, jsonl, parquet, csv or hf (auto: from the suffix)")
+    split: str = doc_field("train", "split to read from a Hugging Face dataset")
+    prompt_column: str = doc_field("prompt", "column holding the prompt text")
+    response_column: str = doc_field("response", "column holding the response text")
+    limit: int | None = doc_field(None, "read only the first LIMIT rows (None: all)")
+
+    def __post_init__(self) -> None:
+        check_choice("data.format", self.format, DATA_FORMATS)
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"data.limit must be >= 1 or null, got {self.limit}")
+
+
+@dataclass
+class LabelConfig:
+    """How `ric label` scores and writes the data."""
+
+    output: str = doc_field("", "output directory for scored data, stats and resolved config")
+    shard_size: int = doc_field(1024, "rows scored and saved per shard (the unit of resume)")
+    output_format: str = doc_field("parquet", "scored data format: parquet or jsonl")
+
+    def __post_init__(self) -> None:
+        check_choice("label.output_format", self.output_format, OUTPUT_FORMATS)
+        if self.shard_size < 1:
+            raise ValueError(f"label.shard_size must be >= 1, got {self.shard_size}")
+
+
+@dataclass
+class TemplateConfig:
+    """How reward values are written into the prompt (see ric.core.template)."""
+
+    text: str = doc_field(
+        "### Input: {prompt} {rewards} ### Response: ",
+        "conditioned prompt with {prompt} and then {rewards}; the response follows it",
+    )
+    marker: str = doc_field("<R{i}>", "reward marker; {i} is the 1-based objective index")
+    protected: list[str] = doc_field([], "extra strings neutralized in user prompts")
+
+
+@dataclass
+class MappingConfig:
+    """How a preference becomes desired rewards (see ric.core.mapping)."""
+
+    method: str = doc_field("p_inf", "linear, p_norm, p_inf or convex")
+    p: float = doc_field(2.0, "norm exponent for p_norm and convex (convex also takes inf)")
+    lam: list[float] | None = doc_field(None, "per-objective reweighting, each >= 1 (None: ones)")
+    ordered: bool = doc_field(True, "convex only: keep desired rewards ordered like the weights")
+    range_source: str = doc_field("normal", "r_min/r_max from 'normal' draws or data 'quantile's")
+    normal_samples: int = doc_field(50_000, "standard-normal draws per objective (paper: 50,000)")
+    seed: int = doc_field(0, "seed of the normal draws")
+    lower_quantile: float = doc_field(0.0, "quantile for r_min when range_source is quantile")
+    upper_quantile: float = doc_field(1.0, "quantile for r_max when range_source is quantile")
+
+    def __post_init__(self) -> None:
+        check_choice("mapping.method", self.method, MAPPING_METHODS)
+        check_choice("mapping.range_source", self.range_source, RANGE_SOURCES)
+
+    def reward_range(
+        self, stats: RewardStats | None, num_objectives: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(r_min, r_max) in standardized units; data quantiles need the stats."""
+        if stats is not None:
+            return stats.reward_range(
+                self.range_source,  # type: ignore[arg-type]
+                samples=self.normal_samples,
+                seed=self.seed,
+                lower=self.lower_quantile,
+                upper=self.upper_quantile,
+            )
+        if self.range_source == "quantile":
+            raise ValueError("mapping.range_source 'quantile' needs a stats file (--stats)")
+        return normal_reward_range(num_objectives, samples=self.normal_samples, seed=self.seed)
+
+    def desired_rewards(
+        self, preference: Sequence[float], r_min: np.ndarray, r_max: np.ndarray
+    ) -> np.ndarray:
+        """Map a preference to desired (standardized) rewards with these settings."""
+        return preference_to_rewards(
+            preference,
+            r_min,
+            r_max,
+            method=self.method,
+            p=self.p,
+            lam=self.lam,
+            ordered=self.ordered,
+        )
+
+
+@dataclass
+class RicConfig:
+    """Everything one run needs; each command reads the sections it uses."""
+
+    data: DataConfig = doc_field(None, "input data")
+    rewards: list[RewardConfig] = doc_field([], "objectives, in order (R1, R2, ...)")
+    label: LabelConfig = doc_field(None, "labeling settings")
+    template: TemplateConfig = doc_field(None, "conditioned-prompt template")
+    mapping: MappingConfig = doc_field(None, "preference-to-reward mapping")
+
+    def __post_init__(self) -> None:
+        # Sections default to their own defaults; doc_field(None) keeps the docs in one place.
+        for name, annotation in typing.get_type_hints(type(self)).items():
+            if getattr(self, name) is None and dataclasses.is_dataclass(annotation):
+                setattr(self, name, annotation())
+
+
+def _describe(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _convert(value: Any, annotation: Any, path: str) -> Any:
+    """Check and convert a YAML value to ``annotation``; errors name ``path``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, path)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0])
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, path)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{path}: expected a list, got {value!r}")
+        return [_convert(item, args[0], f"{path}[{i}]") for i, item in enumerate(value)]
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is float:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf"):
+            return float("inf")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif (annotation is bool or annotation is str) and isinstance(value, annotation):
+        return value
+    raise ValueError(f"{path}: expected {_describe(annotation)}, got {value!r}")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and bad types name their path."""
+    fields = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown config key {path + '.' if path else ''}{unknown[0]}; "
+            f"valid keys{' in ' + path if path else ''}: {', '.join(fields)}"
+        )
+    kwargs = {
+        name: _convert(value, fields[name], f"{path}.{name}" if path else name)
+        for name, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Apply ``key.sub=value`` (value parsed as YAML) to a nested mapping, in place."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {override!r} must look like key.sub=value")
+    parts = key.strip().split(".")
+    target = values
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"override {override!r}: {part} is not a section")
+    target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = RicConfig
+) -> T:
+    """Read a YAML config (or start from defaults), apply overrides, return the typed config."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"config file {str(file)!r} does not exist")
+        loaded = yaml.safe_load(file.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
+        values = loaded
+    for override in overrides:
+        apply_override(values, override)
+    return from_dict(cls, values)
+
+
+def dump_config(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def iter_field_docs(cls: type, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:
+    """(key path, type, default, doc) for every field, depth first; used by `ric config`."""
+    instance = cls()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key, annotation = f"{prefix}{f.name}", hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            yield from iter_field_docs(annotation, f"{key}.")  # type: ignore[arg-type]
+            continue
+        yield key, _describe(annotation), getattr(instance, f.name), f.metadata.get("doc", "")
+        item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+        if dataclasses.is_dataclass(item):
+            yield from iter_field_docs(item, f"{key}[].")  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""Pure RiC math: conditioning template, normalization stats, preference mappings, MORS, Pareto.
+
+No file or network I/O and no model loading happens in this package.
+"""
+
+from ric.core.mapping import (
+    MAPPING_METHODS,
+    check_preference,
+    preference_to_rewards,
+    preference_to_z,
+)
+from ric.core.pareto import hypervolume, pareto_front, pareto_mask
+from ric.core.selection import mors_mask, quantile_thresholds
+from ric.core.stats import RewardStats, normal_reward_range
+from ric.core.template import (
+    DEFAULT_TEMPLATE,
+    PromptTemplate,
+    build_prompt,
+    format_reward,
+    parse_prompt,
+    sanitize_prompt,
+)
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "MAPPING_METHODS",
+    "PromptTemplate",
+    "RewardStats",
+    "build_prompt",
+    "check_preference",
+    "format_reward",
+    "hypervolume",
+    "mors_mask",
+    "normal_reward_range",
+    "pareto_front",
+    "pareto_mask",
+    "parse_prompt",
+    "preference_to_rewards",
+    "preference_to_z",
+    "quantile_thresholds",
+    "sanitize_prompt",
+]

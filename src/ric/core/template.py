@@ -1,0 +1,176 @@
+"""The conditioned prompt: reward values written into the context (DESIGN §1.1).
+
+``build_prompt("What is a fox?", [0.3, -1.2])`` gives, with the paper's template,
+``"### Input: What is a fox? <R1> 0.3 <R2> -1.2 ### Response: "``; ``parse_prompt`` inverts it.
+
+Values are written with one decimal, and ``-0.0`` is written ``0.0``, so a value has exactly one
+spelling and training and inference prompts agree token for token.
+
+Neutralization rule (so user text can never inject or shift reward values): inside the user's
+prompt, every *protected string* gets a zero-width space (U+200B) inserted after its first
+character. Protected strings are (a) any reward marker for any index, matched case-insensitively
+and with optional whitespace inside it (``<R7>``, ``< r 7 >``), and (b) each line of the
+template's own literal text (``### Input:``, ``### Response:``, or the lines of a chat template
+such as ``<|im_end|>``), matched case-insensitively with flexible whitespace, plus any extra
+``protected`` strings such as a tokenizer's special tokens. The user's words stay readable (the
+inserted character is invisible), but neither the tokenizer nor ``parse_prompt`` sees a marker or
+template text there any more. Prompts without protected strings pass through unchanged, which is
+what makes the round trip exact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+ZERO_WIDTH_SPACE = "\u200b"
+PROMPT_FIELD = "{prompt}"
+REWARDS_FIELD = "{rewards}"
+INDEX_FIELD = "{i}"
+# One decimal, an optional minus sign: the only spelling format_reward produces.
+_VALUE_PATTERN = r"-?\d+\.\d"
+
+
+def format_reward(value: float) -> str:
+    """Write a reward with one decimal; ``-0.0`` (e.g. from -0.04) becomes ``0.0``."""
+    if not math.isfinite(value):
+        raise ValueError(f"reward value must be finite, got {value!r}")
+    text = f"{value:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def _flexible_pattern(literal: str) -> str:
+    """Regex for ``literal`` that tolerates extra or missing whitespace between its characters."""
+    return r"\s*".join(re.escape(char) for char in literal if not char.isspace())
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Where the prompt and the reward values go, and how a reward marker is spelled.
+
+    ``text`` must contain ``{prompt}`` once and then ``{rewards}`` once; whatever follows
+    ``{rewards}`` is the response header the model continues from. ``marker`` must contain
+    ``{i}`` (the 1-based objective index). ``protected`` lists extra strings to neutralize in user
+    text, for example a tokenizer's special tokens.
+    """
+
+    text: str = "### Input: {prompt} {rewards} ### Response: "
+    marker: str = "<R{i}>"
+    protected: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for placeholder in (PROMPT_FIELD, REWARDS_FIELD):
+            if self.text.count(placeholder) != 1:
+                raise ValueError(
+                    f"template text must contain {placeholder} exactly once, got {self.text!r}"
+                )
+        if self.text.index(PROMPT_FIELD) > self.text.index(REWARDS_FIELD):
+            raise ValueError(f"template text must put {{prompt}} before {{rewards}}: {self.text!r}")
+        if self.marker.count(INDEX_FIELD) != 1:
+            raise ValueError(f"marker must contain {{i}} exactly once, got {self.marker!r}")
+        if not self.marker.replace(INDEX_FIELD, "").strip():
+            raise ValueError(f"marker needs text besides {{i}}, got {self.marker!r}")
+        if ZERO_WIDTH_SPACE in self.text + self.marker + "".join(self.protected):
+            raise ValueError("template text must not contain U+200B, the neutralizing character")
+
+    @property
+    def head(self) -> str:
+        """Literal text before the prompt."""
+        return self.text.split(PROMPT_FIELD)[0]
+
+    @property
+    def middle(self) -> str:
+        """Literal text between the prompt and the reward values."""
+        return self.text.split(PROMPT_FIELD)[1].split(REWARDS_FIELD)[0]
+
+    @property
+    def response_header(self) -> str:
+        """Literal text after the reward values; the response follows it."""
+        return self.text.split(REWARDS_FIELD)[1]
+
+    def render_marker(self, index: int) -> str:
+        return self.marker.replace(INDEX_FIELD, str(index))
+
+    @cached_property
+    def _protected_regex(self) -> re.Pattern[str]:
+        before, after = self.marker.split(INDEX_FIELD)
+        marker = _flexible_pattern(before) + r"\s*\d+\s*" + _flexible_pattern(after)
+        literals = [
+            line.strip()
+            for piece in (self.head, self.middle, self.response_header, *self.protected)
+            for line in piece.splitlines()
+        ]
+        # Longest first, so a long literal is neutralized whole rather than by a shorter prefix.
+        literal_patterns = {_flexible_pattern(lit) for lit in literals if len(lit) >= 2}
+        patterns = [marker, *sorted(literal_patterns, key=len, reverse=True)]
+        return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+    @cached_property
+    def _parse_regex(self) -> re.Pattern[str]:
+        before, after = (re.escape(part) for part in self.marker.split(INDEX_FIELD))
+        # The block starts at objective 1 and the prompt match is lazy: a sanitized prompt holds no
+        # marker, so the first "<R1> value" after it is the block.
+        first = rf"{before}1{after} {_VALUE_PATTERN}"
+        rest = rf"{before}\d+{after} {_VALUE_PATTERN}"
+        rewards = rf"(?P<rewards>{first}(?: {rest})*)"
+        return re.compile(
+            re.escape(self.head)
+            + r"(?P<prompt>.*?)"
+            + re.escape(self.middle)
+            + rewards
+            + re.escape(self.response_header),
+            re.DOTALL,
+        )
+
+    @cached_property
+    def _pair_regex(self) -> re.Pattern[str]:
+        before, after = (re.escape(part) for part in self.marker.split(INDEX_FIELD))
+        return re.compile(rf"{before}(\d+){after} ({_VALUE_PATTERN})")
+
+
+DEFAULT_TEMPLATE = PromptTemplate()
+
+
+def sanitize_prompt(prompt: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> str:
+    """Neutralize marker and template text inside user text (rule in the module docstring)."""
+    return template._protected_regex.sub(
+        lambda match: match.group(0)[0] + ZERO_WIDTH_SPACE + match.group(0)[1:], prompt
+    )
+
+
+def build_prompt(
+    prompt: str, rewards: Sequence[float], template: PromptTemplate = DEFAULT_TEMPLATE
+) -> str:
+    """The conditioned prompt: sanitized user prompt plus one marker and value per objective."""
+    if len(rewards) == 0:
+        raise ValueError("build_prompt needs at least one reward value")
+    values = " ".join(
+        f"{template.render_marker(i)} {format_reward(float(v))}"
+        for i, v in enumerate(rewards, start=1)
+    )
+    return (
+        template.head
+        + sanitize_prompt(prompt, template)
+        + template.middle
+        + values
+        + template.response_header
+    )
+
+
+def parse_prompt(text: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> tuple[str, list[float]]:
+    """Invert ``build_prompt``: return the (sanitized) prompt and the reward values.
+
+    Raises ValueError when ``text`` does not follow the template or the markers are not
+    numbered 1..N in order.
+    """
+    match = template._parse_regex.fullmatch(text)
+    if match is None:
+        raise ValueError(f"text does not follow the template {template.text!r}: {text[:200]!r}")
+    pairs = template._pair_regex.findall(match.group("rewards"))
+    indices = [int(index) for index, _ in pairs]
+    if indices != list(range(1, len(pairs) + 1)):
+        raise ValueError(f"reward markers must be numbered 1..{len(pairs)} in order, got {indices}")
+    return match.group("prompt"), [float(value) for _, value in pairs]

@@ -1,0 +1,174 @@
+"""`ric label`: score (prompt, response) data with N rewards and standardize them (DESIGN §1.1).
+
+Output directory layout:
+
+    scored.parquet (or scored.jsonl)  every input column, plus reward_<name> (raw) and
+                                      standardized_<name> for each objective
+    stats.json                        RewardStats: mean/std per objective, reward identities,
+                                      data fingerprint, data quantiles
+    config.yaml                       the resolved config of the run
+    .label-cache/                     finished shards of raw scores, one folder per reward
+
+Resume: each (reward, shard) is saved atomically as soon as it is scored, in a folder keyed by the
+reward's identity, the data fingerprint and the shard size. A killed run, rerun with the same
+command, loads finished shards instead of rescoring them; adding a reward later scores only the
+new one. Final files are written atomically, only after every score is in and finite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ric.config import RewardConfig, RicConfig, dump_config
+from ric.core import RewardStats
+from ric.data.io import STATS_FILE, save_stats, write_atomic, write_text_atomic
+from ric.data.sources import fingerprint_pairs, read_pairs
+from ric.rewards import RewardFunction, create_reward
+
+CACHE_DIR = ".label-cache"
+CONFIG_FILE = "config.yaml"
+
+
+def raw_column(name: str) -> str:
+    return f"reward_{name}"
+
+
+def standardized_column(name: str) -> str:
+    return f"standardized_{name}"
+
+
+def reward_identity(reward: RewardConfig) -> str:
+    """What makes two scorers the same: the type and the options (not the display name)."""
+    return f"{reward.type} {json.dumps(reward.options, sort_keys=True, default=str)}"
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    scored_path: Path
+    stats_path: Path
+    config_path: Path
+    stats: RewardStats
+    shards_scored: int  # (reward, shard) units scored in this run
+    shards_reused: int  # units loaded from the cache of an earlier run
+
+
+def _check_rewards(rewards: list[RewardConfig]) -> None:
+    if not rewards:
+        raise ValueError(
+            "no rewards configured: add e.g. `rewards: [{type: relevance}, {type: verbosity}]` "
+            "to the config or pass --reward relevance --reward verbosity"
+        )
+    names = [reward.resolved_name for reward in rewards]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"reward names must be unique; repeated: {duplicates} (set `name`)")
+
+
+def _shard_folder(cache: Path, reward: RewardConfig, fingerprint: str, shard_size: int) -> Path:
+    key = hashlib.sha256(f"{reward_identity(reward)}|{fingerprint}|{shard_size}".encode())
+    return cache / f"{reward.resolved_name}-{key.hexdigest()[:16]}"
+
+
+def _score_shard(
+    scorer: RewardFunction, name: str, prompts: list[str], responses: list[str], start: int
+) -> np.ndarray:
+    """Score one shard; non-finite or misshapen scores raise, naming the reward and rows."""
+    scores = np.asarray(scorer.score(prompts, responses), dtype=np.float64)
+    if scores.shape != (len(prompts),):
+        raise ValueError(
+            f"reward {name!r} returned shape {scores.shape} for {len(prompts)} samples"
+        )
+    bad = np.nonzero(~np.isfinite(scores))[0]
+    if bad.size:
+        rows = (bad + start).tolist()
+        raise ValueError(
+            f"reward {name!r} gave non-finite scores (NaN or inf) at rows {rows[:10]}"
+            + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+            + "; no output was written"
+        )
+    return scores
+
+
+def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
+    """Score ``config.data`` with ``config.rewards`` and write the labeled data to
+    ``config.label.output`` (layout and resume rule in the module docstring)."""
+    if not config.label.output:
+        raise ValueError("no output directory: set label.output (or pass --output)")
+    _check_rewards(config.rewards)
+    frame = read_pairs(config.data)  # validates columns and rows before anything is written
+    prompts = frame[config.data.prompt_column].tolist()
+    responses = frame[config.data.response_column].tolist()
+    fingerprint = fingerprint_pairs(prompts, responses)
+    names = [reward.resolved_name for reward in config.rewards]
+    clashes = sorted({raw_column(n) for n in names} | {standardized_column(n) for n in names})
+    clashes = [column for column in clashes if column in frame.columns]
+    if clashes:
+        raise ValueError(f"input already has columns {clashes}; rename them or the rewards")
+    scorers = [create_reward(reward.type, reward.options) for reward in config.rewards]
+
+    output = Path(config.label.output)
+    shard_size = config.label.shard_size
+    starts = range(0, len(frame), shard_size)
+    raw = np.empty((len(frame), len(config.rewards)))  # (B, N) raw units
+    scored = reused = 0
+    progress = tqdm(
+        total=len(frame) * len(scorers), desc="label", unit="score", disable=not show_progress
+    )
+    for column, (reward, scorer) in enumerate(zip(config.rewards, scorers, strict=True)):
+        folder = _shard_folder(output / CACHE_DIR, reward, fingerprint, shard_size)
+        progress.set_postfix_str(reward.resolved_name)
+        for shard, start in enumerate(starts):
+            stop = min(start + shard_size, len(frame))
+            shard_file = folder / f"shard-{shard:06d}.npy"
+            if shard_file.exists():
+                raw[start:stop, column] = np.load(shard_file)
+                reused += 1
+            else:
+                scores = _score_shard(
+                    scorer, reward.resolved_name, prompts[start:stop], responses[start:stop], start
+                )
+                write_atomic(shard_file, lambda tmp, s=scores: _save_array(tmp, s))
+                raw[start:stop, column] = scores
+                scored += 1
+            progress.update(stop - start)
+    progress.close()
+
+    stats = RewardStats.fit(
+        raw, names, [reward_identity(r) for r in config.rewards], data_fingerprint=fingerprint
+    )
+    standardized = stats.standardize(raw)
+    result = frame.copy()
+    for column, name in enumerate(names):
+        result[raw_column(name)] = raw[:, column]
+        result[standardized_column(name)] = standardized[:, column]
+    scored_path = output / f"scored.{config.label.output_format}"
+    write_atomic(scored_path, lambda tmp: _write_frame(result, tmp, config.label.output_format))
+    save_stats(stats, output / STATS_FILE)
+    write_text_atomic(output / CONFIG_FILE, dump_config(config))
+    return LabelResult(
+        scored_path=scored_path,
+        stats_path=output / STATS_FILE,
+        config_path=output / CONFIG_FILE,
+        stats=stats,
+        shards_scored=scored,
+        shards_reused=reused,
+    )
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:  # a handle, because np.save appends .npy to a bare path
+        np.save(handle, array)
+
+
+def _write_frame(frame: pd.DataFrame, path: Path, output_format: str) -> None:
+    if output_format == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)

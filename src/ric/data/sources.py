@@ -1,0 +1,97 @@
+"""Reading (prompt, response) pairs from JSONL, Parquet, CSV or a Hugging Face dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ric.config import DataConfig
+
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+def resolve_format(config: DataConfig) -> str:
+    """The format to read ``config.path`` with: explicit, from the suffix, or a HF dataset."""
+    if config.format != "auto":
+        return config.format
+    path = Path(config.path)
+    if path.suffix.lower() in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[path.suffix.lower()]
+    if path.is_file():
+        raise ValueError(
+            f"cannot tell the format of {config.path!r} from its suffix; use a suffix among "
+            f"{', '.join(SUFFIX_FORMATS)} or set data.format to jsonl, parquet or csv"
+        )
+    return "hf"  # a saved dataset directory or a hub name
+
+
+def _read_hf(config: DataConfig) -> pd.DataFrame:
+    import datasets  # heavy import, only for this source
+
+    path = Path(config.path)
+    saved_markers = ("dataset_dict.json", "state.json")  # what save_to_disk writes
+    if path.is_dir() and any((path / marker).exists() for marker in saved_markers):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if config.split not in loaded:
+                raise ValueError(
+                    f"split {config.split!r} not in {config.path!r}; available: {list(loaded)}"
+                )
+            loaded = loaded[config.split]
+    else:
+        loaded = datasets.load_dataset(config.path, split=config.split)
+    return loaded.to_pandas()
+
+
+def read_pairs(config: DataConfig) -> pd.DataFrame:
+    """Load the data as a frame; every column is kept, the two text columns are checked.
+
+    Raises ValueError for a missing path, a missing column (listing the columns there are), empty
+    data, or rows whose prompt or response is not a string.
+    """
+    if not config.path:
+        raise ValueError("no input data: set data.path (or pass --data)")
+    data_format = resolve_format(config)
+    path = Path(config.path)
+    if data_format != "hf" and not path.is_file():
+        raise ValueError(f"input file {config.path!r} does not exist")
+    readers = {
+        "jsonl": lambda: pd.read_json(path, lines=True, dtype=False),
+        "parquet": lambda: pd.read_parquet(path),
+        "csv": lambda: pd.read_csv(path, keep_default_na=False, dtype=str),
+        "hf": lambda: _read_hf(config),
+    }
+    frame = readers[data_format]()
+    if config.limit is not None:
+        frame = frame.head(config.limit)
+    frame = frame.reset_index(drop=True)
+    for column in (config.prompt_column, config.response_column):
+        if column not in frame.columns:
+            raise ValueError(
+                f"column {column!r} not found in {config.path!r}; columns there: "
+                f"{', '.join(map(str, frame.columns)) or '(none)'}"
+            )
+    if len(frame) == 0:
+        raise ValueError(f"input {config.path!r} holds no rows")
+    for column in (config.prompt_column, config.response_column):
+        not_text = [i for i, value in enumerate(frame[column]) if not isinstance(value, str)]
+        if not_text:
+            raise ValueError(
+                f"column {column!r} must hold text; rows {not_text[:10]} do not "
+                f"({len(not_text)} in all)"
+            )
+    return frame
+
+
+def fingerprint_pairs(prompts: Sequence[str], responses: Sequence[str]) -> str:
+    """SHA-256 of the (prompt, response) pairs, independent of the file format they came in."""
+    digest = hashlib.sha256()
+    for prompt, response in zip(prompts, responses, strict=True):
+        for text in (prompt, response):
+            encoded = text.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))  # length prefix: no ambiguity
+            digest.update(encoded)
+    return digest.hexdigest()

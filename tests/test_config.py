@@ -1,0 +1,74 @@
+"""Typed YAML config: defaults, overrides, unknown keys and bad types named, shipped configs."""
+
+from pathlib import Path
+
+import pytest
+
+from ric.config import RicConfig, dump_config, iter_field_docs, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def test_defaults_without_file():
+    config = load_config()
+    assert config == RicConfig()
+    assert config.mapping.method == "p_inf" and config.mapping.normal_samples == 50_000
+
+
+def test_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  path: x.jsonl\nrewards:\n  - type: verbosity\n    name: length\n")
+    config = load_config(path, ["label.shard_size=7", "mapping.p=inf", "mapping.lam=[1, 2]"])
+    assert config.data.path == "x.jsonl"
+    assert config.rewards[0].resolved_name == "length"
+    assert config.label.shard_size == 7
+    assert config.mapping.p == float("inf") and config.mapping.lam == [1.0, 2.0]
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(None, ["rewards=[{type: relevance, options: {batch_size: 8}}]"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("label.shardsize=3", "unknown config key label.shardsize; valid keys in label:"),
+        ("colour=red", "unknown config key colour"),
+        ("label.shard_size=abc", "label.shard_size: expected int, got 'abc'"),
+        ("label.shard_size=0", "label.shard_size must be >= 1"),
+        ("rewards=[{type: x, nam: y}]", "rewards[0].nam"),
+        ("mapping.method=pinf", "mapping.method: 'pinf' is not valid"),
+        ("data.format=xml", "data.format: 'xml' is not valid"),
+        ("mapping.ordered=maybe", "mapping.ordered: expected bool"),
+        ("label=3", "label: expected a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ValueError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def test_missing_file_named(tmp_path):
+    with pytest.raises(ValueError, match=r"nope\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_every_field_documented():
+    rows = list(iter_field_docs(RicConfig))
+    assert len(rows) > 20
+    for key, _type, _default, doc in rows:
+        assert doc, f"{key} has no doc"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config.rewards, f"{path.name} configures no rewards"
+
+
+def test_configs_are_shipped():
+    assert CONFIGS, "configs/ holds no YAML file"
