@@ -91,6 +91,8 @@ def test_rerun_reuses_shards_and_new_reward_scores_only_itself(tmp_path):
     ]
     more = label_dataset(_config(data, tmp_path / "out", rewards, shard_size=10), False)
     assert (more.shards_scored, more.shards_reused) == (4, 8)
+    fresh = _config(data, tmp_path / "out", rewards, shard_size=10, reuse_scores=False)
+    assert label_dataset(fresh, False).shards_scored == 12
 
 
 def test_resume_after_kill_does_not_rescore_finished_shards(tmp_path):

@@ -4,45 +4,8 @@ The top level re-exports the pure math of ``ric.core``; scorers live in ``ric.re
 labeling in ``ric.data``.
 """
 
-from ric.core import (
-    DEFAULT_TEMPLATE,
-    MAPPING_METHODS,
-    PromptTemplate,
-    RewardStats,
-    build_prompt,
-    check_preference,
-    format_reward,
-    hypervolume,
-    mors_mask,
-    normal_reward_range,
-    pareto_front,
-    pareto_mask,
-    parse_prompt,
-    preference_to_rewards,
-    preference_to_z,
-    quantile_thresholds,
-    sanitize_prompt,
-)
+from ric.core import *  # noqa: F403 - the pure math is the top-level API
+from ric.core import __all__ as _core_api
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "DEFAULT_TEMPLATE",
-    "MAPPING_METHODS",
-    "PromptTemplate",
-    "RewardStats",
-    "__version__",
-    "build_prompt",
-    "check_preference",
-    "format_reward",
-    "hypervolume",
-    "mors_mask",
-    "normal_reward_range",
-    "pareto_front",
-    "pareto_mask",
-    "parse_prompt",
-    "preference_to_rewards",
-    "preference_to_z",
-    "quantile_thresholds",
-    "sanitize_prompt",
-]
+__all__ = [*_core_api, "__version__"]

@@ -77,6 +77,7 @@ class LabelConfig:
     output: str = doc_field("", "output directory for scored data, stats and resolved config")
     shard_size: int = doc_field(1024, "rows scored and saved per shard (the unit of resume)")
     output_format: str = doc_field("parquet", "scored data format: parquet or jsonl")
+    reuse_scores: bool = doc_field(True, "load shards scored by earlier runs (false: rescore all)")
 
     def __post_init__(self) -> None:
         check_choice("label.output_format", self.output_format, OUTPUT_FORMATS)

@@ -9,14 +9,7 @@ from __future__ import annotations
 import moocore
 import numpy as np
 
-
-def _check_points(points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] == 0:
-        raise ValueError(f"points must have shape (K, N), got {points.shape}")
-    if not np.all(np.isfinite(points)):
-        raise ValueError("points must be finite (no NaN or inf)")
-    return points
+from ric.core.checks import finite_matrix
 
 
 def pareto_mask(points: np.ndarray) -> np.ndarray:
@@ -24,7 +17,7 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
     Duplicates of a non-dominated point are all kept (each is on the front).
     """
-    points = _check_points(points)
+    points = finite_matrix(points, "points")
     if points.shape[0] == 0:
         return np.zeros(0, dtype=bool)
     return np.asarray(moocore.is_nondominated(points, maximise=True, keep_weakly=True), dtype=bool)
@@ -32,7 +25,7 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
     """The non-dominated points of ``points`` (K, N), in their original order."""
-    points = _check_points(points)
+    points = finite_matrix(points, "points")
     return points[pareto_mask(points)]
 
 
@@ -41,7 +34,7 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
 
     Points that do not strictly dominate the reference contribute nothing.
     """
-    points = _check_points(points)
+    points = finite_matrix(points, "points")
     reference = np.asarray(reference, dtype=np.float64)
     if reference.shape != (points.shape[1],):
         raise ValueError(

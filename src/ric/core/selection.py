@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _check_rewards(rewards: np.ndarray) -> np.ndarray:
-    rewards = np.asarray(rewards, dtype=np.float64)
-    if rewards.ndim != 2 or rewards.shape[1] == 0:
-        raise ValueError(f"rewards must have shape (B, N), got {rewards.shape}")
-    if not np.all(np.isfinite(rewards)):
-        raise ValueError("rewards must be finite (no NaN or inf)")
-    return rewards
+from ric.core.checks import finite_matrix
 
 
 def quantile_thresholds(rewards: np.ndarray, q: float = 0.7) -> np.ndarray:
     """Per-objective q-quantile of rewards (B, N) -> thresholds (N,)."""
-    rewards = _check_rewards(rewards)
+    rewards = finite_matrix(rewards, "rewards")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile q must be in [0, 1], got {q}")
     if rewards.shape[0] == 0:
@@ -31,7 +24,7 @@ def quantile_thresholds(rewards: np.ndarray, q: float = 0.7) -> np.ndarray:
 
 def mors_mask(rewards: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Keep mask (B,): True where a sample exceeds its threshold in at least one objective."""
-    rewards = _check_rewards(rewards)
+    rewards = finite_matrix(rewards, "rewards")
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.shape != (rewards.shape[1],):
         raise ValueError(

@@ -10,9 +10,11 @@ Output directory layout:
     .label-cache/                     finished shards of raw scores, one folder per reward
 
 Resume: each (reward, shard) is saved atomically as soon as it is scored, in a folder keyed by the
-reward's identity, the data fingerprint and the shard size. A killed run, rerun with the same
-command, loads finished shards instead of rescoring them; adding a reward later scores only the
-new one. Final files are written atomically, only after every score is in and finite.
+reward's identity (type and options), the data fingerprint and the shard size. A killed run,
+rerun with the same command, loads finished shards instead of rescoring them; adding a reward
+later scores only the new one. After changing a scorer's code (not its options), set
+``label.reuse_scores: false`` to rescore. Final files are written atomically, only after every
+score is in and finite.
 """
 
 from __future__ import annotations
@@ -79,12 +81,11 @@ def _shard_folder(cache: Path, reward: RewardConfig, fingerprint: str, shard_siz
 def _score_shard(
     scorer: RewardFunction, name: str, prompts: list[str], responses: list[str], start: int
 ) -> np.ndarray:
-    """Score one shard; non-finite or misshapen scores raise, naming the reward and rows."""
-    scores = np.asarray(scorer.score(prompts, responses), dtype=np.float64)
-    if scores.shape != (len(prompts),):
-        raise ValueError(
-            f"reward {name!r} returned shape {scores.shape} for {len(prompts)} samples"
-        )
+    """Score one shard; non-finite scores raise, naming the reward and the rows.
+
+    (Shape and dtype are already checked by every scorer, see ric.rewards.base.score_checked.)
+    """
+    scores = scorer.score(prompts, responses)
     bad = np.nonzero(~np.isfinite(scores))[0]
     if bad.size:
         rows = (bad + start).tolist()
@@ -127,7 +128,7 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
         for shard, start in enumerate(starts):
             stop = min(start + shard_size, len(frame))
             shard_file = folder / f"shard-{shard:06d}.npy"
-            if shard_file.exists():
+            if config.label.reuse_scores and shard_file.exists():
                 raw[start:stop, column] = np.load(shard_file)
                 reused += 1
             else:

@@ -88,63 +88,57 @@ class Positivity:
         return [self._analyzer.polarity_scores(text)["compound"] for text in responses]
 
 
-def _check_range(minimum: float, maximum: float) -> None:
-    if not minimum < maximum:
-        raise ValueError(f"minimum must be below maximum, got minimum={minimum}, maximum={maximum}")
-
-
-def _clipped(
-    formula: Callable[[str], float], responses: list[str], minimum: float, maximum: float
-) -> np.ndarray:
-    """Apply a textstat ``formula`` to each response and clip to [minimum, maximum].
+class _ClippedTextstat:
+    """A textstat formula applied to each response and clipped to [minimum, maximum].
 
     An empty (or blank) response gets ``minimum``: textstat returns 0.0 for it, which would rate
-    "no answer" as fairly readable.
+    "no answer" as, e.g., fairly readable.
     """
-    values = [formula(text) if text.strip() else minimum for text in responses]
-    return np.clip(np.asarray(values, dtype=np.float64), minimum, maximum)
+
+    label = ""  # registry name, used in error messages
+    formula = ""  # name of the textstat function
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        import textstat
+
+        if not minimum < maximum:
+            raise ValueError(
+                f"minimum must be below maximum, got minimum={minimum}, maximum={maximum}"
+            )
+        self.minimum = minimum
+        self.maximum = maximum
+        self._formula: Callable[[str], float] = getattr(textstat, self.formula)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return score_checked(self.label, self._score, prompts, responses)
+
+    def _score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        values = [self._formula(text) if text.strip() else self.minimum for text in responses]
+        return np.clip(np.asarray(values, dtype=np.float64), self.minimum, self.maximum)
 
 
-class Readability:
+class Readability(_ClippedTextstat):
     """Flesch reading ease of the response (textstat), clipped; higher is easier to read."""
+
+    label, formula = "readability", "flesch_reading_ease"
 
     # The formula 206.835 - 1.015 * words/sentence - 84.6 * syllables/word peaks at 121.22 (one
     # one-syllable word per sentence), so the upper clip only rounds. It has no lower bound: text
     # without sentence punctuation counts as one long sentence and scores in the -hundreds. Such
     # outliers would dominate the mean/std standardization of RiC; -20 is below real prose.
     def __init__(self, minimum: float = -20.0, maximum: float = 121.0) -> None:
-        import textstat
-
-        _check_range(minimum, maximum)
-        self.minimum = minimum
-        self.maximum = maximum
-        self._formula = textstat.flesch_reading_ease
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return score_checked("readability", self._score, prompts, responses)
-
-    def _score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        return _clipped(self._formula, responses, self.minimum, self.maximum)
+        super().__init__(minimum, maximum)
 
 
-class FleschKincaidGrade:
+class FleschKincaidGrade(_ClippedTextstat):
     """Flesch-Kincaid grade level of the response (textstat), clipped; higher is more complex."""
+
+    label, formula = "fk_grade", "flesch_kincaid_grade"
 
     # The grade goes negative for very short sentences ("Hi." is -3.4) and is unbounded above for
     # unpunctuated text; [0, 20] spans first grade to postgraduate prose.
     def __init__(self, minimum: float = 0.0, maximum: float = 20.0) -> None:
-        import textstat
-
-        _check_range(minimum, maximum)
-        self.minimum = minimum
-        self.maximum = maximum
-        self._formula = textstat.flesch_kincaid_grade
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        return score_checked("fk_grade", self._score, prompts, responses)
-
-    def _score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        return _clipped(self._formula, responses, self.minimum, self.maximum)
+        super().__init__(minimum, maximum)
 
 
 class Verbosity:
