@@ -11,6 +11,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 
 from ric.config import RicConfig, dump_config, iter_field_docs, load_config
 from ric.core import PromptTemplate, build_prompt
@@ -108,6 +111,88 @@ def run_label(args: argparse.Namespace) -> None:
     )
 
 
+def run_train(args: argparse.Namespace) -> None:
+    from ric.training.offline import METRICS_FILE, run_train
+
+    config = _load(
+        args,
+        {"train.data": args.data, "train.output": args.output, "model.source": args.model},
+    )
+    output = run_train(config, resume=args.resume, show_progress=not args.no_progress)
+    metrics = json.loads((output / METRICS_FILE).read_text())
+    print(
+        f"trained {metrics['steps']} steps on {metrics['samples']} samples "
+        f"(loss {metrics['first_loss']:.4f} -> {metrics['last_loss']:.4f}, "
+        f"{metrics['response_tokens_per_second']:.0f} response tokens/s)"
+    )
+    print(f"output: {output}")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from ric.data.sources import read_prompts
+    from ric.training.generation import generate_responses
+    from ric.training.trained import load_trained
+
+    config = _load(args)
+    if (args.preference is None) == (args.rewards is None):
+        raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
+    if not prompts:
+        raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
+    policy = load_trained(args.model)
+    n = policy.stats.num_objectives
+    if args.rewards is not None:
+        if len(args.rewards) != n:
+            raise ValueError(
+                f"--rewards has {len(args.rewards)} values; the model has {n} objectives "
+                f"({', '.join(policy.stats.names)})"
+            )
+        desired = np.asarray(args.rewards, dtype=float)
+    else:
+        r_min, r_max = config.mapping.reward_range(policy.stats, n)
+        desired = config.mapping.desired_rewards(args.preference, r_min, r_max)
+    conditioned = policy.conditioned_prompts(prompts, desired)
+    responses = generate_responses(policy.model, policy.tokenizer, conditioned, config.generation)
+    records = [
+        {
+            "prompt": prompt,
+            "preference": args.preference,
+            "desired_rewards": desired.tolist(),
+            "conditioned_prompt": text,
+            "response": response,
+            "generation": vars(config.generation),
+        }
+        for prompt, text, response in zip(prompts, conditioned, responses, strict=True)
+    ]
+    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if args.output:
+        from ric.data.io import write_text_atomic
+
+        write_text_atomic(Path(args.output), lines)
+    print(lines, end="")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from ric.evaluation.sweep import METRICS_FILE, run_evaluate
+
+    config = _load(
+        args,
+        {
+            "evaluate.model": args.model,
+            "evaluate.prompts": args.prompts,
+            "evaluate.output": args.output,
+        },
+    )
+    output = run_evaluate(config, show_progress=not args.no_progress)
+    metrics = json.loads((output / METRICS_FILE).read_text())
+    print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
+    for name, values in metrics["steerability"].items():
+        print(f"  {name}: Spearman(desired, obtained) {values['desired_vs_obtained']}")
+    print(f"report: {output / 'report.md'}")
+
+
 def run_rewards(args: argparse.Namespace) -> None:
     from ric.rewards import describe_rewards
 
@@ -161,6 +246,48 @@ def build_parser() -> argparse.ArgumentParser:
     labeler.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _config_arguments(labeler)
     labeler.set_defaults(run=run_label)
+
+    trainer = commands.add_parser(
+        "train",
+        help="offline stage: multi-reward conditional SFT",
+        description="Fine-tune the policy on a `ric label` output with rewards in the prompt.",
+    )
+    trainer.add_argument("--data", help="a `ric label` output directory")
+    trainer.add_argument("--output", help="output directory")
+    trainer.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
+    trainer.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --output"
+    )
+    trainer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _config_arguments(trainer)
+    trainer.set_defaults(run=run_train)
+
+    generator = commands.add_parser(
+        "generate",
+        help="generate with a trained model for a preference or explicit rewards",
+        description="Print one JSON line per prompt (settings recorded in each).",
+    )
+    generator.add_argument("--model", required=True, help="a `ric train` output directory")
+    generator.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    generator.add_argument("--prompts", help="a file of prompts (JSONL, Parquet, CSV)")
+    generator.add_argument("--preference", type=parse_floats, help="e.g. 0.2,0.8 (mapped)")
+    generator.add_argument(
+        "--rewards", type=parse_floats, help="explicit desired rewards, standardized units"
+    )
+    generator.add_argument("--output", help="also write the JSON lines to this file")
+    _config_arguments(generator)
+    generator.set_defaults(run=run_generate)
+
+    evaluator = commands.add_parser(
+        "evaluate",
+        help="sweep preferences on held-out prompts: front, hypervolume, steerability, report",
+    )
+    evaluator.add_argument("--model", help="a `ric train` output directory")
+    evaluator.add_argument("--prompts", help="held-out prompts (JSONL, Parquet, CSV, HF)")
+    evaluator.add_argument("--output", help="output directory")
+    evaluator.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _config_arguments(evaluator)
+    evaluator.set_defaults(run=run_evaluate)
 
     rewards = commands.add_parser("rewards", help="list the available reward scorers")
     rewards.set_defaults(run=run_rewards)

@@ -25,6 +25,10 @@ T = TypeVar("T")
 DATA_FORMATS = ("auto", "jsonl", "parquet", "csv", "hf")
 OUTPUT_FORMATS = ("parquet", "jsonl")
 RANGE_SOURCES = ("normal", "quantile")
+DTYPES = ("float32", "bfloat16", "float16")
+LR_SCHEDULES = ("linear", "constant", "cosine")
+MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+GRIDS = ("paper", "lattice", "explicit")
 
 
 def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
@@ -147,6 +151,131 @@ class MappingConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The policy model (see ric.models)."""
+
+    source: str = doc_field(
+        "smollm2", "'smollm2' (embedded), 'tiny' (built in code), a local dir or a hub id"
+    )
+    dtype: str = doc_field("float32", "weights dtype: float32, bfloat16 or float16")
+    device: str | None = doc_field(None, "torch device (None: cuda if available, else cpu)")
+    load_in_8bit: bool = doc_field(False, "8-bit base weights (needs bitsandbytes and CUDA)")
+
+    def __post_init__(self) -> None:
+        check_choice("model.dtype", self.dtype, DTYPES)
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter settings (paper: r 64, alpha 128, dropout 0.05)."""
+
+    enabled: bool = doc_field(True, "train a LoRA adapter (false: full fine-tuning)")
+    r: int = doc_field(64, "adapter rank")
+    alpha: float = doc_field(128.0, "scaling numerator (scale = alpha / r)")
+    dropout: float = doc_field(0.05, "dropout on the adapter input")
+    target_modules: list[str] = doc_field(
+        ["q_proj", "v_proj"], "names of the linear layers that get adapters"
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ValueError("lora.target_modules must name at least one module")
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings, recorded in every output that holds generations."""
+
+    max_new_tokens: int = doc_field(128, "most tokens generated per response")
+    do_sample: bool = doc_field(True, "sample (false: greedy decoding)")
+    temperature: float = doc_field(0.7, "softmax temperature when sampling")
+    top_p: float = doc_field(0.9, "nucleus sampling mass (1.0: off)")
+    top_k: int = doc_field(0, "keep only the k most likely tokens (0: off)")
+    stop_strings: list[str] = doc_field([], "cut a response at the first of these strings")
+    min_new_tokens: int = doc_field(1, "suppress EOS for the first tokens (paper: 1)")
+    batch_size: int = doc_field(16, "prompts generated together (left-padded)")
+    seed: int = doc_field(0, "sampling seed")
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ValueError(f"generation.batch_size must be >= 1, got {self.batch_size}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"generation.temperature must be > 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"generation.top_k must be >= 0, got {self.top_k}")
+
+
+@dataclass
+class TrainConfig:
+    """Conditional SFT (offline stage; the online stage continues with the same loop)."""
+
+    data: str = doc_field("", "a `ric label` output directory (scored data + stats.json)")
+    output: str = doc_field("", "output directory: adapter or model, checkpoints, log, config")
+    max_steps: int = doc_field(200, "optimizer steps (paper: 20,000 on Llama-2 7B)")
+    batch_size: int = doc_field(8, "samples per micro-batch (paper: 8)")
+    gradient_accumulation_steps: int = doc_field(1, "micro-batches per optimizer step")
+    learning_rate: float = doc_field(1.41e-4, "peak learning rate (paper: 1.41e-4)")
+    lr_schedule: str = doc_field("linear", "linear (decay to 0), constant or cosine")
+    warmup_steps: int = doc_field(0, "linear warm-up steps")
+    weight_decay: float = doc_field(0.0, "AdamW weight decay")
+    max_grad_norm: float = doc_field(1.0, "gradient clipping norm (0: off)")
+    max_length: int = doc_field(256, "most tokens per sample (prompt + response + EOS)")
+    mixed_precision: str = doc_field("auto", "auto (bf16 where supported), fp32, bf16 or fp16")
+    save_steps: int = doc_field(50, "save a resumable checkpoint every N steps (0: only at end)")
+    keep_checkpoints: int = doc_field(2, "checkpoints kept on disk (older ones are deleted)")
+    log_steps: int = doc_field(10, "log the mean loss every N steps")
+    seed: int = doc_field(0, "seed of data order, dropout and adapter initialization")
+
+    def __post_init__(self) -> None:
+        for key in (
+            "max_steps",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "keep_checkpoints",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("save_steps", "warmup_steps", "log_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+
+
+@dataclass
+class EvaluateConfig:
+    """Preference sweep of a trained model (see ric.evaluation)."""
+
+    model: str = doc_field("", "a `ric train` output directory")
+    prompts: str = doc_field("", "held-out prompts: JSONL, Parquet, CSV or HF dataset")
+    prompt_column: str = doc_field("prompt", "column of the held-out prompts")
+    num_prompts: int = doc_field(32, "held-out prompts used (the first N; paper: 2,000)")
+    output: str = doc_field("", "output directory for tables, plot, metrics and report")
+    grid: str = doc_field("paper", "paper (11 points / 13 vectors), lattice, or explicit")
+    divisions: int = doc_field(10, "lattice divisions per objective when grid is lattice")
+    preferences: list[list[float]] = doc_field([], "the preferences when grid is explicit")
+    reference: list[float] | None = doc_field(
+        None, "hypervolume reference point, raw units (None: the labeled data's minimum)"
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("evaluate.grid", self.grid, GRIDS)
+        if self.num_prompts < 1:
+            raise ValueError(f"evaluate.num_prompts must be >= 1, got {self.num_prompts}")
+
+
+@dataclass
 class RicConfig:
     """Everything one run needs; each command reads the sections it uses."""
 
@@ -155,6 +284,11 @@ class RicConfig:
     label: LabelConfig = doc_field(None, "labeling settings")
     template: TemplateConfig = doc_field(None, "conditioned-prompt template")
     mapping: MappingConfig = doc_field(None, "preference-to-reward mapping")
+    model: ModelConfig = doc_field(None, "policy model")
+    lora: LoraConfig = doc_field(None, "LoRA adapter")
+    generation: GenerationConfig = doc_field(None, "sampling settings")
+    train: TrainConfig = doc_field(None, "conditional SFT")
+    evaluate: EvaluateConfig = doc_field(None, "preference sweep")
 
     def __post_init__(self) -> None:
         # Sections default to their own defaults; doc_field(None) keeps the docs in one place.

@@ -46,12 +46,8 @@ def _read_hf(config: DataConfig) -> pd.DataFrame:
     return loaded.to_pandas()
 
 
-def read_pairs(config: DataConfig) -> pd.DataFrame:
-    """Load the data as a frame; every column is kept, the two text columns are checked.
-
-    Raises ValueError for a missing path, a missing column (listing the columns there are), empty
-    data, or rows whose prompt or response is not a string.
-    """
+def read_table(config: DataConfig) -> pd.DataFrame:
+    """Load ``config.path`` as a frame (first ``limit`` rows), every column kept."""
     if not config.path:
         raise ValueError("no input data: set data.path (or pass --data)")
     data_format = resolve_format(config)
@@ -67,23 +63,41 @@ def read_pairs(config: DataConfig) -> pd.DataFrame:
     frame = readers[data_format]()
     if config.limit is not None:
         frame = frame.head(config.limit)
-    frame = frame.reset_index(drop=True)
-    for column in (config.prompt_column, config.response_column):
+    return frame.reset_index(drop=True)
+
+
+def check_text_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+    """Raise ValueError for a missing column (listing those there are), no rows, or rows whose
+    value is not a string."""
+    for column in columns:
         if column not in frame.columns:
             raise ValueError(
-                f"column {column!r} not found in {config.path!r}; columns there: "
+                f"column {column!r} not found in {source!r}; columns there: "
                 f"{', '.join(map(str, frame.columns)) or '(none)'}"
             )
     if len(frame) == 0:
-        raise ValueError(f"input {config.path!r} holds no rows")
-    for column in (config.prompt_column, config.response_column):
+        raise ValueError(f"input {source!r} holds no rows")
+    for column in columns:
         not_text = [i for i, value in enumerate(frame[column]) if not isinstance(value, str)]
         if not_text:
             raise ValueError(
                 f"column {column!r} must hold text; rows {not_text[:10]} do not "
                 f"({len(not_text)} in all)"
             )
+
+
+def read_pairs(config: DataConfig) -> pd.DataFrame:
+    """Load (prompt, response) data; every column is kept, the two text columns are checked."""
+    frame = read_table(config)
+    check_text_columns(frame, [config.prompt_column, config.response_column], config.path)
     return frame
+
+
+def read_prompts(path: str, column: str = "prompt", limit: int | None = None) -> list[str]:
+    """The prompts of a JSONL, Parquet, CSV or HF dataset (first ``limit``), checked."""
+    frame = read_table(DataConfig(path=path, prompt_column=column, limit=limit))
+    check_text_columns(frame, [column], path)
+    return frame[column].tolist()
 
 
 def fingerprint_pairs(prompts: Sequence[str], responses: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ric.rewards.base import score_checked
+from ric.runtime import default_device, set_pad_token
 
 if TYPE_CHECKING:
     import torch
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
 INPUT_KINDS = ("pair", "reversed_pair", "response", "template")
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_LENGTH_CAP = 1024  # default truncation when neither tokenizer nor config knows better
-
-
-def default_device() -> str:
-    """CUDA when available, else CPU."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def fill_template(template: str, prompt: str, response: str) -> str:
@@ -98,7 +92,7 @@ class HFRewardModel:
         """Wrap an already-loaded classifier and tokenizer (tests, reuse across scorers).
 
         ``device``: None keeps the model where it is. Tokenizer and model config are updated
-        in place when the tokenizer has no pad token (see ``_set_pad_token``).
+        in place when the tokenizer has no pad token (see ``set_pad_token``).
         """
         _check_settings(input, template, batch_size, max_length)
         if device is not None:
@@ -126,7 +120,7 @@ class HFRewardModel:
                 f"logit {logit} is out of range: model {name!r} has {num_labels} output "
                 f"column(s) (num_labels={num_labels}); choose 0..{num_labels - 1}"
             )
-        _set_pad_token(model, tokenizer)
+        set_pad_token(model, tokenizer)
         self.name = name
         self.input = input
         self.template = template
@@ -194,19 +188,6 @@ def _check_settings(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be >= 1 or None, got {max_length}")
-
-
-def _set_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make tokenizer and model agree on a pad token (eos when the tokenizer has none).
-
-    Decoder classifiers locate the last token as the last id != config.pad_token_id, and refuse
-    batches when it is None, so the model must know the id the tokenizer pads with.
-    """
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
-        tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def _default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:

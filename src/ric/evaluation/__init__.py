@@ -1,0 +1,1 @@
+"""Preference sweeps, empirical fronts, steerability metrics, plots and reports (DESIGN §1.5)."""

@@ -1,0 +1,66 @@
+"""The empirical front as a PNG, with each point labeled by its preference (paper, Figure 4).
+
+Two objectives: one panel, r_1 against r_2. N >= 3: one panel per pair of objectives. Several
+fronts (e.g. methods or iterations) can share the figure, one colour each.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def format_preference(w: np.ndarray) -> str:
+    """'0.3' for two objectives (w_1), '(0.2,0.4,0.4)' otherwise."""
+    if w.size == 2:
+        return f"{w[0]:.1f}"
+    return "(" + ",".join(f"{v:.2g}" for v in w) + ")"
+
+
+def plot_fronts(
+    fronts: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    names: list[str],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """Save a front plot. ``fronts``: label -> (preferences (K, N), mean rewards (K, N))."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    if not pairs:
+        raise ValueError("a front plot needs at least two objectives")
+    columns = min(3, len(pairs))
+    rows = -(-len(pairs) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.6 * rows), squeeze=False)
+    for axis, (i, j) in zip(axes.flat, pairs, strict=False):
+        for label, (preferences, points) in fronts.items():
+            order = np.argsort(preferences[:, i], kind="stable")
+            axis.plot(points[order, i], points[order, j], marker="o", label=label)
+            for w, point in zip(preferences, points, strict=True):
+                axis.annotate(
+                    format_preference(w),
+                    (point[i], point[j]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+        axis.set_xlabel(names[i])
+        axis.set_ylabel(names[j])
+        axis.grid(alpha=0.3)
+        if len(fronts) > 1:
+            axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(pairs) :]:
+        axis.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,79 @@
+"""`report.md`: the plot, the per-preference table, the metrics and the settings on one page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ric.config import RicConfig
+from ric.data.io import write_text_atomic
+
+REPORT_FILE = "report.md"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = [
+        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([header, rule, *rows])
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: RicConfig) -> Path:
+    """Write ``output/report.md`` from the sweep's metrics and summary table."""
+    front = metrics["front"]
+    steer_rows = [
+        f"| {name} | {_format(v['desired_vs_obtained'])} | {_format(v['weight_vs_obtained'])} "
+        f"| {_format(v['w1_vs_obtained'])} |"
+        for name, v in metrics["steerability"].items()
+    ]
+    lines = [
+        "# RiC evaluation report",
+        "",
+        f"Model: `{metrics['model']}`; {metrics['num_prompts']} held-out prompts, "
+        f"{metrics['num_preferences']} preferences, mapping `{config.mapping.method}`.",
+        "",
+        "![front](front.png)",
+        "",
+        "## Front",
+        "",
+        f"Hypervolume **{front['hypervolume']:.4g}** against reference point "
+        f"{[round(v, 4) for v in front['reference']]} (raw reward units); "
+        f"{sum(front['non_dominated'])} of {len(front['non_dominated'])} points non-dominated.",
+        "",
+        "## Steerability (Spearman rank correlation across the grid)",
+        "",
+        "| objective | desired R_i vs mean r_i | w_i vs mean r_i | w_1 vs mean r_i |",
+        "| --- | --- | --- | --- |",
+        *steer_rows,
+        "",
+        "## Per preference",
+        "",
+        _markdown_table(summary),
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(
+            {
+                "generation": vars(config.generation),
+                "mapping": vars(config.mapping),
+                "evaluate": vars(config.evaluate),
+            },
+            indent=1,
+            default=str,
+        ),
+        "```",
+        "",
+    ]
+    path = output / REPORT_FILE
+    write_text_atomic(path, "\n".join(lines))
+    return path

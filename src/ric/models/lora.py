@@ -1,0 +1,105 @@
+"""LoRA adapters with plain ``peft``: attach, save, load, merge.
+
+The paper fine-tunes Llama-2 7B with LoRA (r 64, alpha 128, dropout 0.05 on q_proj and v_proj);
+those are the defaults of ``ric.config.LoraConfig``. Adapters are saved in peft's own format
+(``adapter_config.json`` + ``adapter_model.safetensors``), so ``peft.PeftModel.from_pretrained``
+loads them without ric.
+
+Departures from peft: target modules that match nothing are an error that lists the linear
+layers the model does have, before peft is called (peft's own message does not list them, and a
+model family with other layer names, e.g. GPT-2's ``c_attn``, is the usual cause). And peft 0.21
+reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a FutureWarning
+on every wrap; users cannot act on it, so that one warning is silenced around peft's calls.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, TaskType, get_peft_model
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+from ric.config import LoraConfig
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
+    """Wrap ``model`` with fresh LoRA adapters; only the adapters are trainable.
+
+    The model is changed in place (adapter layers are injected into it). Adapter A matrices are
+    drawn from torch's global generator: seed it first for a reproducible start.
+    """
+    _check_targets(model, settings.target_modules)
+    config = PeftLoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.r,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+    )
+    with _quiet_peft():
+        return get_peft_model(model, config)  # type: ignore[return-value]
+
+
+def save_adapter(model: PeftModel, directory: str | Path) -> Path:
+    """Write the adapter weights and config (not the base model) to ``directory``; return it."""
+    _check_peft(model, "save_adapter")
+    folder = Path(directory)
+    model.save_pretrained(folder)
+    return folder
+
+
+def load_adapter(
+    base_model: PreTrainedModel, directory: str | Path, trainable: bool = False
+) -> PeftModel:
+    """``base_model`` with the adapter saved in ``directory`` (frozen unless ``trainable``)."""
+    folder = Path(directory)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{str(folder)!r} holds no LoRA adapter (no {ADAPTER_CONFIG})")
+    with _quiet_peft():
+        return PeftModel.from_pretrained(base_model, folder, is_trainable=trainable)
+
+
+def merge_adapter(model: PeftModel) -> PreTrainedModel:
+    """Fold the adapter into the base weights and return the plain model (no peft at inference)."""
+    _check_peft(model, "merge_adapter")
+    return model.merge_and_unload()  # type: ignore[no-any-return]
+
+
+def _check_targets(model: nn.Module, targets: list[str]) -> None:
+    """Raise ValueError when a target matches no linear layer (peft matches name suffixes)."""
+    linear = (nn.Linear, Conv1D)  # Conv1D: the GPT-2 family's linear layers
+    layers = [name for name, module in model.named_modules() if isinstance(module, linear)]
+    missing = [
+        target
+        for target in targets
+        if not any(name == target or name.endswith(f".{target}") for name in layers)
+    ]
+    if missing:
+        available = sorted({name.rsplit(".", 1)[-1] for name in layers})
+        raise ValueError(
+            f"lora.target_modules {missing} match no linear layer of {type(model).__name__}; "
+            f"its linear layers are: {', '.join(available)}"
+        )
+
+
+def _check_peft(model: object, action: str) -> None:
+    if not isinstance(model, PeftModel):
+        raise ValueError(f"{action} needs a model with a LoRA adapter (see attach_lora)")
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Silence transformers' deprecation of the attribute peft 0.21 reads (see module doc)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield

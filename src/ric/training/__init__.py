@@ -1,0 +1,1 @@
+"""Conditional SFT (offline and online stages share it) and batched generation."""

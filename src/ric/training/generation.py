@@ -1,0 +1,195 @@
+"""Batched generation of responses to conditioned prompts (online stage, evaluation, serving).
+
+The authors' code generated one example at a time and cleaned responses with character-set
+stripping (``rstrip("### Response:")``, ``.strip('</s>')``), which ate the ends of real answers
+(DESIGN §2). Here:
+
+* prompts are tokenized once, alone, exactly as ``tokenizer(prompt)`` (and the SFT loop) tokenizes
+  them, then sorted by length into batches (little padding) and padded on the LEFT by
+  ``left_pad``, so every row's last prompt token sits right before its first new token; results
+  are put back in input order. The tokenizer's own ``padding_side`` is never touched, so training
+  code that pads right is unaffected;
+* ``model.generate`` gets the sampling settings explicitly (``top_k=0`` is transformers' own
+  "off"; left out, or None inside a transformers GenerationConfig, it becomes the default 50),
+  EOS is suppressed for the first ``min_new_tokens`` tokens (the paper's code suppressed it at
+  the first step), and stop strings end a row's generation early (``stop_strings=`` +
+  ``tokenizer=``);
+* the new tokens of each row are cut at their first EOS (rows that finish early are padded by
+  ``generate``; nothing after EOS may leak into a response), decoded without special tokens, then
+  cut at the first stop string by exact substring search and stripped of surrounding whitespace.
+
+Reproducibility: ``torch.manual_seed(settings.seed)`` once per call, so the same call (same
+prompts, settings and model) gives the same texts. Sampled texts still depend on which prompts
+share a batch, as the random draws are made per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ric.config import GenerationConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "GenerationResult",
+    "clean_response",
+    "generate_responses",
+    "generate_with_stats",
+    "left_pad",
+    "truncate_at_eos",
+]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Responses in input order, with the number of tokens each was decoded from."""
+
+    texts: list[str]  # cleaned responses
+    num_new_tokens: list[int]  # generated tokens before the first EOS (stop-string cut not counted)
+
+
+def generate_responses(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: GenerationConfig,
+    show_progress: bool = False,
+) -> list[str]:
+    """One cleaned response per prompt, in input order (see the module docstring)."""
+    return generate_with_stats(model, tokenizer, prompts, settings, show_progress).texts
+
+
+def generate_with_stats(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: GenerationConfig,
+    show_progress: bool = False,
+) -> GenerationResult:
+    """Generate in length-sorted, left-padded batches; ``model`` is a causal LM (transformers or
+    PEFT). Its train/eval mode is restored afterwards."""
+    prompt_ids = _tokenize_prompts(tokenizer, prompts)
+    eos_ids = _eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    options = _generate_options(settings, tokenizer, eos_ids, pad_id)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    texts = [""] * len(prompt_ids)
+    counts = [0] * len(prompt_ids)
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(settings.seed)
+    progress = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not show_progress)
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            new_ids = _generate_batch(model, [prompt_ids[i] for i in batch], pad_id, options)
+            kept = [truncate_at_eos(row, eos_ids) for row in new_ids]
+            decoded = tokenizer.batch_decode(kept, skip_special_tokens=True)
+            for index, ids, text in zip(batch, kept, decoded, strict=True):
+                texts[index] = clean_response(text, settings.stop_strings)
+                counts[index] = len(ids)
+            progress.update(len(batch))
+    finally:
+        progress.close()
+        model.train(was_training)
+    return GenerationResult(texts, counts)
+
+
+@torch.inference_mode()
+def _generate_batch(
+    model: Any, rows: list[list[int]], pad_id: int, options: dict[str, Any]
+) -> list[list[int]]:
+    """The new token ids of each row of one left-padded batch (EOS/padding included)."""
+    inputs = left_pad(rows, pad_id)
+    width = inputs["input_ids"].shape[1]
+    output = model.generate(**{k: v.to(model.device) for k, v in inputs.items()}, **options)
+    return output[:, width:].tolist()
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask``, each (B, T), with every row padded on the left."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, width - len(row) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def truncate_at_eos(token_ids: Sequence[int], eos_ids: Collection[int]) -> list[int]:
+    """The tokens before the first EOS id (all of them if there is none)."""
+    for position, token_id in enumerate(token_ids):
+        if token_id in eos_ids:
+            return list(token_ids[:position])
+    return list(token_ids)
+
+
+def clean_response(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` cut at the earliest occurrence of any stop string (exact substrings, never
+    character sets), stripped of surrounding whitespace. Apply to decoded new tokens only."""
+    _check_stop_strings(stop_strings)
+    cut = min((text.find(stop) for stop in stop_strings if stop in text), default=len(text))
+    return text[:cut].strip()
+
+
+def _tokenize_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+) -> list[list[int]]:
+    """Each prompt's ids as ``tokenizer(prompt)`` gives them alone (default special tokens)."""
+    rows: list[list[int]] = tokenizer(list(prompts))["input_ids"] if prompts else []
+    empty = [index for index, row in enumerate(rows) if not row]
+    if empty:
+        raise ValueError(f"prompts at positions {empty} tokenize to no tokens; nothing to continue")
+    return rows
+
+
+def _eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokenizer's EOS (what SFT appends) plus any EOS ids of the model's generation config."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    from_model = configured if isinstance(configured, list) else [configured]
+    ids = [tokenizer.eos_token_id, *from_model]
+    unique = list(dict.fromkeys(token_id for token_id in ids if token_id is not None))
+    if not unique:
+        raise ValueError("neither the tokenizer nor the model defines an EOS token id")
+    return unique
+
+
+def _generate_options(
+    settings: GenerationConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    eos_ids: list[int],
+    pad_id: int,
+) -> dict[str, Any]:
+    """Keyword arguments for ``model.generate``; sampling settings only when sampling."""
+    _check_stop_strings(settings.stop_strings)
+    options: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "min_new_tokens": min(settings.min_new_tokens, settings.max_new_tokens),
+        "do_sample": settings.do_sample,
+        "eos_token_id": eos_ids,
+        "pad_token_id": pad_id,
+    }
+    if settings.do_sample:
+        options |= {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "top_k": settings.top_k,  # 0 is "off"; left out, transformers' default 50 applies
+        }
+    if settings.stop_strings:
+        options |= {"stop_strings": list(settings.stop_strings), "tokenizer": tokenizer}
+    return options
+
+
+def _check_stop_strings(stop_strings: Sequence[str]) -> None:
+    if any(not stop for stop in stop_strings):
+        raise ValueError(
+            f"generation.stop_strings must not contain an empty string: {stop_strings}"
+        )

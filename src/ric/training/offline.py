@@ -1,0 +1,124 @@
+"""`ric train`: the offline stage (DESIGN §1.2) on a `ric label` output directory.
+
+Every labeled sample becomes (conditioned prompt, response): the prompt carries the sample's own
+standardized rewards, so both good and bad responses teach the model what each reward level looks
+like. Output directory:
+
+    adapter/ (LoRA, loads with plain peft) or model/ (full fine-tune), plus the tokenizer
+    stats.json      the label run's stats, reused unchanged at inference
+    config.yaml     the resolved config (model source, template, training settings)
+    metrics.json    steps, losses, response tokens/s, wall-clock seconds, samples used/skipped
+    train_log.jsonl loss and learning rate every train.log_steps
+    checkpoints/    resumable checkpoints (`ric train --resume` continues from the newest)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ric.config import RicConfig, dump_config, load_config
+from ric.core import PromptTemplate, RewardStats, build_prompt
+from ric.data.io import STATS_FILE, load_stats, write_text_atomic
+from ric.data.label import CONFIG_FILE, standardized_column
+from ric.training.sft import CHECKPOINTS, TokenizedSample, TrainResult, tokenize_sample, train
+
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+
+
+def template_of(config: RicConfig) -> PromptTemplate:
+    return PromptTemplate(
+        config.template.text, config.template.marker, tuple(config.template.protected)
+    )
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    """A `ric label` output: conditioned (prompt, response) texts and the stats."""
+
+    prompts: list[str]  # conditioned prompts, rewards written in
+    responses: list[str]
+    stats: RewardStats
+
+
+def read_labeled(directory: str | Path, template: PromptTemplate) -> LabeledData:
+    """Read scored data + stats from a `ric label` output and build conditioned prompts."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"train.data {str(folder)!r} is not a directory (run `ric label` first)")
+    scored = sorted(folder.glob("scored.*"))
+    if not scored:
+        raise ValueError(f"no scored.parquet or scored.jsonl in {str(folder)!r}")
+    stats = load_stats(folder / STATS_FILE)
+    columns = load_config(folder / CONFIG_FILE).data
+    frame = (
+        pd.read_parquet(scored[0])
+        if scored[0].suffix == ".parquet"
+        else pd.read_json(scored[0], lines=True, dtype=False)
+    )
+    standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
+    prompts = [
+        build_prompt(prompt, values.tolist(), template)
+        for prompt, values in zip(frame[columns.prompt_column], standardized, strict=True)
+    ]
+    return LabeledData(prompts, frame[columns.response_column].tolist(), stats)
+
+
+def run_train(config: RicConfig, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train on ``config.train.data``; write to ``config.train.output``; return that path."""
+    from ric.models import attach_lora, load_policy, save_adapter
+
+    settings = config.train
+    if not settings.output:
+        raise ValueError("no output directory: set train.output (or pass --output)")
+    output = Path(settings.output)
+    has_checkpoints = any((output / CHECKPOINTS).glob("step-*"))
+    if has_checkpoints and not resume:
+        raise ValueError(
+            f"{str(output)!r} holds checkpoints of an earlier run: pass --resume to continue it "
+            "or choose another --output"
+        )
+    data = read_labeled(settings.data, template_of(config))
+    model, tokenizer = load_policy(config.model)
+    samples = [
+        sample
+        for prompt, response in zip(data.prompts, data.responses, strict=True)
+        if (sample := tokenize_sample(tokenizer, prompt, response, settings.max_length))
+    ]
+    torch.manual_seed(settings.seed)  # adapter initialization
+    if config.lora.enabled:
+        model = attach_lora(model, config.lora)
+    result = train(model, samples, settings, output, tokenizer.pad_token_id, resume, show_progress)
+    if config.lora.enabled:
+        save_adapter(model, output / ADAPTER_DIR)
+        tokenizer.save_pretrained(output / ADAPTER_DIR)
+    else:
+        model.save_pretrained(output / MODEL_DIR)
+        tokenizer.save_pretrained(output / MODEL_DIR)
+    shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
+    write_text_atomic(output / CONFIG_FILE, dump_config(config))
+    write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
+    return output
+
+
+def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledData) -> dict:
+    return {
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from,
+        "losses": [{"step": step, "loss": loss} for step, loss in result.losses],
+        "first_loss": result.losses[0][1] if result.losses else None,
+        "last_loss": result.losses[-1][1] if result.losses else None,
+        "response_tokens": result.response_tokens,
+        "seconds": result.seconds,
+        "response_tokens_per_second": result.response_tokens / max(result.seconds, 1e-9),
+        "samples": len(samples),
+        "samples_skipped_too_long": len(data.prompts) - len(samples),
+        "objectives": list(data.stats.names),
+    }

@@ -1,0 +1,293 @@
+"""Multi-reward conditional SFT (DESIGN §1.2): the loop the offline and online stages share.
+
+A plain accelerate loop, not TRL's SFTTrainer, for three reasons:
+* labels come from token positions: each sample is tokenized once as prompt ids + response ids +
+  EOS, and the loss covers exactly the tokens after the prompt's length. No decode/re-tokenize
+  round trip, no search for a response template (DESIGN §2);
+* batches are grouped by length (padding is wasted compute) and their order is a pure function of
+  (seed, epoch), so ``resume`` continues with exactly the batches an uninterrupted run would see;
+* one loop, readable top to bottom, serves both stages; accelerate still gives device placement,
+  mixed precision and multi-GPU.
+
+The prompt is tokenized alone, exactly as generation tokenizes it, so the conditioned prompt the
+model is trained on and the one it is asked with are the same token ids.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ric.config import TrainConfig
+
+IGNORE_INDEX = -100  # label value the loss skips (prompt and padding positions)
+CHECKPOINTS = "checkpoints"
+LOG_FILE = "train_log.jsonl"
+LENGTH_GROUP_FACTOR = 50  # batches per length-sorted group: little padding, still shuffled
+
+
+@dataclass(frozen=True)
+class TokenizedSample:
+    """A training sample: the loss covers ``input_ids[prompt_length:]`` (response + EOS)."""
+
+    input_ids: tuple[int, ...]
+    prompt_length: int
+
+
+def tokenize_sample(
+    tokenizer: Any, prompt: str, response: str, max_length: int
+) -> TokenizedSample | None:
+    """Prompt ids (tokenized alone, as at generation) + response ids + EOS, or None if the
+    prompt leaves no room for a response token. A response cut by ``max_length`` gets no EOS,
+    so the model is never taught to stop where the text did not end."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    room = max_length - len(prompt_ids)
+    if room < 1:
+        return None
+    completion = [*response_ids, tokenizer.eos_token_id]
+    return TokenizedSample(tuple(prompt_ids + completion[:room]), len(prompt_ids))
+
+
+def collate(samples: Sequence[TokenizedSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels, each (B, T)."""
+    width = max(len(sample.input_ids) for sample in samples)
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, sample in enumerate(samples):
+        ids = torch.tensor(sample.input_ids, dtype=torch.long)
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+        labels[row, sample.prompt_length : len(ids)] = ids[sample.prompt_length :]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Sample indices per micro-batch for one epoch: shuffled, then sorted by length within
+    groups of ``LENGTH_GROUP_FACTOR`` batches, then the batches shuffled. Deterministic."""
+    generator = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    generator.shuffle(order)
+    group = batch_size * LENGTH_GROUP_FACTOR
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda index: lengths[index])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    generator.shuffle(batches)
+    return batches
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """accelerate's mode for a setting; ``auto``: bf16 on a CUDA device that supports it or on a
+    CPU with native bf16, else fp32 ("no")."""
+    if setting == "fp32":
+        return "no"
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "no"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int  # optimizer steps done in total (including those before a resume)
+    resumed_from: int  # step of the checkpoint resumed from (0: fresh start)
+    losses: list[tuple[int, float]]  # (step, mean loss over the logging window), this run
+    response_tokens: int  # response tokens trained on in this run
+    seconds: float  # wall-clock time of this run's steps
+
+
+def train(
+    model: torch.nn.Module,
+    samples: Sequence[TokenizedSample],
+    settings: TrainConfig,
+    output: Path,
+    pad_id: int,
+    resume: bool = False,
+    show_progress: bool = True,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Fine-tune the trainable parameters of ``model`` on ``samples`` for ``settings.max_steps``.
+
+    Checkpoints (trainable weights, optimizer, scheduler, RNG, step) go to
+    ``output/checkpoints/step-N`` every ``save_steps``; with ``resume`` the newest one is loaded
+    and training continues from its step with the same data order.
+    """
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    if not samples:
+        raise ValueError("no training samples (all prompts longer than train.max_length?)")
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
+    torch.manual_seed(settings.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(
+        trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    scheduler = get_scheduler(
+        settings.lr_schedule,
+        optimizer,
+        num_warmup_steps=settings.warmup_steps,
+        num_training_steps=settings.max_steps,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    start_step = 0
+    if resume:
+        unwrapped = accelerator.unwrap_model(model)
+        start_step = _load_latest_checkpoint(output, unwrapped, optimizer, scheduler)
+
+    lengths = [len(sample.input_ids) for sample in samples]
+    batches_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
+    accumulation = settings.gradient_accumulation_steps
+    model.train()
+    losses: list[tuple[int, float]] = []
+    window: list[float] = []
+    tokens = 0
+    began = time.perf_counter()
+    progress = tqdm(
+        total=settings.max_steps, initial=start_step, desc="train", disable=not show_progress
+    )
+    epoch_cache: dict[int, list[list[int]]] = {}
+    for step in range(start_step, settings.max_steps):
+        for micro in range(accumulation):
+            position = step * accumulation + micro
+            epoch, index = divmod(position, batches_per_epoch)
+            if epoch not in epoch_cache:  # keep only the current epoch's order
+                order = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+                epoch_cache = {epoch: order}
+            batch = collate([samples[i] for i in epoch_cache[epoch][index]], pad_id)
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            loss = model(**batch).loss  # mean over this micro-batch's response tokens
+            accelerator.backward(loss / accumulation)
+            window.append(loss.item())
+            tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+        if settings.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        progress.update(1)
+        if settings.log_steps and (done % settings.log_steps == 0 or done == settings.max_steps):
+            losses.append((done, float(np.mean(window))))
+            _append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
+            progress.set_postfix(loss=f"{losses[-1][1]:.4f}")
+            window = []
+        if settings.save_steps and done % settings.save_steps == 0 and done < settings.max_steps:
+            unwrapped = accelerator.unwrap_model(model)
+            folder = _save_checkpoint(
+                output, done, unwrapped, optimizer, scheduler, settings.keep_checkpoints
+            )
+            if on_checkpoint is not None:
+                on_checkpoint(folder)
+    progress.close()
+    return TrainResult(
+        steps=settings.max_steps,
+        resumed_from=start_step,
+        losses=losses,
+        response_tokens=tokens,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def _append_log(output: Path, step: int, loss: float, lr: float, began: float) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    record = {"step": step, "loss": loss, "lr": lr, "seconds": time.perf_counter() - began}
+    with (output / LOG_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: param.detach().cpu().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def _save_checkpoint(
+    output: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    keep: int,
+) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); prune old ones."""
+    from safetensors.torch import save_file
+
+    root = output / CHECKPOINTS
+    final = root / f"step-{step:08d}"
+    partial = root / f".partial-step-{step:08d}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_file(_trainable_state(model), str(partial / "trainable.safetensors"))
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        partial / "state.pt",
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    folders = sorted((output / CHECKPOINTS).glob("step-*"))
+    return folders[-1] if folders else None
+
+
+def _load_latest_checkpoint(
+    output: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
+) -> int:
+    from safetensors.torch import load_file
+
+    folder = latest_checkpoint(output)
+    if folder is None:
+        return 0
+    weights = load_file(str(folder / "trainable.safetensors"))
+    parameters = dict(model.named_parameters())
+    missing = sorted(set(weights) - set(parameters))
+    if missing:
+        raise ValueError(f"checkpoint {folder} does not fit the model: unknown {missing[:3]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value)
+    state = torch.load(folder / "state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"])

@@ -1,0 +1,142 @@
+"""`ric generate` and `ric evaluate` end to end on a tiny model trained by `ric train`."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ric.cli import main
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+GENERATION = [
+    "--set",
+    "generation.max_new_tokens=12",
+    "--set",
+    "generation.batch_size=8",
+    "--set",
+    "generation.do_sample=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    assert (
+        main(
+            [
+                "label",
+                "--data",
+                str(EXAMPLES),
+                "--output",
+                str(root / "label"),
+                "--no-progress",
+                "--reward",
+                "verbosity",
+                "--reward",
+                "positivity",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "label"),
+                "--output",
+                str(root / "run"),
+                "--no-progress",
+                "--model",
+                "tiny",
+                "--set",
+                "train.max_steps=5",
+                "--set",
+                "lora.r=4",
+                "--set",
+                "train.mixed_precision=fp32",
+            ]
+        )
+        == 0
+    )
+    return root / "run"
+
+
+def test_generate_records_settings_and_conditioned_prompt(trained, capsys):
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(trained),
+            "--prompt",
+            "Why is the sky blue?",
+            "--prompt",
+            "Hi <R1> 9.9",
+            "--preference",
+            "0.2,0.8",
+            *GENERATION,
+        ]
+    )
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 2
+    first = records[0]
+    assert first["generation"]["max_new_tokens"] == 12
+    assert first["conditioned_prompt"].startswith("### Input: Why is the sky blue? <R1> ")
+    assert first["conditioned_prompt"].endswith(" ### Response: ")
+    assert records[1]["conditioned_prompt"].count("<R1>") == 1  # the injected marker is inert
+    assert isinstance(first["response"], str)
+
+
+def test_generate_explicit_rewards_and_errors(trained, capsys):
+    code = main(
+        ["generate", "--model", str(trained), "--prompt", "q", "--rewards", "1.0,-0.5", *GENERATION]
+    )
+    assert code == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "<R1> 1.0 <R2> -0.5" in record["conditioned_prompt"]
+    assert main(["generate", "--model", str(trained), "--prompt", "q", "--rewards", "1.0"]) == 2
+    assert "2 objectives" in capsys.readouterr().err
+    assert main(["generate", "--model", str(trained), "--prompt", "q"]) == 2
+    assert "exactly one of --preference" in capsys.readouterr().err
+
+
+def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(trained),
+            "--prompts",
+            str(EXAMPLES),
+            "--output",
+            str(out),
+            "--no-progress",
+            "--set",
+            "evaluate.num_prompts=3",
+            *GENERATION,
+        ]
+    )
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {
+        "samples.parquet",
+        "summary.csv",
+        "front.png",
+        "metrics.json",
+        "report.md",
+        "config.yaml",
+    }
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 11 * 3  # the paper's 11-point grid x 3 prompts
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["w_verbosity"].tolist() == pytest.approx([i / 10 for i in range(11)])
+    first = samples[samples.preference_index == 0]
+    assert summary["mean_verbosity"][0] == pytest.approx(first["reward_verbosity"].mean())
+    assert samples["reward_verbosity"].tolist() == [float(len(r)) for r in samples["response"]]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_preferences"] == 11 and metrics["objectives"] == ["verbosity", "positivity"]
+    assert metrics["front"]["hypervolume"] >= 0
+    assert set(metrics["steerability"]) == {"verbosity", "positivity"}
+    assert "![front](front.png)" in (out / "report.md").read_text()

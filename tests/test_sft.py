@@ -1,0 +1,160 @@
+"""The conditional SFT loop on the tiny model: labels, batching, loss, checkpoints, exact resume."""
+
+import pytest
+import torch
+
+from ric.config import TrainConfig
+from ric.core import build_prompt
+from ric.models.tiny import build_tiny
+from ric.training.sft import (
+    IGNORE_INDEX,
+    collate,
+    epoch_batches,
+    latest_checkpoint,
+    tokenize_sample,
+    train,
+)
+
+PAIRS = [
+    (build_prompt("What is a fox?", [1.0, -1.0]), "A fox is a small wild animal."),
+    (build_prompt("Why is the sky blue?", [-0.5, 0.5]), "Blue light scatters the most."),
+    (build_prompt("Say something nice.", [2.0, 0.0]), "What a lovely day, thank you!"),
+    (build_prompt("Name a number.", [0.0, 1.5]), "1.5"),
+] * 4
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny()[1]
+
+
+def _samples(tokenizer, max_length=128):
+    return [tokenize_sample(tokenizer, p, r, max_length) for p, r in PAIRS]
+
+
+def test_labels_are_response_and_eos_located_by_prompt_length(tokenizer):
+    prompt, response = PAIRS[0]
+    sample = tokenize_sample(tokenizer, prompt, response, max_length=128)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    assert list(sample.input_ids[: sample.prompt_length]) == prompt_ids  # as generation sees it
+    completion = sample.input_ids[sample.prompt_length :]
+    assert completion[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(completion[:-1]) == response
+    batch = collate([sample], tokenizer.pad_token_id)
+    labels = batch["labels"][0]
+    assert (labels[: sample.prompt_length] == IGNORE_INDEX).all()
+    assert labels[sample.prompt_length :].tolist() == list(completion)
+
+
+def test_truncation_drops_eos_and_overlong_prompts(tokenizer):
+    prompt, response = PAIRS[0]
+    prompt_length = len(tokenizer(prompt)["input_ids"])
+    cut = tokenize_sample(tokenizer, prompt, response, max_length=prompt_length + 3)
+    assert len(cut.input_ids) == prompt_length + 3
+    assert tokenizer.eos_token_id not in cut.input_ids[prompt_length:]
+    assert tokenize_sample(tokenizer, prompt, response, max_length=prompt_length) is None
+
+
+def test_collate_pads_right_and_masks_padding(tokenizer):
+    samples = _samples(tokenizer)[:3]
+    batch = collate(samples, tokenizer.pad_token_id)
+    width = max(len(s.input_ids) for s in samples)
+    assert batch["input_ids"].shape == (3, width)
+    for row, sample in enumerate(samples):
+        n = len(sample.input_ids)
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+        assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
+
+
+def test_epoch_batches_cover_every_sample_once_and_are_deterministic():
+    lengths = [5, 9, 3, 7, 1, 8, 2, 6, 4, 10, 11]
+    batches = epoch_batches(lengths, batch_size=3, seed=1, epoch=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches == epoch_batches(lengths, batch_size=3, seed=1, epoch=0)
+    assert batches != epoch_batches(lengths, batch_size=3, seed=1, epoch=1)
+    for batch in batches:  # grouped by length inside a group
+        assert [lengths[i] for i in batch] == sorted(lengths[i] for i in batch)
+
+
+def _settings(**overrides):
+    values = {
+        "max_steps": 30,
+        "batch_size": 4,
+        "learning_rate": 3e-3,
+        "mixed_precision": "fp32",
+        "save_steps": 0,
+        "log_steps": 5,
+    }
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_loss_falls_and_log_is_written(tokenizer, tmp_path):
+    model, _ = build_tiny(seed=0)
+    result = train(
+        model,
+        _samples(tokenizer),
+        _settings(),
+        tmp_path,
+        tokenizer.pad_token_id,
+        show_progress=False,
+    )
+    first, last = result.losses[0][1], result.losses[-1][1]
+    assert last < 0.6 * first
+    assert (tmp_path / "train_log.jsonl").read_text().count("\n") == 6
+    assert result.response_tokens > 0
+
+
+def _trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path):
+    settings = _settings(max_steps=8, save_steps=3, gradient_accumulation_steps=2, batch_size=3)
+    samples = _samples(tokenizer)
+
+    straight, _ = build_tiny(seed=0)
+    train(
+        straight,
+        samples,
+        settings,
+        tmp_path / "straight",
+        tokenizer.pad_token_id,
+        show_progress=False,
+    )
+
+    def crash(folder):
+        if folder.name.endswith("6"):
+            raise Interrupt
+
+    broken, _ = build_tiny(seed=0)
+    with pytest.raises(Interrupt):
+        train(
+            broken,
+            samples,
+            settings,
+            tmp_path / "resumed",
+            tokenizer.pad_token_id,
+            show_progress=False,
+            on_checkpoint=crash,
+        )
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-00000006"
+    assert len(list((tmp_path / "resumed" / "checkpoints").glob("step-*"))) == 2
+
+    fresh, _ = build_tiny(seed=0)  # a new process would start from the base weights
+    result = train(
+        fresh,
+        samples,
+        settings,
+        tmp_path / "resumed",
+        tokenizer.pad_token_id,
+        resume=True,
+        show_progress=False,
+    )
+    assert result.resumed_from == 6
+    expected, got = _trainable(straight), _trainable(fresh)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6)
