@@ -193,6 +193,22 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"report: {output / 'report.md'}")
 
 
+def run_bootstrap(args: argparse.Namespace) -> None:
+    from ric.training.bootstrap import PAIRS_FILE, run_bootstrap
+
+    config = _load(
+        args,
+        {
+            "bootstrap.prompts": args.prompts,
+            "bootstrap.output": args.output,
+            "bootstrap.samples": args.samples,
+            "model.source": args.model,
+        },
+    )
+    output = run_bootstrap(config, show_progress=not args.no_progress)
+    print(f"pairs: {output / PAIRS_FILE}")
+
+
 def run_rewards(args: argparse.Namespace) -> None:
     from ric.rewards import describe_rewards
 
@@ -288,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _config_arguments(evaluator)
     evaluator.set_defaults(run=run_evaluate)
+
+    bootstrapper = commands.add_parser(
+        "bootstrap",
+        help="build an offline dataset: K sampled responses per prompt from a policy",
+    )
+    bootstrapper.add_argument("--prompts", help="prompts file (JSONL, Parquet, CSV, HF)")
+    bootstrapper.add_argument("--output", help="output directory")
+    bootstrapper.add_argument("--samples", type=int, help="responses per prompt (default 4)")
+    bootstrapper.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
+    bootstrapper.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _config_arguments(bootstrapper)
+    bootstrapper.set_defaults(run=run_bootstrap)
 
     rewards = commands.add_parser("rewards", help="list the available reward scorers")
     rewards.set_defaults(run=run_rewards)

@@ -276,6 +276,27 @@ class EvaluateConfig:
 
 
 @dataclass
+class BootstrapConfig:
+    """`ric bootstrap`: sample K responses per prompt from a policy to build an offline dataset."""
+
+    prompts: str = doc_field("", "prompts: JSONL, Parquet, CSV or HF dataset")
+    prompt_column: str = doc_field("prompt", "column of the prompts")
+    limit: int | None = doc_field(None, "use only the first LIMIT prompts (None: all)")
+    output: str = doc_field("", "output directory (pairs.jsonl + config.yaml)")
+    samples: int = doc_field(4, "responses sampled per prompt")
+    instructions: list[str] = doc_field(
+        [], "system instructions cycled over a prompt's samples, to spread the rewards"
+    )
+    chat_template: bool = doc_field(True, "wrap prompts in the tokenizer's chat template if any")
+    shard_size: int = doc_field(32, "prompts generated and saved per shard (the unit of resume)")
+
+    def __post_init__(self) -> None:
+        for key in ("samples", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"bootstrap.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
 class RicConfig:
     """Everything one run needs; each command reads the sections it uses."""
 
@@ -289,6 +310,7 @@ class RicConfig:
     generation: GenerationConfig = doc_field(None, "sampling settings")
     train: TrainConfig = doc_field(None, "conditional SFT")
     evaluate: EvaluateConfig = doc_field(None, "preference sweep")
+    bootstrap: BootstrapConfig = doc_field(None, "offline dataset sampled from a policy")
 
     def __post_init__(self) -> None:
         # Sections default to their own defaults; doc_field(None) keeps the docs in one place.
