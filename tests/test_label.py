@@ -227,3 +227,11 @@ def test_cli_label_writes_outputs(tmp_path, capsys):
         "stats.json",
         "config.yaml",
     }
+
+
+def test_reward_identity_round_trips():
+    from ric.config import RewardConfig
+    from ric.data.label import reward_from_identity, reward_identity
+
+    reward = RewardConfig(type="hf", name="helpful", options={"model": "org/rm", "logit": 1})
+    assert reward_from_identity("helpful", reward_identity(reward)) == reward

@@ -16,7 +16,16 @@ from ric.rewards import (
     load_user_function,
 )
 
-BUILTINS = ["fk_grade", "harmlessness", "hf", "positivity", "readability", "relevance", "verbosity"]
+BUILTINS = [
+    "conciseness",
+    "fk_grade",
+    "harmlessness",
+    "hf",
+    "positivity",
+    "readability",
+    "relevance",
+    "verbosity",
+]
 SIMPLE = "The cat sat. The dog ran. We had fun."
 COMPLEX = (
     "Notwithstanding considerable epistemological ambiguities, interdisciplinary methodologies "
@@ -43,6 +52,13 @@ def test_verbosity_counts_characters_or_words() -> None:
     np.testing.assert_array_equal(characters, [0, 3, 9, 16])
     np.testing.assert_array_equal(words, [0, 1, 2, 2])
     assert characters.dtype == np.float64
+
+
+def test_conciseness_is_minus_the_word_count() -> None:
+    scores = create_reward("conciseness").score(["q", "q"], ["one two three", ""])
+    np.testing.assert_array_equal(scores, [-3.0, 0.0])
+    by_characters = create_reward("conciseness", {"unit": "characters"}).score(["q"], ["abc"])
+    np.testing.assert_array_equal(by_characters, [-3.0])
 
 
 def test_verbosity_rejects_unknown_unit() -> None:
@@ -169,7 +185,9 @@ def test_unknown_reward_lists_the_valid_names() -> None:
         create_reward("helpfulness")
 
     message = str(error.value)
-    assert message.startswith("unknown reward 'helpfulness'; valid: fk_grade, harmlessness, hf,")
+    assert message.startswith(
+        "unknown reward 'helpfulness'; valid: conciseness, fk_grade, harmlessness,"
+    )
     assert "'package.module:function'" in message
 
 

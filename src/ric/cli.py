@@ -209,6 +209,19 @@ def run_bootstrap(args: argparse.Namespace) -> None:
     print(f"pairs: {output / PAIRS_FILE}")
 
 
+def run_demo(args: argparse.Namespace) -> None:
+    from ric.tasks.demo import run_demo
+
+    report = run_demo(
+        Path(args.output),
+        smoke=args.smoke,
+        overrides=args.overrides,
+        show_progress=not args.no_progress,
+    )
+    timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
+    print(f"demo finished in {timing['total']:.0f} s; report: {report}")
+
+
 def run_rewards(args: argparse.Namespace) -> None:
     from ric.rewards import describe_rewards
 
@@ -316,6 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrapper.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _config_arguments(bootstrapper)
     bootstrapper.set_defaults(run=run_bootstrap)
+
+    demo = commands.add_parser(
+        "demo",
+        help="label -> offline training -> evaluation on the embedded default task",
+        description="Run the whole offline pipeline on the embedded task and print the report.",
+    )
+    demo.add_argument("--output", default="runs/demo", help="output directory (runs/demo)")
+    demo.add_argument(
+        "--smoke", action="store_true", help="tiny in-code model and a data slice (< 1 minute)"
+    )
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a demo setting, e.g. --set train.max_steps=50 (repeatable)",
+    )
+    demo.set_defaults(run=run_demo)
 
     rewards = commands.add_parser("rewards", help="list the available reward scorers")
     rewards.set_defaults(run=run_rewards)

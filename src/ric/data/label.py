@@ -51,6 +51,12 @@ def reward_identity(reward: RewardConfig) -> str:
     return f"{reward.type} {json.dumps(reward.options, sort_keys=True, default=str)}"
 
 
+def reward_from_identity(name: str, identity: str) -> RewardConfig:
+    """Invert ``reward_identity``: the scorer a stats file was computed with."""
+    kind, _, options = identity.partition(" ")
+    return RewardConfig(type=kind, name=name, options=json.loads(options or "{}"))
+
+
 @dataclass(frozen=True)
 class LabelResult:
     scored_path: Path

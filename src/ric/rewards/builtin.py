@@ -158,3 +158,16 @@ class Verbosity:
         if self.unit == "words":
             return [len(text.split()) for text in responses]
         return [len(text) for text in responses]
+
+
+class Conciseness(Verbosity):
+    """Minus the length of the response in words (or characters); higher is more concise."""
+
+    def __init__(self, unit: str = "words") -> None:
+        super().__init__(unit)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return score_checked("conciseness", self._score, prompts, responses)
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[int]:
+        return [-length for length in super()._score(prompts, responses)]

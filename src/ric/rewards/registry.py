@@ -11,6 +11,7 @@ from typing import Any
 
 from ric.rewards.base import RewardFunction
 from ric.rewards.builtin import (
+    Conciseness,
     FleschKincaidGrade,
     Harmlessness,
     Positivity,
@@ -22,6 +23,7 @@ from ric.rewards.hf import HFRewardModel
 from ric.rewards.user import check_options, load_user_function
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {
+    "conciseness": Conciseness,
     "fk_grade": FleschKincaidGrade,
     "harmlessness": Harmlessness,
     "hf": HFRewardModel,

@@ -7,7 +7,6 @@ adapter or full model, and the reward scorers (their identities are recorded in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from ric.config import RewardConfig, RicConfig, load_config
 from ric.core import PromptTemplate, RewardStats, build_prompt
 from ric.data.io import STATS_FILE, load_stats
-from ric.data.label import CONFIG_FILE
+from ric.data.label import CONFIG_FILE, reward_from_identity
 from ric.training.offline import ADAPTER_DIR, MODEL_DIR, template_of
 
 
@@ -42,11 +41,10 @@ class TrainedPolicy:
 
     def reward_configs(self) -> list[RewardConfig]:
         """The scorers the stats were computed with (identity = 'type {options json}')."""
-        configs = []
-        for name, identity in zip(self.stats.names, self.stats.reward_ids, strict=True):
-            kind, _, options = identity.partition(" ")
-            configs.append(RewardConfig(type=kind, name=name, options=json.loads(options or "{}")))
-        return configs
+        return [
+            reward_from_identity(name, identity)
+            for name, identity in zip(self.stats.names, self.stats.reward_ids, strict=True)
+        ]
 
 
 def load_trained(directory: str | Path) -> TrainedPolicy:

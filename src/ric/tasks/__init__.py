@@ -1,0 +1,1 @@
+"""The embedded default task: offline data, configs and the one-command demo."""

@@ -1,0 +1,35 @@
+"""`ric demo --smoke`: the whole offline pipeline on the tiny model and shipped data."""
+
+import json
+
+from ric.cli import main
+from ric.config import load_config
+from ric.tasks.demo import DEMO_CONFIG, HELDOUT_QUESTIONS, TRAIN_PAIRS
+
+
+def test_shipped_task_data():
+    pairs = [json.loads(line) for line in TRAIN_PAIRS.read_text().splitlines()]
+    heldout = [json.loads(line)["prompt"] for line in HELDOUT_QUESTIONS.read_text().splitlines()]
+    assert len(pairs) >= 800 and {"prompt", "response"} <= set(pairs[0])
+    assert not set(heldout) & {pair["prompt"] for pair in pairs}  # held out means unseen
+    assert TRAIN_PAIRS.stat().st_size < 20_000_000
+    assert load_config(DEMO_CONFIG).rewards
+
+
+def test_demo_smoke_runs_every_stage(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "evaluate" / "report.md") in printed
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert metrics["objectives"] == ["relevance", "conciseness"]
+    assert metrics["num_preferences"] == 11
+    train = json.loads((out / "train" / "metrics.json").read_text())
+    assert train["steps"] == 10 and train["samples"] == 48
+    timing = json.loads((out / "demo.json").read_text())
+    assert timing["smoke"] is True and timing["seconds"]["total"] > 0
+
+    # A rerun resumes: labels come from the cache and the finished training is not repeated.
+    assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
+    rerun = json.loads((out / "demo.json").read_text())["seconds"]
+    assert rerun["train"] < 1.0
