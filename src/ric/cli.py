@@ -33,8 +33,14 @@ def parse_floats(text: str) -> list[float]:
     return values
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (defaults apply where it is silent)")
+def _config_arguments(
+    parser: argparse.ArgumentParser, config_file: bool = True, progress: bool = False
+) -> None:
+    """--config FILE (unless ``config_file`` is False), repeatable --set, and --no-progress."""
+    if config_file:
+        parser.add_argument("--config", help="YAML config file (defaults apply where silent)")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -272,8 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     labeler.add_argument(
         "--reward", action="append", help="reward type (repeatable); replaces the config's"
     )
-    labeler.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _config_arguments(labeler)
+    _config_arguments(labeler, progress=True)
     labeler.set_defaults(run=run_label)
 
     trainer = commands.add_parser(
@@ -287,8 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in --output"
     )
-    trainer.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _config_arguments(trainer)
+    _config_arguments(trainer, progress=True)
     trainer.set_defaults(run=run_train)
 
     generator = commands.add_parser(
@@ -314,8 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--model", help="a `ric train` output directory")
     evaluator.add_argument("--prompts", help="held-out prompts (JSONL, Parquet, CSV, HF)")
     evaluator.add_argument("--output", help="output directory")
-    evaluator.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _config_arguments(evaluator)
+    _config_arguments(evaluator, progress=True)
     evaluator.set_defaults(run=run_evaluate)
 
     bootstrapper = commands.add_parser(
@@ -326,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrapper.add_argument("--output", help="output directory")
     bootstrapper.add_argument("--samples", type=int, help="responses per prompt (default 4)")
     bootstrapper.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
-    bootstrapper.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _config_arguments(bootstrapper)
+    _config_arguments(bootstrapper, progress=True)
     bootstrapper.set_defaults(run=run_bootstrap)
 
     demo = commands.add_parser(
@@ -339,15 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--smoke", action="store_true", help="tiny in-code model and a data slice (< 1 minute)"
     )
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a demo setting, e.g. --set train.max_steps=50 (repeatable)",
-    )
+    _config_arguments(demo, config_file=False, progress=True)
     demo.set_defaults(run=run_demo)
 
     rewards = commands.add_parser("rewards", help="list the available reward scorers")
