@@ -104,6 +104,15 @@ def test_loss_falls_and_log_is_written(tokenizer, tmp_path):
     assert result.response_tokens > 0
 
 
+def test_final_loss_is_logged_even_without_periodic_logging(tokenizer, tmp_path):
+    model, _ = build_tiny(seed=0)
+    settings = _settings(max_steps=3, log_steps=0)
+    result = train(
+        model, _samples(tokenizer), settings, tmp_path, tokenizer.pad_token_id, show_progress=False
+    )
+    assert [step for step, _ in result.losses] == [3]
+
+
 def _trainable(model):
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -191,7 +191,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         progress.update(1)
-        if settings.log_steps and (done % settings.log_steps == 0 or done == settings.max_steps):
+        # The last step always logs, so every run reports a final loss (also with log_steps 0).
+        if (settings.log_steps and done % settings.log_steps == 0) or done == settings.max_steps:
             losses.append((done, float(np.mean(window))))
             _append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
             progress.set_postfix(loss=f"{losses[-1][1]:.4f}")
