@@ -137,6 +137,10 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     assert samples["reward_verbosity"].tolist() == [float(len(r)) for r in samples["response"]]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_preferences"] == 11 and metrics["objectives"] == ["verbosity", "positivity"]
-    assert metrics["front"]["hypervolume"] >= 0
+    from ric.core import hypervolume
+
+    means = summary[["mean_verbosity", "mean_positivity"]].to_numpy()
+    reference = metrics["front"]["reference"]
+    assert metrics["front"]["hypervolume"] == pytest.approx(hypervolume(means, reference))
     assert set(metrics["steerability"]) == {"verbosity", "positivity"}
     assert "![front](front.png)" in (out / "report.md").read_text()

@@ -106,15 +106,17 @@ def sweep(config: RicConfig, show_progress: bool = True) -> SweepResult:
 
 def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
     """One row per preference: w_i, desired_i (standardized), mean raw and standardized r_i."""
-    columns: dict[str, np.ndarray] = {}
-    for i, name in enumerate(names):
-        columns[f"w_{name}"] = result.preferences[:, i]
-    for i, name in enumerate(names):
-        columns[f"desired_{name}"] = result.desired[:, i]
-    for i, name in enumerate(names):
-        columns[f"mean_{name}"] = result.mean_raw[:, i]
-    for i, name in enumerate(names):
-        columns[f"mean_standardized_{name}"] = result.mean_standardized[:, i]
+    blocks = {
+        "w": result.preferences,
+        "desired": result.desired,
+        "mean": result.mean_raw,
+        "mean_standardized": result.mean_standardized,
+    }
+    columns = {
+        f"{prefix}_{name}": values[:, i]
+        for prefix, values in blocks.items()
+        for i, name in enumerate(names)
+    }
     return pd.DataFrame(columns)
 
 
