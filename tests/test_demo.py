@@ -1,4 +1,4 @@
-"""`ric demo --smoke`: the whole offline pipeline on the tiny model and shipped data."""
+"""`ric demo --smoke`: the whole pipeline, offline and online, on the tiny model."""
 
 import json
 
@@ -21,15 +21,20 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "evaluate" / "report.md") in printed
-    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
-    assert metrics["objectives"] == ["relevance", "conciseness"]
-    assert metrics["num_preferences"] == 11
+    for model in ("offline", "online-1"):
+        metrics = json.loads((out / "evaluate" / model / "metrics.json").read_text())
+        assert metrics["objectives"] == ["relevance", "conciseness"]
+        assert metrics["num_preferences"] == 11
     train = json.loads((out / "train" / "metrics.json").read_text())
     assert train["steps"] == 10 and train["samples"] == 48
+    online = json.loads((out / "online" / "iter-01" / "metrics.json").read_text())
+    assert online["generated"] == 8 and online["steps"] == 3
+    assert "online 1" in (out / "evaluate" / "report.md").read_text()
     timing = json.loads((out / "demo.json").read_text())
     assert timing["smoke"] is True and timing["seconds"]["total"] > 0
 
-    # A rerun resumes: labels come from the cache and the finished training is not repeated.
+    # A rerun resumes: labels come from the cache, finished training, online iterations and
+    # evaluations are not repeated.
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
     rerun = json.loads((out / "demo.json").read_text())["seconds"]
-    assert rerun["train"] < 1.0
+    assert rerun["train"] < 1.0 and rerun["online"] < 1.0 and rerun["evaluate"] < 1.0

@@ -19,48 +19,9 @@ GENERATION = [
 ]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    assert (
-        main(
-            [
-                "label",
-                "--data",
-                str(EXAMPLES),
-                "--output",
-                str(root / "label"),
-                "--no-progress",
-                "--reward",
-                "verbosity",
-                "--reward",
-                "positivity",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(root / "label"),
-                "--output",
-                str(root / "run"),
-                "--no-progress",
-                "--model",
-                "tiny",
-                "--set",
-                "train.max_steps=5",
-                "--set",
-                "lora.r=4",
-                "--set",
-                "train.mixed_precision=fp32",
-            ]
-        )
-        == 0
-    )
-    return root / "run"
+@pytest.fixture
+def trained(tiny_offline):
+    return tiny_offline / "train"
 
 
 def test_generate_records_settings_and_conditioned_prompt(trained, capsys):

@@ -80,6 +80,28 @@ def test_attach_lora_trains_only_the_adapters() -> None:
     assert len(targets) == 4  # 2 layers x (q, v)
 
 
+def test_top_layers_adapts_only_the_top_layers_and_stops_backprop_there() -> None:
+    model, tokenizer = tiny_cpu()
+    adapted = attach_lora(model, LoraConfig(r=4, alpha=8.0, dropout=0.0, top_layers=1))
+    adapted_layers = {
+        int(name.split(".layers.")[1].split(".")[0])
+        for name, p in adapted.named_parameters()
+        if p.requires_grad
+    }
+    assert adapted_layers == {1}  # the tiny model has layers 0 and 1
+    captured: list[torch.Tensor] = []
+    lower = adapted.base_model.model.model.layers[0]
+    lower.register_forward_hook(lambda module, args, out: captured.append(out))
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    adapted.train()
+    loss = adapted(ids, labels=ids).loss
+    assert loss.requires_grad
+    lower_output = captured[0][0] if isinstance(captured[0], tuple) else captured[0]
+    assert not lower_output.requires_grad  # nothing below the adapted layers is backpropagated
+    with pytest.raises(ValueError, match=r"lora\.top_layers=3, but the model has 2 decoder layers"):
+        attach_lora(tiny_cpu()[0], LoraConfig(r=4, top_layers=3))
+
+
 def test_optimizer_step_changes_adapters_not_base() -> None:
     model, tokenizer = tiny_cpu()
     adapted = attach_lora(model, LORA)

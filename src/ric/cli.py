@@ -196,7 +196,38 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
     for name, values in metrics["steerability"].items():
         print(f"  {name}: Spearman(desired, obtained) {values['desired_vs_obtained']}")
+    for name, values in (metrics["reward_sensitivity"] or {}).items():
+        print(f"  {name}: loss gap with shuffled rewards {values['gap']:+.4f}")
     print(f"report: {output / 'report.md'}")
+
+
+def run_online(args: argparse.Namespace) -> None:
+    from ric.training.online import run_online
+
+    config = _load(
+        args,
+        {
+            "online.model": args.model,
+            "online.output": args.output,
+            "online.iterations": args.iterations,
+            "online.mors": False if args.no_mors else None,
+            "online.original_fraction": 0 if args.no_original else None,
+            "evaluate.prompts": args.heldout,
+        },
+    )
+    show_progress = not args.no_progress
+    output = run_online(config, show_progress)
+    print(f"online iterations: {output}")
+    if config.evaluate.prompts:
+        import pandas as pd
+
+        from ric.evaluation.compare import COMPARISON_TABLE
+        from ric.training.online import compare_iterations
+
+        report = compare_iterations(config, output / "evaluate", show_progress)
+        for row in pd.read_csv(report.parent / COMPARISON_TABLE).itertuples():
+            print(f"  {row.label}: hypervolume {row.hypervolume:.4g}")
+        print(f"report: {report}")
 
 
 def run_bootstrap(args: argparse.Namespace) -> None:
@@ -331,6 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrapper.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
     _config_arguments(bootstrapper, progress=True)
     bootstrapper.set_defaults(run=run_bootstrap)
+
+    online = commands.add_parser(
+        "online",
+        help="online stage: generate near the front, relabel, MORS, fine-tune; k iterations",
+        description="Continue a `ric train` output with online iterations (resumable: rerun "
+        "the same command after a crash).",
+    )
+    online.add_argument("--model", help="the `ric train` output to continue")
+    online.add_argument("--output", help="output directory (one iter-K/ folder per iteration)")
+    online.add_argument("--iterations", type=int, help="online iterations (default 2)")
+    online.add_argument("--no-mors", action="store_true", help="ablation: keep every sample")
+    online.add_argument(
+        "--no-original", action="store_true", help="ablation: mix in no original samples"
+    )
+    online.add_argument(
+        "--heldout", help="held-out prompts: then evaluate offline and every iteration"
+    )
+    _config_arguments(online, progress=True)
+    online.set_defaults(run=run_online)
 
     demo = commands.add_parser(
         "demo",

@@ -9,6 +9,7 @@ output so that a run describes itself.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,13 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
-from ric.core import MAPPING_METHODS, RewardStats, normal_reward_range, preference_to_rewards
+from ric.core import (
+    MAPPING_METHODS,
+    TARGET_STRATEGIES,
+    RewardStats,
+    normal_reward_range,
+    preference_to_rewards,
+)
 
 T = TypeVar("T")
 DATA_FORMATS = ("auto", "jsonl", "parquet", "csv", "hf")
@@ -29,6 +36,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("linear", "constant", "cosine")
 MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
@@ -176,6 +184,9 @@ class LoraConfig:
     target_modules: list[str] = doc_field(
         ["q_proj", "v_proj"], "names of the linear layers that get adapters"
     )
+    top_layers: int = doc_field(
+        0, "adapt only the top N decoder layers (0: all); backprop then stops below them"
+    )
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -184,6 +195,8 @@ class LoraConfig:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise ValueError("lora.target_modules must name at least one module")
+        if self.top_layers < 0:
+            raise ValueError(f"lora.top_layers must be >= 0 (0: all layers), got {self.top_layers}")
 
 
 @dataclass
@@ -206,7 +219,10 @@ class GenerationConfig:
         if self.batch_size < 1:
             raise ValueError(f"generation.batch_size must be >= 1, got {self.batch_size}")
         if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"generation.temperature must be > 0, got {self.temperature}")
+            raise ValueError(
+                f"generation.temperature must be > 0 when sampling, got {self.temperature} "
+                "(for greedy decoding set generation.do_sample=false)"
+            )
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -228,7 +244,9 @@ class TrainConfig:
     weight_decay: float = doc_field(0.0, "AdamW weight decay")
     max_grad_norm: float = doc_field(1.0, "gradient clipping norm (0: off)")
     max_length: int = doc_field(256, "most tokens per sample (prompt + response + EOS)")
-    mixed_precision: str = doc_field("auto", "auto (bf16 where supported), fp32, bf16 or fp16")
+    mixed_precision: str = doc_field(
+        "auto", "auto (bf16 on a bf16 GPU or an AMX CPU), fp32, bf16 or fp16"
+    )
     save_steps: int = doc_field(50, "save a resumable checkpoint every N steps (0: only at end)")
     keep_checkpoints: int = doc_field(2, "checkpoints kept on disk (older ones are deleted)")
     log_steps: int = doc_field(10, "log the mean loss every N steps")
@@ -268,11 +286,19 @@ class EvaluateConfig:
     reference: list[float] | None = doc_field(
         None, "hypervolume reference point, raw units (None: the labeled data's minimum)"
     )
+    sensitivity_samples: int = doc_field(
+        64, "training pairs for the true-vs-shuffled-rewards loss check (0: off)"
+    )
 
     def __post_init__(self) -> None:
         check_choice("evaluate.grid", self.grid, GRIDS)
         if self.num_prompts < 1:
             raise ValueError(f"evaluate.num_prompts must be >= 1, got {self.num_prompts}")
+        if self.sensitivity_samples < 0:
+            raise ValueError(
+                "evaluate.sensitivity_samples must be >= 0 (0: off), "
+                f"got {self.sensitivity_samples}"
+            )
 
 
 @dataclass
@@ -297,6 +323,45 @@ class BootstrapConfig:
 
 
 @dataclass
+class OnlineConfig:
+    """The online stage (DESIGN §1.3): generate near the front, relabel, MORS, fine-tune again."""
+
+    model: str = doc_field("", "the `ric train` output to continue (the offline stage)")
+    output: str = doc_field("", "output directory: one iter-K/ folder per iteration")
+    data: str = doc_field("", "`ric label` output for original samples (empty: the offline data)")
+    prompts: str = doc_field("", "prompts to generate for (empty: the original data's prompts)")
+    prompt_column: str = doc_field("prompt", "column of the prompts file")
+    iterations: int = doc_field(2, "online iterations (paper: 2)")
+    samples: int = doc_field(256, "generations per iteration (paper: 20,000)")
+    targets: str = doc_field("front", "target rewards: front (paper's rule) or uniform")
+    mors: bool = doc_field(True, "multi-objective rejection sampling (false: keep every sample)")
+    mors_quantile: float = doc_field(0.7, "MORS threshold: this quantile of each objective")
+    original_fraction: float = doc_field(
+        0.5, "MORS-filtered original samples mixed in, per kept online sample (0: none)"
+    )
+    max_steps: int = doc_field(100, "fine-tuning steps per iteration (paper: 4,000)")
+    learning_rate: float = doc_field(1e-5, "learning rate of the online fine-tuning (paper: 1e-5)")
+    lr_schedule: str = doc_field("constant", "linear, constant (paper) or cosine")
+    shard_size: int = doc_field(32, "generations made, scored and saved together (unit of resume)")
+    seed: int = doc_field(0, "seed of prompt sampling, targets and original-sample mixing")
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "samples", "max_steps", "shard_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"online.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 < self.mors_quantile < 1.0:
+            raise ValueError(f"online.mors_quantile must be in (0, 1), got {self.mors_quantile}")
+        if self.original_fraction < 0:
+            raise ValueError(
+                f"online.original_fraction must be >= 0 (0: none), got {self.original_fraction}"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"online.learning_rate must be > 0, got {self.learning_rate}")
+        check_choice("online.targets", self.targets, TARGET_STRATEGIES)
+        check_choice("online.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+
+
+@dataclass
 class RicConfig:
     """Everything one run needs; each command reads the sections it uses."""
 
@@ -311,6 +376,7 @@ class RicConfig:
     train: TrainConfig = doc_field(None, "conditional SFT")
     evaluate: EvaluateConfig = doc_field(None, "preference sweep")
     bootstrap: BootstrapConfig = doc_field(None, "offline dataset sampled from a policy")
+    online: OnlineConfig = doc_field(None, "online stage")
 
     def __post_init__(self) -> None:
         # Sections default to their own defaults; doc_field(None) keeps the docs in one place.
@@ -354,6 +420,8 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
     if annotation is float:
         if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf"):
             return float("inf")
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
     elif annotation is int:

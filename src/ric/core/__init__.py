@@ -1,4 +1,5 @@
-"""Pure RiC math: conditioning template, normalization stats, preference mappings, MORS, Pareto.
+"""Pure RiC math: conditioning template, normalization stats, preference mappings, online
+targets, MORS, Pareto.
 
 No file or network I/O and no model loading happens in this package.
 """
@@ -12,6 +13,7 @@ from ric.core.mapping import (
 from ric.core.pareto import hypervolume, pareto_front, pareto_mask
 from ric.core.selection import mors_mask, quantile_thresholds
 from ric.core.stats import RewardStats, normal_reward_range
+from ric.core.targets import TARGET_STRATEGIES, draw_targets, front_targets, uniform_targets
 from ric.core.template import (
     DEFAULT_TEMPLATE,
     PromptTemplate,
@@ -24,11 +26,14 @@ from ric.core.template import (
 __all__ = [
     "DEFAULT_TEMPLATE",
     "MAPPING_METHODS",
+    "TARGET_STRATEGIES",
     "PromptTemplate",
     "RewardStats",
     "build_prompt",
     "check_preference",
+    "draw_targets",
     "format_reward",
+    "front_targets",
     "hypervolume",
     "mors_mask",
     "normal_reward_range",
@@ -39,4 +44,5 @@ __all__ = [
     "preference_to_z",
     "quantile_thresholds",
     "sanitize_prompt",
+    "uniform_targets",
 ]

@@ -13,7 +13,7 @@ from ric.data.io import write_text_atomic
 REPORT_FILE = "report.md"
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     rows = [
@@ -35,6 +35,26 @@ def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: Ric
         f"| {_format(v['w1_vs_obtained'])} |"
         for name, v in metrics["steerability"].items()
     ]
+    sensitivity = metrics.get("reward_sensitivity")
+    sensitivity_lines = (
+        [
+            "## Does the model read its rewards?",
+            "",
+            "Response loss per token on training pairs with their own rewards in the prompt, and "
+            "with one objective's values shuffled across pairs; a gap near 0 means the model "
+            "ignores that objective's value.",
+            "",
+            "| objective | loss, true rewards | loss, shuffled | gap |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {name} | {v['loss_true']:.4f} | {v['loss_shuffled']:.4f} | {v['gap']:+.4f} |"
+                for name, v in sensitivity.items()
+            ),
+            "",
+        ]
+        if sensitivity
+        else []
+    )
     lines = [
         "# RiC evaluation report",
         "",
@@ -55,9 +75,10 @@ def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: Ric
         "| --- | --- | --- | --- |",
         *steer_rows,
         "",
+        *sensitivity_lines,
         "## Per preference",
         "",
-        _markdown_table(summary),
+        markdown_table(summary),
         "",
         "## Settings",
         "",

@@ -7,7 +7,8 @@ stats were computed with, and per-preference means. Output directory:
     samples.parquet  one row per (preference, prompt): w, desired R, prompt, response, rewards
     summary.csv      one row per preference: w, desired R, mean raw and standardized rewards
     front.png        the front, each point labeled with its preference (paper, Figure 4)
-    metrics.json     hypervolume (with its reference point), steerability, settings
+    metrics.json     hypervolume (with its reference point), steerability, reward sensitivity
+                     (does the model read its rewards? see ric.evaluation.sensitivity), settings
     report.md        plot, tables and settings in one page
     config.yaml      the resolved config
 """
@@ -24,13 +25,16 @@ import pandas as pd
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
 from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE
+from ric.data.label import CONFIG_FILE, raw_column
 from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, steerability
 from ric.evaluation.plots import plot_fronts
 from ric.evaluation.report import write_report
+from ric.evaluation.sensitivity import reward_sensitivity
 from ric.rewards import create_reward
+from ric.training.offline import read_labeled_frame
+from ric.training.trained import TrainedPolicy, load_trained
 
 FRONT_PLOT = "front.png"
 METRICS_FILE = "metrics.json"
@@ -47,18 +51,12 @@ class SweepResult:
     samples: pd.DataFrame
 
 
-def sweep(config: RicConfig, show_progress: bool = True) -> SweepResult:
+def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) -> SweepResult:
     """Generate and score over the preference grid (see the module docstring)."""
     from ric.training.generation import generate_responses
-    from ric.training.trained import load_trained
 
     settings = config.evaluate
-    if not settings.model:
-        raise ValueError("no model: set evaluate.model (or pass --model) to a `ric train` output")
-    if not settings.prompts:
-        raise ValueError("no held-out prompts: set evaluate.prompts (or pass --prompts)")
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts)
-    policy = load_trained(settings.model)
     stats = policy.stats
     preferences = resolve_grid(
         stats.num_objectives, settings.grid, settings.divisions, settings.preferences
@@ -120,18 +118,48 @@ def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def _sensitivity(policy: TrainedPolicy, count: int) -> dict | None:
+    """`reward_sensitivity` on ``count`` pairs drawn (seeded) from the model's training data;
+    None when off (0) or when that data is no longer where training read it."""
+    training_data = Path(policy.config.train.data)
+    if count == 0 or not (training_data / CONFIG_FILE).is_file():
+        return None
+    frame, _, columns = read_labeled_frame(training_data)
+    frame = frame.sample(n=min(count, len(frame)), random_state=0)
+    raw = frame[[raw_column(name) for name in policy.stats.names]].to_numpy()
+    return reward_sensitivity(
+        policy,
+        frame[columns.prompt_column].tolist(),
+        frame[columns.response_column].tolist(),
+        policy.stats.standardize(raw),
+        policy.config.train.max_length,
+    )
+
+
+def default_reference(stats: RewardStats) -> list[float]:
+    """The hypervolume reference point when none is set: the labeled data's minimum of each
+    objective, in raw units (every point a model reaches on average should dominate it)."""
+    minimum = stats.unstandardize(np.array([row[0] for row in stats.quantiles]))
+    return [float(v) for v in minimum]
+
+
 def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
     """Run the sweep and write every artifact of the module docstring; return the directory."""
     settings = config.evaluate
     if not settings.output:
         raise ValueError("no output directory: set evaluate.output (or pass --output)")
-    result = sweep(config, show_progress)
+    if not settings.model:
+        raise ValueError("no model: set evaluate.model (or pass --model) to a `ric train` output")
+    if not settings.prompts:
+        raise ValueError("no held-out prompts: set evaluate.prompts (or pass --prompts)")
+    policy = load_trained(settings.model)
+    result = sweep(config, policy, show_progress)
     stats = result.stats
     names = list(stats.names)
     reference = (
         np.asarray(settings.reference, dtype=float)
         if settings.reference is not None
-        else stats.unstandardize(np.array([row[0] for row in stats.quantiles]))
+        else default_reference(stats)
     )
     metrics = {
         "model": settings.model,
@@ -143,6 +171,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
             result.preferences, result.desired, result.mean_standardized, names
         ),
         "mapping": {"method": config.mapping.method, "p": config.mapping.p},
+        "reward_sensitivity": _sensitivity(policy, settings.sensitivity_samples),
     }
     output = Path(settings.output)
     summary = summary_table(result, names)

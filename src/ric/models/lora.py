@@ -38,6 +38,7 @@ def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
     """
     _check_targets(model, settings.target_modules)
     config = PeftLoraConfig(
+        layers_to_transform=_top_layers(model, settings.top_layers),
         task_type=TaskType.CAUSAL_LM,
         r=settings.r,
         lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
@@ -46,6 +47,16 @@ def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
     )
     with _quiet_peft():
         return get_peft_model(model, config)  # type: ignore[return-value]
+
+
+def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:
+    """Indices of the top ``count`` decoder layers, or None (all) for 0."""
+    if count == 0:
+        return None
+    total = model.config.num_hidden_layers
+    if count > total:
+        raise ValueError(f"lora.top_layers={count}, but the model has {total} decoder layers")
+    return list(range(total - count, total))
 
 
 def save_adapter(model: PeftModel, directory: str | Path) -> Path:

@@ -1,11 +1,17 @@
-"""`ric demo`: label -> offline training -> evaluation on the embedded default task.
+"""`ric demo`: label -> offline training -> one online iteration -> evaluation, on the embedded
+default task.
 
 The data ship inside the package (``data/``), the policy is the embedded SmolLM2, the rewards are
 built-in scorers: nothing is downloaded. ``--smoke`` runs the same pipeline on the tiny in-code
 model and a slice of the data, in well under a minute (tests and quick checks use it).
 
+The evaluation sweeps the offline model and the online iteration on the same held-out prompts:
+``evaluate/report.md`` shows both fronts and their hypervolumes, and ``evaluate/offline/`` and
+``evaluate/online-1/`` hold each model's own report (steerability, per-preference tables).
+
 A rerun with the same ``--output`` resumes: labeling reuses scored shards, training continues
-from its newest checkpoint, and a finished training run is not repeated.
+from its newest checkpoint, a finished training run is not repeated, the online stage resumes
+shard by shard, and finished evaluations are reused.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from pathlib import Path
 from ric.config import RicConfig, load_config
 from ric.data import label_dataset
 from ric.data.io import write_text_atomic
-from ric.evaluation.sweep import run_evaluate
 from ric.training.offline import METRICS_FILE, run_train
+from ric.training.online import compare_iterations, run_online
 
 TASK_DIR = Path(__file__).parent
 DEMO_CONFIG = TASK_DIR / "demo.yaml"
@@ -29,11 +35,15 @@ SMOKE_OVERRIDES = [
     "data.limit=48",
     "lora.r=4",
     "lora.alpha=8",
+    "lora.top_layers=0",
     "train.max_steps=10",
     "train.save_steps=5",
     "train.mixed_precision=fp32",
     "generation.max_new_tokens=8",
     "evaluate.num_prompts=3",
+    "online.samples=8",
+    "online.shard_size=4",
+    "online.max_steps=3",
 ]
 
 
@@ -44,9 +54,9 @@ def demo_config(output: Path, smoke: bool = False, overrides: list[str] | None =
         f"label.output={json.dumps(str(output / 'label'))}",
         f"train.data={json.dumps(str(output / 'label'))}",
         f"train.output={json.dumps(str(output / 'train'))}",
-        f"evaluate.model={json.dumps(str(output / 'train'))}",
+        f"online.model={json.dumps(str(output / 'train'))}",
+        f"online.output={json.dumps(str(output / 'online'))}",
         f"evaluate.prompts={json.dumps(str(HELDOUT_QUESTIONS))}",
-        f"evaluate.output={json.dumps(str(output / 'evaluate'))}",
     ]
     return load_config(
         DEMO_CONFIG, [*paths, *(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
@@ -59,7 +69,7 @@ def run_demo(
     overrides: list[str] | None = None,
     show_progress: bool = True,
 ) -> Path:
-    """Run the three stages; return the path of the report. Stage times go to demo.json."""
+    """Run every stage; return the path of the comparison report. Stage times go to demo.json."""
     config = demo_config(output, smoke, overrides)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -72,8 +82,12 @@ def run_demo(
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    evaluation = run_evaluate(config, show_progress)
+    run_online(config, show_progress)
+    seconds["online"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    report = compare_iterations(config, output / "evaluate", show_progress)
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = sum(seconds.values())
     write_text_atomic(output / "demo.json", json.dumps({"smoke": smoke, "seconds": seconds}))
-    return evaluation / "report.md"
+    return report

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ric.config import RicConfig, dump_config, load_config
+from ric.config import DataConfig, RicConfig, dump_config, load_config
 from ric.core import PromptTemplate, RewardStats, build_prompt
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE, standardized_column
@@ -48,11 +48,11 @@ class LabeledData:
     stats: RewardStats
 
 
-def read_labeled(directory: str | Path, template: PromptTemplate) -> LabeledData:
-    """Read scored data + stats from a `ric label` output and build conditioned prompts."""
+def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats, DataConfig]:
+    """The scored table, the stats and the column settings of a `ric label` output."""
     folder = Path(directory)
     if not folder.is_dir():
-        raise ValueError(f"train.data {str(folder)!r} is not a directory (run `ric label` first)")
+        raise ValueError(f"{str(folder)!r} is not a `ric label` output directory")
     scored = sorted(folder.glob("scored.*"))
     if not scored:
         raise ValueError(f"no scored.parquet or scored.jsonl in {str(folder)!r}")
@@ -63,6 +63,12 @@ def read_labeled(directory: str | Path, template: PromptTemplate) -> LabeledData
         if scored[0].suffix == ".parquet"
         else pd.read_json(scored[0], lines=True, dtype=False)
     )
+    return frame, stats, columns
+
+
+def read_labeled(directory: str | Path, template: PromptTemplate) -> LabeledData:
+    """Read scored data + stats from a `ric label` output and build conditioned prompts."""
+    frame, stats, columns = read_labeled_frame(directory)
     standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
     prompts = [
         build_prompt(prompt, values.tolist(), template)

@@ -92,19 +92,20 @@ def epoch_batches(
 
 def resolve_mixed_precision(setting: str) -> str:
     """accelerate's mode for a setting; ``auto``: bf16 on a CUDA device that supports it or on a
-    CPU with native bf16, else fp32 ("no")."""
+    CPU with AMX tiles, else fp32 ("no"). Without AMX, CPU bf16 autocast is slower than fp32
+    (measured 6.2 vs 3.7 s per demo step on a 2-core AVX512-BF16 Xeon)."""
     if setting == "fp32":
         return "no"
     if setting != "auto":
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "no"
+    return "bf16" if _cpu_has_amx() else "no"
 
 
-def _cpu_has_bf16() -> bool:
+def _cpu_has_amx() -> bool:
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 

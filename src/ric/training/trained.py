@@ -47,8 +47,9 @@ class TrainedPolicy:
         ]
 
 
-def load_trained(directory: str | Path) -> TrainedPolicy:
-    """Load a `ric train` output (adapter on its base model, or the full model)."""
+def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolicy:
+    """Load a `ric train` output (adapter on its base model, or the full model); with
+    ``trainable`` the adapter's weights (or the full model's) can be fine-tuned further."""
     from ric.models import load_adapter, load_policy
 
     folder = Path(directory)
@@ -58,10 +59,11 @@ def load_trained(directory: str | Path) -> TrainedPolicy:
     stats = load_stats(folder / STATS_FILE)
     if (folder / ADAPTER_DIR).is_dir():
         model, tokenizer = load_policy(config.model)
-        model = load_adapter(model, folder / ADAPTER_DIR)
+        model = load_adapter(model, folder / ADAPTER_DIR, trainable=trainable)
     elif (folder / MODEL_DIR).is_dir():
         config.model.source = str(folder / MODEL_DIR)
         model, tokenizer = load_policy(config.model)
+        model.requires_grad_(trainable)
     else:
         raise ValueError(f"{str(folder)!r} holds neither {ADAPTER_DIR}/ nor {MODEL_DIR}/")
     return TrainedPolicy(model, tokenizer, config, stats, template_of(config))

@@ -1,0 +1,360 @@
+"""`ric online`: the online stage (DESIGN §1.3), iterated and crash-safe.
+
+Each iteration k continues the policy of iteration k - 1 (iteration 0 is the offline run):
+
+1. **plan**: sample ``online.samples`` prompts and give each target rewards near the front
+   (``online.targets``; the paper's rule by default), with r_min/r_max from the same mapping
+   settings evaluation uses;
+2. **generate and score** in shards of ``online.shard_size``: each shard is generated with the
+   targets in its prompts, scored by the reward models the stats were computed with, and saved
+   atomically, so a shard exists completely or not at all;
+3. **relabel and select**: the online buffer (every shard of iterations 1..k) is standardized with
+   the offline stats and relabeled with the rewards it *obtained*; MORS drops samples at or below
+   the ``mors_quantile`` threshold in every objective;
+4. **mix** MORS-filtered original samples (``original_fraction`` per kept online sample);
+5. **fine-tune** the same adapter (or full model) on the kept samples with
+   ``online.learning_rate`` / ``lr_schedule`` for ``online.max_steps``, with the SFT loop's
+   resumable checkpoints.
+
+Output, one folder per iteration (each is a `ric train`-style output that `ric generate` and
+`ric evaluate` load):
+
+    iter-01/plan.parquet      prompts and targets of this iteration (fixed before generating)
+    iter-01/parts/            generated and scored shards (the unit of resume)
+    iter-01/buffer.parquet    the buffer so far: targets, obtained rewards, kept flag, iteration
+    iter-01/thresholds.json   MORS thresholds (online buffer and original data)
+    iter-01/adapter/ or model/, stats.json, config.yaml, train_log.jsonl, checkpoints/
+    iter-01/metrics.json      written last: its presence marks the iteration finished
+
+Crash safety: a rerun of the same command skips finished iterations, reuses the plan and every
+saved shard (no sample is generated twice, none is lost), and resumes fine-tuning from the newest
+checkpoint. Prompt sampling, targets, generation seeds and the original-sample draw are all
+functions of (online.seed, iteration, shard), so a resumed run makes what an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ric.config import OnlineConfig, RicConfig, dump_config, load_config
+from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
+from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
+from ric.data.label import CONFIG_FILE, raw_column, standardized_column
+from ric.data.sources import read_prompts
+from ric.rewards import create_reward
+from ric.training.offline import ADAPTER_DIR, METRICS_FILE, MODEL_DIR, read_labeled_frame
+from ric.training.sft import tokenize_sample, train
+from ric.training.trained import TrainedPolicy, load_trained
+
+PLAN_FILE = "plan.parquet"
+PARTS_DIR = "parts"
+BUFFER_FILE = "buffer.parquet"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def iteration_folder(output: Path, iteration: int) -> Path:
+    return output / f"iter-{iteration:02d}"
+
+
+def target_column(name: str) -> str:
+    return f"target_{name}"
+
+
+def plan_iteration(
+    prompts: list[str], config: RicConfig, stats: RewardStats, iteration: int
+) -> pd.DataFrame:
+    """Prompts (sampled with replacement) and their targets (standardized units)."""
+    settings = config.online
+    rng = np.random.default_rng([settings.seed, iteration])
+    chosen = rng.integers(0, len(prompts), size=settings.samples)
+    r_min, r_max = config.mapping.reward_range(stats, stats.num_objectives)
+    targets = draw_targets(settings.targets, rng, settings.samples, r_min, r_max)
+    plan = pd.DataFrame({"prompt": [prompts[i] for i in chosen]})
+    for i, name in enumerate(stats.names):
+        plan[target_column(name)] = targets[:, i]
+    return plan
+
+
+def select(
+    standardized: np.ndarray, mors: bool, quantile: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """MORS keep mask (B,) and thresholds (N,) of standardized rewards (B, N); all kept when
+    ``mors`` is off (thresholds None)."""
+    if not mors:
+        return np.ones(len(standardized), dtype=bool), None
+    thresholds = quantile_thresholds(standardized, quantile)
+    return mors_mask(standardized, thresholds), thresholds
+
+
+def run_online(config: RicConfig, show_progress: bool = True) -> Path:
+    """Run (or resume) every online iteration; return the output directory."""
+    settings = config.online
+    if not settings.model:
+        raise ValueError("no model: set online.model (or pass --model) to a `ric train` output")
+    if not settings.output:
+        raise ValueError("no output directory: set online.output (or pass --output)")
+    offline = Path(settings.model)
+    if not (offline / CONFIG_FILE).is_file():
+        raise ValueError(f"{str(offline)!r} is not a `ric train` output (no {CONFIG_FILE})")
+    offline_config = load_config(offline / CONFIG_FILE)
+    stats = load_stats(offline / STATS_FILE)
+    settings = replace(settings, data=settings.data or offline_config.train.data)
+    config = replace(config, online=settings)
+    original, original_stats, columns = read_labeled_frame(settings.data)
+    if original_stats.names != stats.names:
+        raise ValueError(
+            f"the original data's objectives {list(original_stats.names)} differ from the "
+            f"model's {list(stats.names)}"
+        )
+    original = original.rename(
+        columns={columns.prompt_column: "prompt", columns.response_column: "response"}
+    )
+    raw = original[[raw_column(n) for n in stats.names]].to_numpy()
+    for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
+        original[standardized_column(name)] = column  # in the model's units, whatever the data's
+    prompts = (
+        read_prompts(settings.prompts, settings.prompt_column)
+        if settings.prompts
+        else list(dict.fromkeys(original["prompt"]))
+    )
+    output = Path(settings.output)
+    previous = offline
+    for iteration in range(1, settings.iterations + 1):
+        folder = iteration_folder(output, iteration)
+        if not (folder / METRICS_FILE).is_file():
+            _run_iteration(
+                config,
+                offline_config,
+                stats,
+                original,
+                prompts,
+                previous,
+                folder,
+                iteration,
+                show_progress,
+            )
+        previous = folder
+    return output
+
+
+def _run_iteration(
+    config: RicConfig,
+    offline_config: RicConfig,
+    stats: RewardStats,
+    original: pd.DataFrame,
+    prompts: list[str],
+    previous: Path,
+    folder: Path,
+    iteration: int,
+    show_progress: bool,
+) -> None:
+    settings = config.online
+    seconds: dict[str, float] = {}
+    began = time.perf_counter()
+    plan_path = folder / PLAN_FILE
+    if not plan_path.is_file():
+        plan = plan_iteration(prompts, config, stats, iteration)
+        write_atomic(plan_path, lambda tmp: plan.to_parquet(tmp))
+    plan = pd.read_parquet(plan_path)
+    policy = load_trained(previous, trainable=True)
+    _generate_and_score(policy, plan, config, folder, iteration, show_progress)
+    seconds["generate_and_score"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    buffer = _read_buffer(folder.parent, iteration, stats)
+    names = list(stats.names)
+    obtained = buffer[[standardized_column(n) for n in names]].to_numpy()  # (B, N)
+    buffer["kept"], online_thresholds = select(obtained, settings.mors, settings.mors_quantile)
+    write_atomic(folder / BUFFER_FILE, lambda tmp: buffer.to_parquet(tmp))
+    mixed = _mix_original(original, names, settings, int(buffer["kept"].sum()), iteration)
+    write_text_atomic(
+        folder / THRESHOLDS_FILE,
+        json.dumps(
+            {
+                "mors": settings.mors,
+                "quantile": settings.mors_quantile,
+                "objectives": names,
+                "online": _as_list(online_thresholds),
+                "original": _as_list(mixed.thresholds),
+            },
+            indent=1,
+        ),
+    )
+    kept = buffer[buffer["kept"]]
+    train_rows = pd.concat([kept[["prompt", "response"]], mixed.rows[["prompt", "response"]]])
+    train_values = np.concatenate(
+        [
+            kept[[standardized_column(n) for n in names]].to_numpy(),
+            mixed.rows[[standardized_column(n) for n in names]].to_numpy(),
+        ]
+    )  # (B, N) obtained rewards: hindsight relabeling
+    conditioned = policy.conditioned_prompts(train_rows["prompt"].tolist(), train_values)
+    train_settings = replace(
+        config.train,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_schedule=settings.lr_schedule,
+        warmup_steps=0,
+        data=settings.data,
+        output=str(folder),
+    )
+    samples = [
+        sample
+        for prompt, response in zip(conditioned, train_rows["response"], strict=True)
+        if (
+            sample := tokenize_sample(policy.tokenizer, prompt, response, train_settings.max_length)
+        )
+    ]
+    seconds["select"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    result = train(
+        policy.model,
+        samples,
+        train_settings,
+        folder,
+        policy.tokenizer.pad_token_id,
+        resume=True,
+        show_progress=show_progress,
+    )
+    seconds["train"] = time.perf_counter() - began
+    _save_policy(policy, previous, folder)
+    record = replace(offline_config, online=settings, train=train_settings)
+    record = replace(record, generation=config.generation, mapping=config.mapping)
+    write_text_atomic(folder / CONFIG_FILE, dump_config(record))
+    this_iteration = buffer[buffer["iteration"] == iteration]
+    metrics = {
+        "iteration": iteration,
+        "continued_from": str(previous),
+        "generated": len(this_iteration),
+        "buffer": len(buffer),
+        "kept_online": int(buffer["kept"].sum()),
+        "original_mixed": len(mixed.rows),
+        "training_samples": len(samples),
+        "mean_target": {n: float(this_iteration[target_column(n)].mean()) for n in names},
+        "mean_obtained": {n: float(this_iteration[standardized_column(n)].mean()) for n in names},
+        "mean_obtained_raw": {n: float(this_iteration[raw_column(n)].mean()) for n in names},
+        "losses": [{"step": step, "loss": loss} for step, loss in result.losses],
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from,
+        "seconds": seconds,
+    }
+    write_text_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=1))
+
+
+def _generate_and_score(
+    policy: TrainedPolicy,
+    plan: pd.DataFrame,
+    config: RicConfig,
+    folder: Path,
+    iteration: int,
+    show_progress: bool,
+) -> None:
+    """Write every missing shard of ``plan``: generated, scored, saved atomically."""
+    from ric.training.generation import generate_responses
+
+    settings = config.online
+    names = list(policy.stats.names)
+    scorers = [create_reward(r.type, r.options) for r in policy.reward_configs()]
+    starts = range(0, len(plan), settings.shard_size)
+    progress = tqdm(total=len(plan), desc=f"online {iteration}", disable=not show_progress)
+    for index, start in enumerate(starts):
+        part = folder / PARTS_DIR / f"part-{index:05d}.parquet"
+        shard = plan.iloc[start : start + settings.shard_size].reset_index(drop=True)
+        if not part.is_file():
+            targets = shard[[target_column(n) for n in names]].to_numpy()
+            conditioned = policy.conditioned_prompts(shard["prompt"].tolist(), targets)
+            generation = replace(
+                config.generation, seed=config.generation.seed + 1_000 * iteration + index
+            )
+            shard["response"] = generate_responses(
+                policy.model,
+                policy.tokenizer,
+                conditioned,
+                generation,
+                show_progress=False,
+            )
+            prompts, responses = shard["prompt"].tolist(), shard["response"].tolist()
+            for name, scorer in zip(names, scorers, strict=True):
+                shard[raw_column(name)] = scorer.score(prompts, responses)
+            shard["iteration"] = iteration
+            write_atomic(part, lambda tmp, shard=shard: shard.to_parquet(tmp))
+        progress.update(len(shard))
+    progress.close()
+
+
+def _read_buffer(output: Path, iteration: int, stats: RewardStats) -> pd.DataFrame:
+    """Every shard of iterations 1..``iteration``, standardized with the offline stats."""
+    parts = [
+        part
+        for k in range(1, iteration + 1)
+        for part in sorted((iteration_folder(output, k) / PARTS_DIR).glob("part-*.parquet"))
+    ]
+    buffer = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
+    raw = buffer[[raw_column(n) for n in stats.names]].to_numpy()
+    for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
+        buffer[standardized_column(name)] = column
+    return buffer
+
+
+@dataclass(frozen=True)
+class MixedOriginal:
+    rows: pd.DataFrame  # the original samples mixed in
+    thresholds: np.ndarray | None  # (N,) MORS thresholds on the original data; None: MORS off
+
+
+def _mix_original(
+    original: pd.DataFrame,
+    names: list[str],
+    settings: OnlineConfig,
+    kept_online: int,
+    iteration: int,
+) -> MixedOriginal:
+    """MORS-filtered original samples, ``original_fraction`` per kept online sample (seeded)."""
+    values = original[[standardized_column(n) for n in names]].to_numpy()
+    keep, thresholds = select(values, settings.mors, settings.mors_quantile)
+    pool = np.flatnonzero(keep)
+    count = min(len(pool), round(settings.original_fraction * kept_online))
+    rng = np.random.default_rng([settings.seed, iteration, 1])
+    chosen = np.sort(rng.choice(pool, size=count, replace=False))
+    return MixedOriginal(original.iloc[chosen].reset_index(drop=True), thresholds)
+
+
+def _as_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def _save_policy(policy: TrainedPolicy, previous: Path, folder: Path) -> None:
+    """The fine-tuned adapter (or full model) and the stats, laid out like `ric train`'s."""
+    from ric.models import save_adapter
+
+    model, tokenizer = policy.model, policy.tokenizer
+    if (previous / ADAPTER_DIR).is_dir():
+        save_adapter(model, folder / ADAPTER_DIR)
+        tokenizer.save_pretrained(folder / ADAPTER_DIR)
+    else:
+        model.save_pretrained(folder / MODEL_DIR)
+        tokenizer.save_pretrained(folder / MODEL_DIR)
+    shutil.copyfile(previous / STATS_FILE, folder / STATS_FILE)
+
+
+def compare_iterations(config: RicConfig, output: Path, show_progress: bool = True) -> Path:
+    """Sweep the offline model and every finished iteration on the same held-out prompts
+    (``evaluate.*``) into ``output``; return the comparison report."""
+    from ric.evaluation.compare import evaluate_models
+
+    models = {"offline": config.online.model}
+    for iteration in range(1, config.online.iterations + 1):
+        folder = iteration_folder(Path(config.online.output), iteration)
+        if (folder / METRICS_FILE).is_file():
+            models[f"online {iteration}"] = str(folder)
+    return evaluate_models(models, config, output, show_progress)

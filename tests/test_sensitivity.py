@@ -1,0 +1,90 @@
+"""The reward-sensitivity check: a model trained where the reward decides the response reads
+it (shuffling the reward raises the loss); an untrained one does not; the loss is the mean NLL
+per response token, computed by hand."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ric.cli import main
+from ric.evaluation.sensitivity import response_loss, reward_sensitivity
+from ric.training.trained import load_trained
+
+TINY = [
+    "--model",
+    "tiny",
+    "--no-progress",
+    "--set",
+    "lora.enabled=false",
+    "--set",
+    "train.mixed_precision=fp32",
+    "--set",
+    "train.learning_rate=0.01",
+    "--set",
+    "train.batch_size=16",
+]
+SHORT, LONG = "Yes.", "No, not at all, the answer is never the same."
+
+
+@pytest.fixture(scope="module")
+def decided_by_reward(tmp_path_factory):
+    """Pairs whose response is decided by its verbosity reward, labeled; a model trained on
+    them for 1 step at a negligible learning rate (untrained) and one trained for 100 steps."""
+    root = tmp_path_factory.mktemp("sensitivity")
+    rows = [
+        {"prompt": f"Question number {i}?", "response": response}
+        for i in range(24)
+        for response in (SHORT, LONG)
+    ]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    label = root / "label"
+    flags = ["--reward", "verbosity", "--output", str(label), "--no-progress"]
+    assert main(["label", "--data", str(root / "pairs.jsonl"), *flags]) == 0
+    base = ["train", "--data", str(label), *TINY]
+    untrained = ["--output", str(root / "untrained"), "--set", "train.learning_rate=1e-9"]
+    assert main([*base, *untrained, "--set", "train.max_steps=1"]) == 0
+    assert main([*base, "--output", str(root / "trained"), "--set", "train.max_steps=100"]) == 0
+    return root
+
+
+def _sensitivity(model_dir, label):
+    policy = load_trained(model_dir)
+    frame = pd.read_parquet(label / "scored.parquet")
+    values = frame[["standardized_verbosity"]].to_numpy()
+    return reward_sensitivity(
+        policy, frame["prompt"].tolist(), frame["response"].tolist(), values, max_length=64
+    )["verbosity"]
+
+
+def test_trained_model_reads_the_reward_and_untrained_does_not(decided_by_reward):
+    untrained = _sensitivity(decided_by_reward / "untrained", decided_by_reward / "label")
+    trained = _sensitivity(decided_by_reward / "trained", decided_by_reward / "label")
+    assert abs(untrained["gap"]) < 0.02
+    # Only the reward tells the two responses of a prompt apart: a model that fits the pairs
+    # (loss near 0) must read it, and shuffling it then costs a lot.
+    assert trained["loss_true"] < 0.1
+    assert trained["gap"] > 0.05 and trained["loss_shuffled"] > 3 * trained["loss_true"]
+
+
+def test_response_loss_is_the_mean_nll_per_response_token(decided_by_reward):
+    policy = load_trained(decided_by_reward / "untrained")
+    prompts, responses = ["Why?", "What is it?"], [SHORT, LONG]
+    values = np.array([[1.0], [-1.0]])
+    expected_total, expected_tokens = 0.0, 0
+    for prompt, response in zip(
+        policy.conditioned_prompts(prompts, values), responses, strict=True
+    ):
+        prompt_ids = policy.tokenizer(prompt)["input_ids"]
+        response_ids = policy.tokenizer(response, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + response_ids + [policy.tokenizer.eos_token_id]])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(policy.model(ids).logits[0, :-1], dim=-1)
+        targets = ids[0, 1:]
+        nll = -log_probs[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :]
+        expected_total += float(nll.sum())
+        expected_tokens += len(nll)
+    loss = response_loss(policy, prompts, responses, values, max_length=64)
+    assert loss == pytest.approx(expected_total / expected_tokens, rel=1e-5)
