@@ -91,11 +91,21 @@ def test_full_fine_tuning_saves_a_model_and_the_loss_falls(labeled, tmp_path):
     assert not (out / "adapter").exists()
 
 
-def test_train_refuses_to_mix_runs_without_resume(labeled, tmp_path, capsys):
+def test_finished_run_is_kept(labeled, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(labeled, out, "train.max_steps=4", "train.save_steps=2") == 0
+    adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    metrics = (out / "metrics.json").read_text()
     assert _train(labeled, out, "train.max_steps=4") == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "holds a finished run of 4 steps" in capsys.readouterr().err
+    # --resume on a finished run has nothing left to do: no step is retrained
+    resume = ["--resume", "--set", "train.max_steps=4", "--set", "train.save_steps=2"]
+    assert main(["train", "--data", str(labeled), "--output", str(out), *TRAIN_FLAGS, *resume]) == 0
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+    assert (out / "metrics.json").read_text() == metrics
+    longer = ["--resume", "--set", "train.max_steps=6"]
+    assert main(["train", "--data", str(labeled), "--output", str(out), *TRAIN_FLAGS, *longer]) == 2
+    assert "cannot be extended" in capsys.readouterr().err
 
 
 def test_train_resumes_after_a_real_kill(labeled, tmp_path):

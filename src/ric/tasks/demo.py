@@ -23,7 +23,7 @@ from pathlib import Path
 from ric.config import RicConfig, load_config
 from ric.data import label_dataset
 from ric.data.io import write_text_atomic
-from ric.training.offline import METRICS_FILE, run_train
+from ric.training.offline import run_train
 from ric.training.online import compare_iterations, run_online
 
 TASK_DIR = Path(__file__).parent
@@ -77,8 +77,7 @@ def run_demo(
     seconds["label"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if not (Path(config.train.output) / METRICS_FILE).exists():
-        run_train(config, resume=True, show_progress=show_progress)
+    run_train(config, resume=True, show_progress=show_progress)
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()

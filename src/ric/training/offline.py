@@ -85,6 +85,14 @@ def run_train(config: RicConfig, resume: bool = False, show_progress: bool = Tru
     if not settings.output:
         raise ValueError("no output directory: set train.output (or pass --output)")
     output = Path(settings.output)
+    if (output / METRICS_FILE).is_file():
+        finished = json.loads((output / METRICS_FILE).read_text())["steps"]
+        if resume and finished == settings.max_steps:
+            return output  # nothing left to do
+        raise ValueError(
+            f"{str(output)!r} holds a finished run of {finished} steps; choose another --output "
+            "(a finished schedule cannot be extended)"
+        )
     has_checkpoints = any((output / CHECKPOINTS).glob("step-*"))
     if has_checkpoints and not resume:
         raise ValueError(
