@@ -45,7 +45,7 @@ def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
     )
-    with _quiet_peft():
+    with quiet_peft():
         return get_peft_model(model, config)  # type: ignore[return-value]
 
 
@@ -74,7 +74,7 @@ def load_adapter(
     folder = Path(directory)
     if not (folder / ADAPTER_CONFIG).is_file():
         raise ValueError(f"{str(folder)!r} holds no LoRA adapter (no {ADAPTER_CONFIG})")
-    with _quiet_peft():
+    with quiet_peft():
         return PeftModel.from_pretrained(base_model, folder, is_trainable=trainable)
 
 
@@ -107,7 +107,7 @@ def _check_peft(model: object, action: str) -> None:
 
 
 @contextmanager
-def _quiet_peft() -> Iterator[None]:
+def quiet_peft() -> Iterator[None]:
     """Silence transformers' deprecation of the attribute peft 0.21 reads (see module doc)."""
     with warnings.catch_warnings():
         warnings.filterwarnings(

@@ -1,0 +1,1 @@
+"""The paper's baselines (DESIGN §1.6)."""
