@@ -46,6 +46,15 @@ def standardized_column(name: str) -> str:
     return f"standardized_{name}"
 
 
+def restandardize(frame: pd.DataFrame, stats: RewardStats) -> pd.DataFrame:
+    """Set the ``standardized_<name>`` columns from the raw ``reward_<name>`` ones with ``stats``
+    (in place; also returned), e.g. to express other data in a model's units."""
+    raw = frame[[raw_column(name) for name in stats.names]].to_numpy()  # (B, N)
+    for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
+        frame[standardized_column(name)] = column
+    return frame
+
+
 def reward_identity(reward: RewardConfig) -> str:
     """What makes two scorers the same: the type and the options (not the display name)."""
     return f"{reward.type} {json.dumps(reward.options, sort_keys=True, default=str)}"

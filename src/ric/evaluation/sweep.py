@@ -25,7 +25,7 @@ import pandas as pd
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
 from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, raw_column
+from ric.data.label import CONFIG_FILE, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, steerability
@@ -125,13 +125,12 @@ def _sensitivity(policy: TrainedPolicy, count: int) -> dict | None:
     if count == 0 or not (training_data / CONFIG_FILE).is_file():
         return None
     frame, _, columns = read_labeled_frame(training_data)
-    frame = frame.sample(n=min(count, len(frame)), random_state=0)
-    raw = frame[[raw_column(name) for name in policy.stats.names]].to_numpy()
+    frame = restandardize(frame.sample(n=min(count, len(frame)), random_state=0), policy.stats)
     return reward_sensitivity(
         policy,
         frame[columns.prompt_column].tolist(),
         frame[columns.response_column].tolist(),
-        policy.stats.standardize(raw),
+        frame[[standardized_column(name) for name in policy.stats.names]].to_numpy(),
         policy.config.train.max_length,
     )
 

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from ric.config import OnlineConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
 from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, raw_column, standardized_column
+from ric.data.label import CONFIG_FILE, raw_column, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.rewards import create_reward
 from ric.training.offline import ADAPTER_DIR, METRICS_FILE, MODEL_DIR, read_labeled_frame
@@ -118,9 +118,7 @@ def run_online(config: RicConfig, show_progress: bool = True) -> Path:
     original = original.rename(
         columns={columns.prompt_column: "prompt", columns.response_column: "response"}
     )
-    raw = original[[raw_column(n) for n in stats.names]].to_numpy()
-    for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
-        original[standardized_column(name)] = column  # in the model's units, whatever the data's
+    restandardize(original, stats)  # in the model's units, whatever the data's
     prompts = (
         read_prompts(settings.prompts, settings.prompt_column)
         if settings.prompts
@@ -300,10 +298,7 @@ def _read_buffer(output: Path, iteration: int, stats: RewardStats) -> pd.DataFra
         for part in sorted((iteration_folder(output, k) / PARTS_DIR).glob("part-*.parquet"))
     ]
     buffer = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
-    raw = buffer[[raw_column(n) for n in stats.names]].to_numpy()
-    for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
-        buffer[standardized_column(name)] = column
-    return buffer
+    return restandardize(buffer, stats)
 
 
 @dataclass(frozen=True)
