@@ -39,7 +39,7 @@ def test_front_targets_hold_all_but_one_objective_at_r_max():
     assert np.all(at_max.sum(axis=1) >= 2)  # the free one is below r_max (almost surely)
     assert np.all((targets >= r_min) & (targets <= r_max))
     free = np.argmin(at_max, axis=1)
-    assert set(np.bincount(free, minlength=3)) and np.all(np.bincount(free) > 100)  # uniform pick
+    assert np.all(np.bincount(free, minlength=3) > 100)  # each objective is the free one ~1/3
     again = front_targets(np.random.default_rng(0), 500, r_min, r_max)
     np.testing.assert_array_equal(targets, again)
 
@@ -188,7 +188,7 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
         lambda: (out / "iter-02" / "parts" / "part-00001.parquet").exists(),  # 2nd iteration
     ]
     killed = [_kill_when(command, ready, env) for ready in kill_points]
-    assert killed[0], "the first kill came too late to test anything"
+    assert all(killed), f"a kill came after the run had finished: {killed}"
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
     for iteration in ("iter-01", "iter-02"):

@@ -11,6 +11,7 @@ from ric.training.sft import (
     collate,
     epoch_batches,
     latest_checkpoint,
+    resolve_mixed_precision,
     tokenize_sample,
     train,
 )
@@ -167,3 +168,12 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
     expected, got = _trainable(straight), _trainable(fresh)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "no")])
+def test_auto_precision_on_cpu_uses_bf16_only_with_amx(monkeypatch, amx, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_mixed_precision("auto") == expected
+    assert resolve_mixed_precision("fp32") == "no"
+    assert resolve_mixed_precision("bf16") == "bf16"
