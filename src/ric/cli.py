@@ -140,8 +140,6 @@ def run_generate(args: argparse.Namespace) -> None:
     from ric.training.trained import load_trained
 
     config = _load(args)
-    if (args.preference is None) == (args.rewards is None):
-        raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
     prompts = list(args.prompt or [])
     if args.prompts:
         prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
@@ -149,6 +147,11 @@ def run_generate(args: argparse.Namespace) -> None:
         raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     policy = load_trained(args.model)
     n = policy.stats.num_objectives
+    if not policy.method.conditioned:
+        _generate_baseline(args, config, policy, prompts)
+        return
+    if (args.preference is None) == (args.rewards is None):
+        raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
     if args.rewards is not None:
         if len(args.rewards) != n:
             raise ValueError(
@@ -172,11 +175,56 @@ def run_generate(args: argparse.Namespace) -> None:
         }
         for prompt, text, response in zip(prompts, conditioned, responses, strict=True)
     ]
+    _write_records(records, args.output)
+
+
+def _generate_baseline(
+    args: argparse.Namespace, config: RicConfig, policy: object, prompts: list[str]
+) -> None:
+    """`ric generate` for a baseline: no rewards in the prompt; a soup needs --preference."""
+    from ric.baselines.soups import soup_model
+    from ric.training.generation import generate_responses
+    from ric.training.trained import TrainedPolicy
+
+    assert isinstance(policy, TrainedPolicy)
+    name = policy.method.name
+    if args.rewards is not None:
+        raise ValueError(f"{args.model!r} is a {name} baseline: it takes no --rewards")
+    model = policy.model
+    if name == "soups":
+        if args.preference is None:
+            raise ValueError(
+                "a Rewarded Soups model needs --preference (its interpolation weights)"
+            )
+        model = soup_model(model, policy.member_adapters(), args.preference)
+    elif args.preference is not None:
+        raise ValueError(
+            f"{args.model!r} is a {name} baseline: it was trained for "
+            f"{policy.method.preference or 'no preference'} and takes no --preference"
+        )
+    texts = policy.plain_prompts(prompts)
+    responses = generate_responses(model, policy.tokenizer, texts, config.generation)
+    records = [
+        {
+            "prompt": prompt,
+            "method": name,
+            "preference": args.preference or policy.method.preference,
+            "model_prompt": text,
+            "response": response,
+            "generation": vars(config.generation),
+        }
+        for prompt, text, response in zip(prompts, texts, responses, strict=True)
+    ]
+    _write_records(records, args.output)
+
+
+def _write_records(records: list[dict], output: str | None) -> None:
+    """Print JSON lines, and write them to ``output`` when given."""
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    if args.output:
+    if output:
         from ric.data.io import write_text_atomic
 
-        write_text_atomic(Path(args.output), lines)
+        write_text_atomic(Path(output), lines)
     print(lines, end="")
 
 
@@ -257,6 +305,57 @@ def run_demo(args: argparse.Namespace) -> None:
     )
     timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
     print(f"demo finished in {timing['total']:.0f} s; report: {report}")
+
+
+def run_baseline(args: argparse.Namespace) -> None:
+    from ric.baselines.rl import run_rl
+    from ric.baselines.soups import train_soup
+    from ric.training.offline import run_train
+
+    flags: dict[str, object] = {"train.data": args.data, "model.source": args.model}
+    if args.baseline == "sft":
+        config = _load(args, {**flags, "train.output": args.output})
+        output = run_train(config, args.resume, not args.no_progress, conditioned=False)
+        print(f"SFT baseline: {output}")
+        return
+    config = _load(args, {**flags, "baseline.init": args.init})
+    if not args.output:
+        raise ValueError("no output directory: pass --output")
+    if args.baseline == "soups":
+        output = train_soup(config, Path(args.output), not args.no_progress)
+        print(f"Rewarded Soups (evaluate with `ric evaluate --model {output}`): {output}")
+        return
+    if args.preference is None:
+        raise ValueError("morlhf trains one model per preference: pass --preference, e.g. 0.5,0.5")
+    output = run_rl(config, args.preference, Path(args.output), not args.no_progress)
+    metrics = json.loads((output / "metrics.json").read_text())
+    first, last = metrics["first_batch"], metrics["last_batch"]
+    if first and last:
+        print(
+            f"mean scalarized reward {first['mean_scalarized']:+.3f} (first batch) -> "
+            f"{last['mean_scalarized']:+.3f} (last batch), {metrics['seconds']:.0f} s"
+        )
+    print(f"MORLHF model for {metrics['preference']}: {output}")
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ric.evaluation.compare import COMPARISON_TABLE
+    from ric.tasks.compare import COST_TABLE, run_compare
+
+    report = run_compare(
+        Path(args.output),
+        smoke=args.smoke,
+        overrides=args.overrides,
+        layer=Path(args.config) if args.config else None,
+        show_progress=not args.no_progress,
+    )
+    for row in pd.read_csv(report.parent / COMPARISON_TABLE).itertuples():
+        print(f"  {row.label}: hypervolume {row.hypervolume:.4g} ({row.points} points)")
+    for row in pd.read_csv(report.parent / COST_TABLE).itertuples():
+        print(f"  {row.method}: {row.seconds:.0f} s ({row.relative_to_morlhf:.0%} of MORLHF)")
+    print(f"report: {report}")
 
 
 def run_rewards(args: argparse.Namespace) -> None:
@@ -393,6 +492,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_arguments(demo, config_file=False, progress=True)
     demo.set_defaults(run=run_demo)
+
+    baseline = commands.add_parser(
+        "baseline",
+        help="the paper's baselines: sft, morlhf (one model per preference), soups",
+        description="sft: plain SFT on the labeled responses, prompts without rewards. "
+        "morlhf: RL (TRL GRPO/RLOO) on w^T z(r) with a KL penalty to the starting model. "
+        "soups: one RL model per reward, interpolated per preference at evaluation. "
+        "Every output loads with `ric evaluate` and `ric generate`; reruns resume.",
+    )
+    baseline.add_argument("baseline", choices=["sft", "morlhf", "soups"])
+    baseline.add_argument("--data", help="a `ric label` output directory")
+    baseline.add_argument("--output", help="output directory")
+    baseline.add_argument("--model", help="the base model: smollm2, tiny, a directory, a hub id")
+    baseline.add_argument("--init", help="morlhf, soups: a `ric baseline sft` output to start from")
+    baseline.add_argument(
+        "--preference", type=parse_floats, help="morlhf: the preference, e.g. 0.5,0.5"
+    )
+    baseline.add_argument("--resume", action="store_true", help="sft: continue from a checkpoint")
+    _config_arguments(baseline, progress=True)
+    baseline.set_defaults(run=run_baseline)
+
+    compare = commands.add_parser(
+        "compare",
+        help="RiC against base, SFT, MORLHF and Rewarded Soups: fronts, hypervolumes, costs",
+        description="Train everything the comparison needs under --output (resumable) and "
+        "evaluate it on the same prompts, rewards, stats and reference point. Without "
+        "--config: the embedded default task sized for 2 CPU cores; --config lays a file "
+        "over it (configs/compare-gpu.yaml).",
+    )
+    compare.add_argument("--output", default="runs/compare", help="output (runs/compare)")
+    compare.add_argument(
+        "--smoke", action="store_true", help="tiny in-code model and a data slice (< 1 minute)"
+    )
+    _config_arguments(compare, progress=True)
+    compare.set_defaults(run=run_compare)
 
     rewards = commands.add_parser("rewards", help="list the available reward scorers")
     rewards.set_defaults(run=run_rewards)

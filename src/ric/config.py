@@ -8,6 +8,7 @@ output so that a run describes itself.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -36,6 +37,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("linear", "constant", "cosine")
 MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
+RL_ALGORITHMS = ("grpo", "rloo")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -362,6 +364,47 @@ class OnlineConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """The paper's RL baselines (DESIGN §1.6): MORLHF and the members of Rewarded Soups.
+
+    Both fine-tune a LoRA adapter with a maintained TRL trainer on the scalarized standardized
+    reward w^T z(r), with a KL penalty to the model they start from. Sampling (length,
+    temperature, top-p) follows ``generation.*``; the adapter follows ``lora.*``.
+    """
+
+    algorithm: str = doc_field("grpo", "TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer)")
+    init: str = doc_field(
+        "", "a `ric baseline sft` output to start from and stay near (KL) (empty: model.source)"
+    )
+    data: str = doc_field("", "`ric label` output: RL prompts and reward stats (empty: train.data)")
+    preferences: list[list[float]] = doc_field(
+        [], "MORLHF preferences, one model each (empty: every one-hot vector and the uniform one)"
+    )
+    max_steps: int = doc_field(30, "optimizer steps per RL run")
+    learning_rate: float = doc_field(1e-4, "learning rate of the RL adapter")
+    beta: float = doc_field(0.05, "KL penalty coefficient to the starting model")
+    num_generations: int = doc_field(4, "completions sampled per prompt (the group of GRPO/RLOO)")
+    prompts_per_step: int = doc_field(2, "prompts per optimizer step")
+    save_steps: int = doc_field(10, "save a resumable checkpoint every N steps")
+    seed: int = doc_field(0, "seed of prompt order, sampling and adapter initialization")
+
+    def __post_init__(self) -> None:
+        check_choice("baseline.algorithm", self.algorithm, RL_ALGORITHMS)
+        for key in ("max_steps", "prompts_per_step", "save_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"baseline.{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_generations < 2:
+            raise ValueError(
+                "baseline.num_generations must be >= 2 (GRPO and RLOO compare completions of "
+                f"the same prompt), got {self.num_generations}"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"baseline.learning_rate must be > 0, got {self.learning_rate}")
+        if self.beta < 0:
+            raise ValueError(f"baseline.beta must be >= 0, got {self.beta}")
+
+
+@dataclass
 class RicConfig:
     """Everything one run needs; each command reads the sections it uses."""
 
@@ -377,6 +420,7 @@ class RicConfig:
     evaluate: EvaluateConfig = doc_field(None, "preference sweep")
     bootstrap: BootstrapConfig = doc_field(None, "offline dataset sampled from a policy")
     online: OnlineConfig = doc_field(None, "online stage")
+    baseline: BaselineConfig = doc_field(None, "RL baselines (MORLHF, Rewarded Soups)")
 
     def __post_init__(self) -> None:
         # Sections default to their own defaults; doc_field(None) keeps the docs in one place.
@@ -479,6 +523,14 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
         values = loaded
+    return config_from_values(values, overrides, cls)
+
+
+def config_from_values(
+    values: dict[str, Any], overrides: Sequence[str] = (), cls: type[T] = RicConfig
+) -> T:
+    """The typed config of an already-read YAML mapping, after ``overrides``."""
+    values = copy.deepcopy(values)
     for override in overrides:
         apply_override(values, override)
     return from_dict(cls, values)

@@ -24,3 +24,14 @@ def set_pad_token(model: Any, tokenizer: Any) -> None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def describe_device() -> str:
+    """The device a run used, for cost tables: the GPU's name, or the CPU and its core count."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {len(os.sched_getaffinity(0))} cores"

@@ -17,6 +17,7 @@ from ric.core.targets import TARGET_STRATEGIES, draw_targets, front_targets, uni
 from ric.core.template import (
     DEFAULT_TEMPLATE,
     PromptTemplate,
+    build_plain_prompt,
     build_prompt,
     format_reward,
     parse_prompt,
@@ -29,6 +30,7 @@ __all__ = [
     "TARGET_STRATEGIES",
     "PromptTemplate",
     "RewardStats",
+    "build_plain_prompt",
     "build_prompt",
     "check_preference",
     "draw_targets",

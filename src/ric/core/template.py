@@ -160,6 +160,13 @@ def build_prompt(
     )
 
 
+def build_plain_prompt(prompt: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> str:
+    """The unconditioned prompt of the baselines (base, SFT, RL): the same template and
+    sanitizing, with the reward block and the text between prompt and rewards left out, e.g.
+    ``"### Input: What is a fox? ### Response: "``."""
+    return template.head + sanitize_prompt(prompt, template) + template.response_header
+
+
 def parse_prompt(text: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> tuple[str, list[float]]:
     """Invert ``build_prompt``: return the (sanitized) prompt and the reward values.
 

@@ -66,6 +66,14 @@ def reward_from_identity(name: str, identity: str) -> RewardConfig:
     return RewardConfig(type=kind, name=name, options=json.loads(options or "{}"))
 
 
+def stats_rewards(stats: RewardStats) -> list[RewardConfig]:
+    """The scorers ``stats`` were computed with, in objective order."""
+    return [
+        reward_from_identity(name, identity)
+        for name, identity in zip(stats.names, stats.reward_ids, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class LabelResult:
     scored_path: Path

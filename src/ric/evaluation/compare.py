@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ric.config import RicConfig, dump_config
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE
+from ric.evaluation.metrics import front_summary, steerability
 from ric.evaluation.plots import plot_fronts
 from ric.evaluation.report import REPORT_FILE, markdown_table
 from ric.evaluation.sweep import METRICS_FILE, default_reference, run_evaluate
@@ -34,43 +36,55 @@ def folder_name(label: str) -> str:
 
 
 def evaluate_models(
-    models: Mapping[str, str | Path],
+    models: Mapping[str, str | Path | Sequence[str | Path]],
     config: RicConfig,
     output: Path,
     show_progress: bool = True,
+    appendix: str = "",
 ) -> Path:
-    """Evaluate every ``label -> model directory`` and write the comparison; return report.md."""
+    """Evaluate every ``label -> model directory`` and write the comparison; return report.md.
+
+    A label may name several directories (MORLHF: one model per preference): each is evaluated
+    in its own sub-folder and their points form one front. ``appendix`` (markdown) ends the
+    report, e.g. a cost table."""
     if not models:
         raise ValueError("no models to compare")
-    first = Path(next(iter(models.values())))
+    groups = {
+        label: [Path(m)] if isinstance(m, str | Path) else [Path(v) for v in m]
+        for label, m in models.items()
+    }
+    empty = [label for label, members in groups.items() if not members]
+    if empty:
+        raise ValueError(f"no model directories for {empty[0]!r}")
+    first = next(iter(groups.values()))[0]
     reference = config.evaluate.reference or default_reference(load_stats(first / STATS_FILE))
     rows, fronts, names = [], {}, None
-    for label, model in models.items():
-        folder = output / folder_name(label)
-        settings = replace(
-            config.evaluate, model=str(model), output=str(folder), reference=list(reference)
-        )
-        run_config = replace(config, evaluate=settings)
-        if not _evaluated_with(folder, run_config):
-            run_evaluate(run_config, show_progress)
-        metrics = json.loads((folder / METRICS_FILE).read_text())
-        summary = pd.read_csv(folder / "summary.csv")
-        if names is not None and metrics["objectives"] != names:
-            raise ValueError(
-                f"{label!r} has objectives {metrics['objectives']}, the others {names}: "
-                "only models trained on the same rewards can be compared"
-            )
-        names = metrics["objectives"]
+    for label, members in groups.items():
+        folders = _member_folders(output, label, members)
+        summaries = []
+        for model, folder in zip(members, folders, strict=True):
+            metrics = _evaluation(model, folder, config, reference, show_progress)
+            if names is not None and metrics["objectives"] != names:
+                raise ValueError(
+                    f"{label!r} has objectives {metrics['objectives']}, the others {names}: "
+                    "only models trained on the same rewards can be compared"
+                )
+            names = metrics["objectives"]
+            summaries.append(pd.read_csv(folder / "summary.csv"))
+        assert names is not None
+        summary = pd.concat(summaries, ignore_index=True)
         preferences = summary[[f"w_{n}" for n in names]].to_numpy()
         means = summary[[f"mean_{n}" for n in names]].to_numpy()  # (K, N) raw units
+        desired = summary[[f"desired_{n}" for n in names]].to_numpy()
         fronts[label] = (preferences, means)
-        steering = {f"spearman_w1_{n}": metrics["steerability"][n]["w1_vs_obtained"] for n in names}
+        steering = steerability(preferences, desired, means, names)
         rows.append(
             {
                 "label": label,
-                "model": str(model),
-                "hypervolume": metrics["front"]["hypervolume"],
-                **steering,
+                "model": ", ".join(str(m) for m in members),
+                "points": len(summary),
+                "hypervolume": front_summary(means, np.asarray(reference))["hypervolume"],
+                **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
             }
         )
     assert names is not None
@@ -78,24 +92,51 @@ def evaluate_models(
     write_text_atomic(output / COMPARISON_TABLE, table.to_csv(index=False))
     title = f"Empirical fronts, {config.evaluate.num_prompts} held-out prompts"
     plot_fronts(fronts, names, output / COMPARISON_PLOT, title)
+    links = [
+        f"[{folder.relative_to(output)}]({folder.relative_to(output)}/{REPORT_FILE})"
+        for label, members in groups.items()
+        for folder in _member_folders(output, label, members)
+    ]
     lines = [
         "# RiC comparison report",
         "",
         f"Every model swept on the same {config.evaluate.num_prompts} held-out prompts, grid "
         f"`{config.evaluate.grid}` and mapping `{config.mapping.method}`; hypervolume against "
-        f"the reference point {[round(v, 4) for v in reference]} (raw reward units).",
+        f"the reference point {[round(v, 4) for v in reference]} (raw reward units). RiC and "
+        "Rewarded Soups give one point per preference of the grid, each MORLHF model one point "
+        "at its own preference, base and SFT one point (no preference).",
         "",
         f"![fronts]({COMPARISON_PLOT})",
         "",
-        markdown_table(table),
+        markdown_table(table.drop(columns="model")),
         "",
-        "Per-model reports: "
-        + ", ".join(f"[{label}]({folder_name(label)}/{REPORT_FILE})" for label in models),
+        "Per-model reports: " + ", ".join(links),
         "",
+        appendix,
     ]
     path = output / REPORT_FILE
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]:
+    """Where each model of ``label`` is evaluated: its own folder, or one per member."""
+    if len(members) == 1:
+        return [output / folder_name(label)]
+    return [output / folder_name(label) / folder_name(m.name) for m in members]
+
+
+def _evaluation(
+    model: Path, folder: Path, config: RicConfig, reference: list[float], show_progress: bool
+) -> dict:
+    """The metrics of ``model`` evaluated into ``folder`` (reused when made with this config)."""
+    settings = replace(
+        config.evaluate, model=str(model), output=str(folder), reference=list(reference)
+    )
+    run_config = replace(config, evaluate=settings)
+    if not _evaluated_with(folder, run_config):
+        run_evaluate(run_config, show_progress)
+    return json.loads((folder / METRICS_FILE).read_text())  # type: ignore[no-any-return]
 
 
 def _evaluated_with(folder: Path, config: RicConfig) -> bool:

@@ -14,8 +14,9 @@ from ric.core import hypervolume, pareto_mask
 
 
 def rank_correlation(asked: np.ndarray, obtained: np.ndarray) -> float | None:
-    """Spearman's rho of two (K,) vectors; None when either is constant (rho undefined)."""
-    if np.ptp(asked) == 0 or np.ptp(obtained) == 0:
+    """Spearman's rho of two (K,) vectors; None when either is constant or unknown (NaN: a
+    baseline that was not asked for a preference), where rho is undefined."""
+    if not np.all(np.isfinite(asked)) or np.ptp(asked) == 0 or np.ptp(obtained) == 0:
         return None
     return float(spearmanr(asked, obtained).statistic)
 

@@ -43,6 +43,8 @@ def plot_fronts(
             order = np.argsort(preferences[:, i], kind="stable")
             axis.plot(points[order, i], points[order, j], marker="o", label=label)
             for w, point in zip(preferences, points, strict=True):
+                if not np.all(np.isfinite(w)):
+                    continue  # a baseline asked for no preference (base, SFT): no label
                 axis.annotate(
                     format_preference(w),
                     (point[i], point[j]),

@@ -2,7 +2,9 @@
 
 For each preference w of the grid: desired rewards R = mapping(w) (standardized units, from the
 training stats), conditioned prompts, batched generation, scoring with the same reward models the
-stats were computed with, and per-preference means. Output directory:
+stats were computed with, and per-preference means. Baselines (see ``_generate``) are asked
+without rewards: MORLHF at its own preference, Rewarded Soups over the grid, base and SFT once.
+Output directory:
 
     samples.parquet  one row per (preference, prompt): w, desired R, prompt, response, rewards
     summary.csv      one row per preference: w, desired R, mean raw and standardized rewards
@@ -15,8 +17,10 @@ stats were computed with, and per-preference means. Output directory:
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,22 +57,10 @@ class SweepResult:
 
 def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) -> SweepResult:
     """Generate and score over the preference grid (see the module docstring)."""
-    from ric.training.generation import generate_responses
-
     settings = config.evaluate
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts)
     stats = policy.stats
-    preferences = resolve_grid(
-        stats.num_objectives, settings.grid, settings.divisions, settings.preferences
-    )
-    r_min, r_max = config.mapping.reward_range(stats, stats.num_objectives)
-    desired = np.array([config.mapping.desired_rewards(w, r_min, r_max) for w in preferences])
-    conditioned = [
-        text for row in desired for text in policy.conditioned_prompts(prompts, row)
-    ]  # (K * P,) preference-major
-    responses = generate_responses(
-        policy.model, policy.tokenizer, conditioned, config.generation, show_progress
-    )
+    preferences, desired, texts, responses = _generate(config, policy, prompts, show_progress)
     repeated_prompts = prompts * len(preferences)
     raw = np.column_stack(
         [
@@ -84,7 +76,7 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
             "preference": [w.tolist() for w in np.repeat(preferences, len(prompts), axis=0)],
             "desired": [r.tolist() for r in np.repeat(desired, len(prompts), axis=0)],
             "prompt": repeated_prompts,
-            "conditioned_prompt": conditioned,
+            "conditioned_prompt": texts,
             "response": responses,
         }
     )
@@ -100,6 +92,51 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
         mean_standardized=standardized.reshape(per_preference).mean(axis=1),
         samples=samples,
     )
+
+
+def _generate(
+    config: RicConfig, policy: TrainedPolicy, prompts: list[str], show_progress: bool
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Preferences (K, N), desired rewards (K, N; NaN for baselines, which are not asked),
+    prompt texts and responses (K * P, preference-major), by method:
+
+    * RiC: every grid preference, its desired rewards written into the prompt, in one batch;
+    * Rewarded Soups: every grid preference, each with its own interpolated weights;
+    * MORLHF: its own preference only; base and SFT: one point with no preference (NaN).
+    """
+    from ric.baselines.soups import soup_model
+    from ric.training.generation import generate_responses
+
+    stats, method, settings = policy.stats, policy.method, config.evaluate
+    grid = resolve_grid(
+        stats.num_objectives, settings.grid, settings.divisions, settings.preferences
+    )
+    unknown = np.full(grid.shape, np.nan)
+    generate = partial(
+        generate_responses,
+        tokenizer=policy.tokenizer,
+        settings=config.generation,
+        show_progress=show_progress,
+    )
+    if method.conditioned:
+        r_min, r_max = config.mapping.reward_range(stats, stats.num_objectives)
+        desired = np.array([config.mapping.desired_rewards(w, r_min, r_max) for w in grid])
+        texts = [text for row in desired for text in policy.conditioned_prompts(prompts, row)]
+        return grid, desired, texts, generate(policy.model, prompts=texts)
+    plain = policy.plain_prompts(prompts)
+    if method.name == "soups":
+        responses = [
+            response
+            for w in grid
+            for response in generate(
+                soup_model(copy.deepcopy(policy.model), policy.member_adapters(), w), prompts=plain
+            )
+        ]
+        return grid, unknown, plain * len(grid), responses
+    own = np.full((1, stats.num_objectives), np.nan)
+    if method.preference is not None:
+        own[0] = method.preference
+    return own, own * np.nan, plain, generate(policy.model, prompts=plain)
 
 
 def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
@@ -120,9 +157,10 @@ def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
 
 def _sensitivity(policy: TrainedPolicy, count: int) -> dict | None:
     """`reward_sensitivity` on ``count`` pairs drawn (seeded) from the model's training data;
-    None when off (0) or when that data is no longer where training read it."""
+    None when off (0), for baselines (no rewards in their prompts) or when that data is no
+    longer where training read it."""
     training_data = Path(policy.config.train.data)
-    if count == 0 or not (training_data / CONFIG_FILE).is_file():
+    if count == 0 or not policy.method.conditioned or not (training_data / CONFIG_FILE).is_file():
         return None
     frame, _, columns = read_labeled_frame(training_data)
     frame = restandardize(frame.sample(n=min(count, len(frame)), random_state=0), policy.stats)
@@ -177,7 +215,12 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
     write_atomic(output / "samples.parquet", lambda tmp: result.samples.to_parquet(tmp))
     write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
     title = f"Empirical front, {result.num_prompts} held-out prompts"
-    plot_fronts({"RiC": (result.preferences, result.mean_raw)}, names, output / FRONT_PLOT, title)
+    plot_fronts(
+        {policy.method.name: (result.preferences, result.mean_raw)},
+        names,
+        output / FRONT_PLOT,
+        title,
+    )
     write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
     write_report(output, metrics, summary, config)

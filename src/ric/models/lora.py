@@ -36,8 +36,15 @@ def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
     The model is changed in place (adapter layers are injected into it). Adapter A matrices are
     drawn from torch's global generator: seed it first for a reproducible start.
     """
+    with quiet_peft():
+        return get_peft_model(model, peft_lora_config(model, settings))  # type: ignore[return-value]
+
+
+def peft_lora_config(model: PreTrainedModel, settings: LoraConfig) -> PeftLoraConfig:
+    """peft's config for ``settings`` on ``model`` (checked against its layers), for code that
+    lets a trainer attach the adapter itself (the RL baselines)."""
     _check_targets(model, settings.target_modules)
-    config = PeftLoraConfig(
+    return PeftLoraConfig(
         layers_to_transform=_top_layers(model, settings.top_layers),
         task_type=TaskType.CAUSAL_LM,
         r=settings.r,
@@ -45,8 +52,6 @@ def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
     )
-    with quiet_peft():
-        return get_peft_model(model, config)  # type: ignore[return-value]
 
 
 def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:

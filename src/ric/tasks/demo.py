@@ -20,7 +20,9 @@ import json
 import time
 from pathlib import Path
 
-from ric.config import RicConfig, load_config
+import yaml
+
+from ric.config import RicConfig, config_from_values
 from ric.data import label_dataset
 from ric.data.io import write_text_atomic
 from ric.training.offline import run_train
@@ -47,20 +49,47 @@ SMOKE_OVERRIDES = [
 ]
 
 
-def demo_config(output: Path, smoke: bool = False, overrides: list[str] | None = None) -> RicConfig:
-    """The demo's config with every path set under ``output``."""
-    paths = [
-        f"data.path={json.dumps(str(TRAIN_PAIRS))}",
-        f"label.output={json.dumps(str(output / 'label'))}",
-        f"train.data={json.dumps(str(output / 'label'))}",
-        f"train.output={json.dumps(str(output / 'train'))}",
-        f"online.model={json.dumps(str(output / 'train'))}",
-        f"online.output={json.dumps(str(output / 'online'))}",
-        f"evaluate.prompts={json.dumps(str(HELDOUT_QUESTIONS))}",
-    ]
-    return load_config(
-        DEMO_CONFIG, [*paths, *(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
+def demo_config(
+    output: Path,
+    smoke: bool = False,
+    overrides: list[str] | None = None,
+    layer: Path | None = None,
+) -> RicConfig:
+    """The demo's config with every output path under ``output``. ``layer``: a YAML file laid
+    over the embedded task (its sections merged key by key; a list replaces the list), e.g. to
+    resize it for a GPU or to use other data and rewards."""
+    values = yaml.safe_load(DEMO_CONFIG.read_text())
+    if layer is not None:
+        if not layer.is_file():
+            raise ValueError(f"config file {str(layer)!r} does not exist")
+        _merge(values, yaml.safe_load(layer.read_text()) or {})
+    inputs = {"data.path": TRAIN_PAIRS, "evaluate.prompts": HELDOUT_QUESTIONS}
+    paths = {
+        **{key: value for key, value in inputs.items() if not _get(values, key)},
+        "label.output": output / "label",
+        "train.data": output / "label",
+        "train.output": output / "train",
+        "online.model": output / "train",
+        "online.output": output / "online",
+    }
+    settings = [f"{key}={json.dumps(str(value))}" for key, value in paths.items()]
+    return config_from_values(
+        values, [*settings, *(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
     )
+
+
+def _merge(base: dict, layer: dict) -> None:
+    """Lay ``layer`` over ``base`` in place: mappings merge key by key, anything else replaces."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _get(values: dict, key: str) -> object:
+    section, _, name = key.partition(".")
+    return (values.get(section) or {}).get(name)
 
 
 def run_demo(

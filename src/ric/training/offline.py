@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 
 from ric.config import DataConfig, RicConfig, dump_config, load_config
-from ric.core import PromptTemplate, RewardStats, build_prompt
+from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE, standardized_column
+from ric.runtime import describe_device
 from ric.training.sft import CHECKPOINTS, TokenizedSample, TrainResult, tokenize_sample, train
 
 ADAPTER_DIR = "adapter"
@@ -66,20 +67,29 @@ def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats
     return frame, stats, columns
 
 
-def read_labeled(directory: str | Path, template: PromptTemplate) -> LabeledData:
-    """Read scored data + stats from a `ric label` output and build conditioned prompts."""
+def read_labeled(
+    directory: str | Path, template: PromptTemplate, conditioned: bool = True
+) -> LabeledData:
+    """Read scored data + stats from a `ric label` output and build conditioned prompts (or,
+    for the SFT baseline, the same prompts without reward values)."""
     frame, stats, columns = read_labeled_frame(directory)
     standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
     prompts = [
         build_prompt(prompt, values.tolist(), template)
+        if conditioned
+        else build_plain_prompt(prompt, template)
         for prompt, values in zip(frame[columns.prompt_column], standardized, strict=True)
     ]
     return LabeledData(prompts, frame[columns.response_column].tolist(), stats)
 
 
-def run_train(config: RicConfig, resume: bool = False, show_progress: bool = True) -> Path:
-    """Train on ``config.train.data``; write to ``config.train.output``; return that path."""
+def run_train(
+    config: RicConfig, resume: bool = False, show_progress: bool = True, conditioned: bool = True
+) -> Path:
+    """Train on ``config.train.data``; write to ``config.train.output``; return that path.
+    ``conditioned=False`` is the SFT baseline: the same loop on prompts without rewards."""
     from ric.models import attach_lora, load_policy, save_adapter
+    from ric.training.trained import write_method
 
     settings = config.train
     if not settings.output:
@@ -99,7 +109,7 @@ def run_train(config: RicConfig, resume: bool = False, show_progress: bool = Tru
             f"{str(output)!r} holds checkpoints of an earlier run: pass --resume to continue it "
             "or choose another --output"
         )
-    data = read_labeled(settings.data, template_of(config))
+    data = read_labeled(settings.data, template_of(config), conditioned)
     model, tokenizer = load_policy(config.model)
     samples = [
         sample
@@ -118,6 +128,8 @@ def run_train(config: RicConfig, resume: bool = False, show_progress: bool = Tru
         tokenizer.save_pretrained(output / MODEL_DIR)
     shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
+    if not conditioned:
+        write_method(output, "sft")
     write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
     return output
 
@@ -132,6 +144,7 @@ def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledD
         "response_tokens": result.response_tokens,
         "seconds": result.seconds,
         "response_tokens_per_second": result.response_tokens / max(result.seconds, 1e-9),
+        "device": describe_device(),
         "samples": len(samples),
         "samples_skipped_too_long": len(data.prompts) - len(samples),
         "objectives": list(data.stats.names),

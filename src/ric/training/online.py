@@ -51,6 +51,7 @@ from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
 from ric.data.label import CONFIG_FILE, raw_column, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.rewards import create_reward
+from ric.runtime import describe_device
 from ric.training.offline import ADAPTER_DIR, METRICS_FILE, MODEL_DIR, read_labeled_frame
 from ric.training.sft import tokenize_sample, train
 from ric.training.trained import TrainedPolicy, load_trained
@@ -245,6 +246,7 @@ def _run_iteration(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from,
         "seconds": seconds,
+        "device": describe_device(),
     }
     write_text_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=1))
 

@@ -1,0 +1,231 @@
+"""MORLHF (DESIGN §1.6): RL on the scalarized reward w^T z(r), one model per preference.
+
+z(r) are the rewards standardized with the label run's stats (the units RiC trains in), so a
+preference weighs objectives on the same scale whatever their raw units. The scorers are the
+same ``ric.rewards`` objects the stats were computed with. Training is TRL's GRPOTrainer (or
+RLOOTrainer): group-relative advantages over ``num_generations`` completions per prompt and a KL
+penalty (``beta``) to the starting model. The policy is a LoRA adapter on that starting model
+(the SFT baseline, merged, when ``baseline.init`` is set), attached by the trainer from
+``lora.*``: TRL then computes the reference log-probabilities with the adapter disabled, so no
+second copy of the model is held.
+
+A Rewarded Soups member is the same run at a one-hot preference. Output directory: the layout of
+a `ric train` output (adapter/, stats.json, config.yaml, metrics.json, train_log.jsonl) plus
+``method.json``; ``checkpoints/`` holds TRL's checkpoints, and a rerun resumes from the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ric.config import RicConfig, dump_config
+from ric.core import RewardStats, build_plain_prompt, check_preference
+from ric.data.io import STATS_FILE, write_text_atomic
+from ric.data.label import CONFIG_FILE, stats_rewards
+from ric.rewards import create_reward
+from ric.runtime import describe_device
+from ric.training.offline import (
+    ADAPTER_DIR,
+    METRICS_FILE,
+    read_labeled_frame,
+    template_of,
+)
+from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
+from ric.training.trained import Method, load_start, read_method, write_method
+
+
+def scalarize(raw: np.ndarray, stats: RewardStats, preference: np.ndarray) -> np.ndarray:
+    """w^T z(r) per completion: raw rewards (B, N) -> (B,), z standardized with ``stats``."""
+    return stats.standardize(raw) @ preference
+
+
+def default_preferences(num_objectives: int) -> list[list[float]]:
+    """Every one-hot vector, then the uniform one (for 2 objectives: (1,0), (0,1), (.5,.5))."""
+    one_hot = np.eye(num_objectives).tolist()
+    return [*one_hot, [1.0 / num_objectives] * num_objectives]
+
+
+def preference_folder(preference: Sequence[float]) -> str:
+    """A folder name for a preference: 'w-0.5-0.5'."""
+    return "w-" + "-".join(f"{v:g}" for v in preference)
+
+
+def run_rl(
+    config: RicConfig, preference: Sequence[float], output: Path, show_progress: bool = True
+) -> Path:
+    """Train the MORLHF model of ``preference`` into ``output`` (resumes; a finished run with
+    the same preference is returned as is); return ``output``."""
+    settings = config.baseline
+    data = settings.data or config.train.data
+    if not data:
+        raise ValueError("no RL prompts: set baseline.data (or train.data) to a `ric label` output")
+    frame, stats, columns = read_labeled_frame(data)
+    weights = check_preference(np.asarray(preference, dtype=float), stats.num_objectives)
+    if (output / METRICS_FILE).is_file():
+        finished = read_method(output).preference
+        if finished is not None and np.allclose(finished, weights):
+            return output
+        raise ValueError(
+            f"{str(output)!r} holds a finished RL run for preference {finished}, not "
+            f"{weights.tolist()}: choose another --output"
+        )
+    if not config.generation.do_sample:
+        raise ValueError(
+            "RL compares sampled completions of a prompt: generation.do_sample must be true"
+        )
+    init = Path(settings.init) if settings.init else None
+    if init is not None and not (init / CONFIG_FILE).is_file():
+        raise ValueError(f"baseline.init {str(init)!r} is not a `ric baseline sft` output")
+    start = Method(init=None if init is None else str(init.resolve()))
+    model, tokenizer = load_start(output, config, start)
+
+    history: list[np.ndarray] = []  # (B, N) raw rewards of every scored batch
+    reward_function = _reward_function(stats, weights, history)
+    trainer = _trainer(
+        config,
+        model,
+        tokenizer,
+        _prompts(frame, columns.prompt_column, config),
+        reward_function,
+        output,
+        show_progress,
+    )
+    resume = any((output / CHECKPOINTS).glob("checkpoint-*"))
+    began = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume or None)
+    seconds = time.perf_counter() - began
+
+    trainer.model.save_pretrained(output / ADAPTER_DIR)
+    tokenizer.save_pretrained(output / ADAPTER_DIR)
+    shutil.copyfile(Path(data) / STATS_FILE, output / STATS_FILE)
+    write_text_atomic(output / CONFIG_FILE, dump_config(config))
+    write_method(output, "morlhf", weights.tolist(), init)
+    log = trainer.state.log_history
+    write_text_atomic(output / LOG_FILE, "".join(json.dumps(entry) + "\n" for entry in log))
+    write_text_atomic(
+        output / METRICS_FILE,
+        json.dumps(_metrics(trainer, history, stats, weights, seconds, resume), indent=1),
+    )
+    return output
+
+
+def _prompts(frame: Any, prompt_column: str, config: RicConfig) -> Any:
+    """The labeled data's distinct prompts as a dataset: ``prompt`` in the template without
+    rewards (what the policy sees) and ``raw_prompt`` (what the scorers see)."""
+    from datasets import Dataset
+
+    raw = list(dict.fromkeys(frame[prompt_column].tolist()))  # distinct, first-seen order
+    template = template_of(config)
+    return Dataset.from_dict(
+        {"prompt": [build_plain_prompt(p, template) for p in raw], "raw_prompt": raw}
+    )
+
+
+def _reward_function(stats: RewardStats, weights: np.ndarray, history: list[np.ndarray]) -> Any:
+    scorers = [create_reward(r.type, r.options) for r in stats_rewards(stats)]
+
+    def scalarized_reward(
+        prompts: list[str], completions: list[str], raw_prompt: list[str], **_: Any
+    ) -> list[float]:
+        raw = np.column_stack([scorer.score(raw_prompt, completions) for scorer in scorers])
+        history.append(raw)
+        return scalarize(raw, stats, weights).tolist()
+
+    return scalarized_reward
+
+
+def _trainer(
+    config: RicConfig,
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    reward_function: Any,
+    output: Path,
+    show_progress: bool,
+) -> Any:
+    """TRL's trainer for ``baseline.algorithm``; it puts a fresh LoRA adapter on ``model`` and
+    takes the reference log-probabilities with the adapter disabled (the starting model)."""
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from ric.models.lora import peft_lora_config
+
+    settings = config.baseline
+    trainer_class, config_class = {
+        "grpo": (GRPOTrainer, GRPOConfig),
+        "rloo": (RLOOTrainer, RLOOConfig),
+    }[settings.algorithm]
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    arguments = config_class(
+        output_dir=str(output / CHECKPOINTS),
+        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        num_generations=settings.num_generations,
+        max_completion_length=config.generation.max_new_tokens,
+        temperature=config.generation.temperature,
+        top_p=config.generation.top_p,
+        top_k=config.generation.top_k,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",
+        beta=settings.beta,
+        max_steps=settings.max_steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=config.train.keep_checkpoints,
+        seed=settings.seed,
+        use_cpu=on_cpu,
+        bf16=resolve_mixed_precision(config.train.mixed_precision) == "bf16",
+        report_to=[],
+        disable_tqdm=not show_progress,
+    )
+    torch.manual_seed(settings.seed)  # adapter initialization, inside the trainer
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=reward_function,
+        args=arguments,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_lora_config(model, config.lora),
+    )
+    if not show_progress:
+        trainer.remove_callback(PrinterCallback)  # the per-step log lines
+    return trainer
+
+
+def _metrics(
+    trainer: Any,
+    history: list[np.ndarray],
+    stats: RewardStats,
+    weights: np.ndarray,
+    seconds: float,
+    resumed: bool,
+) -> dict:
+    """Steps, seconds, device, and the mean rewards of the first and last scored batches."""
+
+    def batch_summary(raw: np.ndarray) -> dict:
+        return {
+            "mean_raw": dict(zip(stats.names, raw.mean(axis=0).tolist(), strict=True)),
+            "mean_scalarized": float(scalarize(raw, stats, weights).mean()),
+        }
+
+    return {
+        "algorithm": type(trainer).__name__,
+        "preference": weights.tolist(),
+        "steps": trainer.state.global_step,
+        "resumed": resumed,
+        "seconds": seconds,
+        "device": describe_device(),
+        "first_batch": batch_summary(history[0]) if history else None,
+        "last_batch": batch_summary(history[-1]) if history else None,
+        "kl_last": next(
+            (entry["kl"] for entry in reversed(trainer.state.log_history) if "kl" in entry), None
+        ),
+    }
