@@ -4,6 +4,7 @@ Rewarded Soups folders, and how `ric evaluate` / `ric generate` treat them."""
 import copy
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from ric.data.io import load_stats
 from ric.data.label import stats_rewards
 from ric.evaluation.sweep import run_evaluate
 from ric.rewards import create_reward
-from ric.training.offline import ADAPTER_DIR, METRICS_FILE
+from ric.training.offline import ADAPTER_DIR, METRICS_FILE, run_train
 from ric.training.trained import load_trained, read_method
 
 TINY = [
@@ -95,6 +96,26 @@ def test_sft_baseline_trains_on_prompts_without_rewards(sft_run):
     assert policy.plain_prompts(["Why?"]) == ["### Input: Why? ### Response: "]
 
 
+def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):
+    label = tmp_path / "label"
+    shutil.copytree(tiny_offline / "label", label)
+    scored = pd.read_parquet(label / "scored.parquet")
+    scored["chosen"] = np.arange(len(scored)) % 3 == 0
+    scored.to_parquet(label / "scored.parquet")
+    settings = [*TINY, f"train.data={label}", "train.max_steps=1", "train.max_length=512"]
+    config = load_config(None, [*settings, f"train.output={tmp_path / 'sft'}"])
+    with pytest.raises(ValueError, match=r"'preferred' is not a column.*chosen"):
+        run_train(
+            replace(config, baseline=replace(config.baseline, sft_column="preferred")),
+            conditioned=False,
+            show_progress=False,
+        )
+    config = replace(config, baseline=replace(config.baseline, sft_column="chosen"))
+    run_train(config, conditioned=False, show_progress=False)
+    metrics = json.loads((tmp_path / "sft" / METRICS_FILE).read_text())
+    assert metrics["samples"] + metrics["samples_skipped_too_long"] == scored["chosen"].sum()
+
+
 @pytest.fixture(scope="module")
 def rl_runs(tiny_offline, sft_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("rl")
@@ -112,7 +133,7 @@ def test_morlhf_run_records_its_preference_start_and_cost(rl_runs, sft_run):
     assert (run / method.init).resolve() == sft_run.resolve()
     metrics = json.loads((run / METRICS_FILE).read_text())
     assert metrics["steps"] == 3 and metrics["seconds"] > 0
-    assert metrics["algorithm"] == "GRPOTrainer" and metrics["first_batch"] is not None
+    assert metrics["algorithm"] == "GRPOTrainer" and metrics["reward_start"]["batches"] == 3
     assert len((run / "train_log.jsonl").read_text().splitlines()) >= 3
 
 
@@ -229,3 +250,16 @@ def test_generate_on_baselines_checks_what_they_take(rl_runs, tmp_path, capsys):
     assert "takes no --preference" in capsys.readouterr().err
     assert main(["baseline", "morlhf", "--output", str(tmp_path / "m")]) == 2
     assert "pass --preference" in capsys.readouterr().err
+
+
+def test_the_baseline_commands_train_morlhf_and_a_soup(tiny_offline, sft_run, tmp_path, capsys):
+    common = ["--data", str(tiny_offline / "label"), "--init", str(sft_run), "--no-progress"]
+    settings = [a for s in [*TINY, "baseline.max_steps=1"] for a in ("--set", s)]
+    morlhf = ["baseline", "morlhf", "--preference", "0.3,0.7", "--output", str(tmp_path / "m")]
+    assert main([*morlhf, *common, *settings]) == 0
+    assert "MORLHF model for [0.3, 0.7]" in capsys.readouterr().out
+    assert main(["baseline", "soups", "--output", str(tmp_path / "s"), *common, *settings]) == 0
+    soup = read_method(tmp_path / "s")
+    assert soup.members == ["members/w-1-0", "members/w-0-1"]
+    assert (tmp_path / "s" / soup.init).resolve() == sft_run.resolve()
+    assert read_method(tmp_path / "s" / "members" / "w-0-1").preference == [0.0, 1.0]

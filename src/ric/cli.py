@@ -329,11 +329,11 @@ def run_baseline(args: argparse.Namespace) -> None:
         raise ValueError("morlhf trains one model per preference: pass --preference, e.g. 0.5,0.5")
     output = run_rl(config, args.preference, Path(args.output), not args.no_progress)
     metrics = json.loads((output / "metrics.json").read_text())
-    first, last = metrics["first_batch"], metrics["last_batch"]
-    if first and last:
+    start, end = metrics["reward_start"], metrics["reward_end"]
+    if start and end:
         print(
-            f"mean scalarized reward {first['mean_scalarized']:+.3f} (first batch) -> "
-            f"{last['mean_scalarized']:+.3f} (last batch), {metrics['seconds']:.0f} s"
+            f"mean scalarized reward {start['mean_scalarized']:+.3f} (first batches) -> "
+            f"{end['mean_scalarized']:+.3f} (last batches), {metrics['seconds']:.0f} s"
         )
     print(f"MORLHF model for {metrics['preference']}: {output}")
 

@@ -365,13 +365,17 @@ class OnlineConfig:
 
 @dataclass
 class BaselineConfig:
-    """The paper's RL baselines (DESIGN §1.6): MORLHF and the members of Rewarded Soups.
+    """The paper's baselines (DESIGN §1.6): plain SFT, MORLHF and Rewarded Soups' members.
 
-    Both fine-tune a LoRA adapter with a maintained TRL trainer on the scalarized standardized
-    reward w^T z(r), with a KL penalty to the model they start from. Sampling (length,
-    temperature, top-p) follows ``generation.*``; the adapter follows ``lora.*``.
+    SFT runs the offline loop (``train.*``) on prompts without rewards. The RL runs fine-tune
+    a LoRA adapter with a maintained TRL trainer on the scalarized standardized reward
+    w^T z(r), with a KL penalty to the model they start from. Sampling (length, temperature,
+    top-p) follows ``generation.*``; the adapter follows ``lora.*``.
     """
 
+    sft_column: str = doc_field(
+        "", "SFT: a true/false data column marking the preferred responses (empty: all)"
+    )
     algorithm: str = doc_field("grpo", "TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer)")
     init: str = doc_field(
         "", "a `ric baseline sft` output to start from and stay near (KL) (empty: model.source)"

@@ -39,7 +39,9 @@ from ric.training.offline import (
     template_of,
 )
 from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
-from ric.training.trained import Method, load_start, read_method, write_method
+from ric.training.trained import load_start, read_method, write_method
+
+WINDOW = 5  # scored batches averaged for the start and end rewards in metrics.json
 
 
 def scalarize(raw: np.ndarray, stats: RewardStats, preference: np.ndarray) -> np.ndarray:
@@ -84,8 +86,7 @@ def run_rl(
     init = Path(settings.init) if settings.init else None
     if init is not None and not (init / CONFIG_FILE).is_file():
         raise ValueError(f"baseline.init {str(init)!r} is not a `ric baseline sft` output")
-    start = Method(init=None if init is None else str(init.resolve()))
-    model, tokenizer = load_start(output, config, start)
+    model, tokenizer = load_start(config, init)
 
     history: list[np.ndarray] = []  # (B, N) raw rewards of every scored batch
     reward_function = _reward_function(stats, weights, history)
@@ -208,10 +209,15 @@ def _metrics(
     seconds: float,
     resumed: bool,
 ) -> dict:
-    """Steps, seconds, device, and the mean rewards of the first and last scored batches."""
+    """Steps, seconds, device, and the mean rewards of the first and last scored batches
+    (``WINDOW`` each: one batch of a few completions is too noisy to show a trend)."""
 
-    def batch_summary(raw: np.ndarray) -> dict:
+    def summary(batches: list[np.ndarray]) -> dict | None:
+        if not batches:
+            return None
+        raw = np.concatenate(batches)
         return {
+            "batches": len(batches),
             "mean_raw": dict(zip(stats.names, raw.mean(axis=0).tolist(), strict=True)),
             "mean_scalarized": float(scalarize(raw, stats, weights).mean()),
         }
@@ -223,8 +229,8 @@ def _metrics(
         "resumed": resumed,
         "seconds": seconds,
         "device": describe_device(),
-        "first_batch": batch_summary(history[0]) if history else None,
-        "last_batch": batch_summary(history[-1]) if history else None,
+        "reward_start": summary(history[:WINDOW]),
+        "reward_end": summary(history[-WINDOW:]),
         "kl_last": next(
             (entry["kl"] for entry in reversed(trainer.state.log_history) if "kl" in entry), None
         ),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per front, so overlapping ones show
+
 
 def format_preference(w: np.ndarray) -> str:
     """'0.3' for two objectives (w_1), '(0.2,0.4,0.4)' otherwise."""
@@ -39,9 +41,17 @@ def plot_fronts(
     rows = -(-len(pairs) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.6 * rows), squeeze=False)
     for axis, (i, j) in zip(axes.flat, pairs, strict=False):
-        for label, (preferences, points) in fronts.items():
+        for (label, (preferences, points)), marker in zip(
+            fronts.items(), itertools.cycle(MARKERS), strict=False
+        ):
             order = np.argsort(preferences[:, i], kind="stable")
-            axis.plot(points[order, i], points[order, j], marker="o", label=label)
+            axis.plot(
+                points[order, i],
+                points[order, j],
+                marker=marker,
+                markersize=9 if len(points) == 1 else 6,  # a lone point (base, SFT) stands out
+                label=label,
+            )
             for w, point in zip(preferences, points, strict=True):
                 if not np.all(np.isfinite(w)):
                     continue  # a baseline asked for no preference (base, SFT): no label

@@ -25,6 +25,7 @@ RL runs for a 2-core CPU); ``--config FILE`` lays a file over it (``configs/comp
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,10 +62,19 @@ def run_compare(
     """Train what is missing, evaluate everything, return ``evaluate/report.md``."""
     extra = [*(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
     config = demo_config(output, smoke, extra, layer)
+
+    def stage(message: str) -> None:
+        if show_progress:
+            print(f"ric compare: {message}", file=sys.stderr, flush=True)
+
+    stage("labeling the data")
     label_dataset(config, show_progress)
+    stage("RiC, offline stage")
     run_train(config, resume=True, show_progress=show_progress)
+    stage("RiC, online stage")
     run_online(config, show_progress)
 
+    stage("SFT baseline")
     sft = output / "sft"
     run_train(_with_train_output(config, sft), True, show_progress, conditioned=False)
     base = write_base(config, output / "base")
@@ -74,13 +84,14 @@ def run_compare(
     num_objectives = len(config.rewards)
     preferences = baseline.preferences or default_preferences(num_objectives)
     one_hot = np.eye(num_objectives).tolist()
-    runs = {
-        tuple(w): run_rl(rl_config, w, output / "rl" / preference_folder(w), show_progress)
-        for w in [*preferences, *(w for w in one_hot if w not in preferences)]
-    }
+    runs = {}
+    for w in [*preferences, *(w for w in one_hot if w not in preferences)]:
+        stage(f"RL (MORLHF / Rewarded Soups member) at preference {w}")
+        runs[tuple(w)] = run_rl(rl_config, w, output / "rl" / preference_folder(w), show_progress)
     soups = assemble_soup(output / "soups", [runs[tuple(w)] for w in one_hot])
 
-    online = [iteration_folder(Path(config.online.output), k) for k in _online_range(config)]
+    iterations = range(1, config.online.iterations + 1)
+    online = [iteration_folder(Path(config.online.output), k) for k in iterations]
     models: dict[str, Path | list[Path]] = {
         "base": base,
         "SFT": sft,
@@ -96,6 +107,7 @@ def run_compare(
         offline=Path(config.train.output),
         online=online,
     )
+    stage("evaluating every model")
     evaluation = output / "evaluate"
     write_text_atomic(evaluation / COST_TABLE, costs.to_csv(index=False))
     appendix = "\n".join(
@@ -115,10 +127,6 @@ def run_compare(
 
 def _with_train_output(config: RicConfig, output: Path) -> RicConfig:
     return replace(config, train=replace(config.train, output=str(output)))
-
-
-def _online_range(config: RicConfig) -> range:
-    return range(1, config.online.iterations + 1)
 
 
 def _seconds(run: Path) -> tuple[float, str]:

@@ -68,11 +68,19 @@ def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats
 
 
 def read_labeled(
-    directory: str | Path, template: PromptTemplate, conditioned: bool = True
+    directory: str | Path, template: PromptTemplate, conditioned: bool = True, keep: str = ""
 ) -> LabeledData:
     """Read scored data + stats from a `ric label` output and build conditioned prompts (or,
-    for the SFT baseline, the same prompts without reward values)."""
+    for the SFT baseline, the same prompts without reward values). ``keep``: a true/false
+    column; only its true rows are used (the SFT baseline's preferred responses)."""
     frame, stats, columns = read_labeled_frame(directory)
+    if keep:
+        if keep not in frame.columns:
+            raise ValueError(
+                f"baseline.sft_column {keep!r} is not a column of the labeled data; "
+                f"columns: {', '.join(map(str, frame.columns))}"
+            )
+        frame = frame[frame[keep].astype(bool)]
     standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
     prompts = [
         build_prompt(prompt, values.tolist(), template)
@@ -109,7 +117,8 @@ def run_train(
             f"{str(output)!r} holds checkpoints of an earlier run: pass --resume to continue it "
             "or choose another --output"
         )
-    data = read_labeled(settings.data, template_of(config), conditioned)
+    keep = "" if conditioned else config.baseline.sft_column
+    data = read_labeled(settings.data, template_of(config), conditioned, keep)
     model, tokenizer = load_policy(config.model)
     samples = [
         sample

@@ -126,7 +126,7 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
         model, tokenizer = load_policy(config.model)
         model.requires_grad_(trainable)
     else:
-        model, tokenizer = load_start(folder, config, method)
+        model, tokenizer = load_start(config, folder / method.init if method.init else None)
         if (folder / ADAPTER_DIR).is_dir():
             model = load_adapter(model, folder / ADAPTER_DIR, trainable=trainable)
         elif method.name not in ("base", "soups"):
@@ -134,15 +134,15 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
     return TrainedPolicy(model, tokenizer, config, stats, template_of(config), method, folder)
 
 
-def load_start(folder: Path, config: RicConfig, method: Method) -> tuple[Any, Any]:
-    """The model a run started from, as a plain transformers model: ``model.source``, or the
+def load_start(config: RicConfig, init: Path | None) -> tuple[Any, Any]:
+    """The model a run starts from, as a plain transformers model: ``model.source``, or the
     ``init`` run with its adapter merged into the weights."""
     from peft import PeftModel
 
     from ric.models import load_policy, merge_adapter
 
-    if method.init is None:
+    if init is None:
         return load_policy(config.model)
-    start = load_trained(folder / method.init)
+    start = load_trained(init)
     model = merge_adapter(start.model) if isinstance(start.model, PeftModel) else start.model
     return model, start.tokenizer
