@@ -136,7 +136,7 @@ def _generate(
     own = np.full((1, stats.num_objectives), np.nan)
     if method.preference is not None:
         own[0] = method.preference
-    return own, own * np.nan, plain, generate(policy.model, prompts=plain)
+    return own, np.full_like(own, np.nan), plain, generate(policy.model, prompts=plain)
 
 
 def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
@@ -216,7 +216,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
     write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
     title = f"Empirical front, {result.num_prompts} held-out prompts"
     plot_fronts(
-        {policy.method.name: (result.preferences, result.mean_raw)},
+        {policy.method.name.replace("ric", "RiC"): (result.preferences, result.mean_raw)},
         names,
         output / FRONT_PLOT,
         title,
