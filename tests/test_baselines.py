@@ -21,12 +21,12 @@ from ric.baselines.rl import (
 from ric.baselines.soups import assemble_soup, soup_model
 from ric.cli import main
 from ric.config import load_config
-from ric.core import RewardStats, build_plain_prompt
+from ric.core import PromptTemplate, RewardStats, build_plain_prompt, parse_prompt
 from ric.data.io import load_stats
 from ric.data.label import stats_rewards
 from ric.evaluation.sweep import run_evaluate
 from ric.rewards import create_reward
-from ric.training.offline import ADAPTER_DIR, METRICS_FILE, run_train
+from ric.training.offline import ADAPTER_DIR, METRICS_FILE, read_labeled, run_train
 from ric.training.trained import load_trained, read_method
 
 TINY = [
@@ -94,6 +94,17 @@ def test_sft_baseline_trains_on_prompts_without_rewards(sft_run):
     policy = load_trained(sft_run)
     assert not policy.method.conditioned
     assert policy.plain_prompts(["Why?"]) == ["### Input: Why? ### Response: "]
+
+
+def test_sft_reads_the_labeled_pairs_without_rewards(tiny_offline):
+    template = PromptTemplate()
+    conditioned = read_labeled(tiny_offline / "label", template)
+    plain = read_labeled(tiny_offline / "label", template, conditioned=False)
+    assert plain.responses == conditioned.responses
+    assert [parse_prompt(p)[0] for p in conditioned.prompts] == [
+        p.removeprefix("### Input: ").removesuffix(" ### Response: ") for p in plain.prompts
+    ]
+    assert not any("<R1>" in p for p in plain.prompts)
 
 
 def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):

@@ -121,16 +121,17 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
     config = load_config(folder / CONFIG_FILE)
     stats = load_stats(folder / STATS_FILE)
     method = read_method(folder)
+    has_adapter = (folder / ADAPTER_DIR).is_dir()
     if (folder / MODEL_DIR).is_dir():
         config.model.source = str(folder / MODEL_DIR)
         model, tokenizer = load_policy(config.model)
         model.requires_grad_(trainable)
-    else:
+    elif has_adapter or method.name in ("base", "soups"):  # these two have no weights of their own
         model, tokenizer = load_start(config, folder / method.init if method.init else None)
-        if (folder / ADAPTER_DIR).is_dir():
+        if has_adapter:
             model = load_adapter(model, folder / ADAPTER_DIR, trainable=trainable)
-        elif method.name not in ("base", "soups"):
-            raise ValueError(f"{str(folder)!r} holds neither {ADAPTER_DIR}/ nor {MODEL_DIR}/")
+    else:
+        raise ValueError(f"{str(folder)!r} holds neither {ADAPTER_DIR}/ nor {MODEL_DIR}/")
     return TrainedPolicy(model, tokenizer, config, stats, template_of(config), method, folder)
 
 
