@@ -111,7 +111,8 @@ def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):
     label = tmp_path / "label"
     shutil.copytree(tiny_offline / "label", label)
     scored = pd.read_parquet(label / "scored.parquet")
-    scored["chosen"] = np.arange(len(scored)) % 3 == 0
+    # Strings, as a CSV source gives them: "False" must not count as preferred.
+    scored["chosen"] = np.where(np.arange(len(scored)) % 3 == 0, "True", "False")
     scored.to_parquet(label / "scored.parquet")
     settings = [*TINY, f"train.data={label}", "train.max_steps=1", "train.max_length=512"]
     config = load_config(None, [*settings, f"train.output={tmp_path / 'sft'}"])
@@ -124,7 +125,10 @@ def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):
     config = replace(config, baseline=replace(config.baseline, sft_column="chosen"))
     run_train(config, conditioned=False, show_progress=False)
     metrics = json.loads((tmp_path / "sft" / METRICS_FILE).read_text())
-    assert metrics["samples"] + metrics["samples_skipped_too_long"] == scored["chosen"].sum()
+    assert (
+        metrics["samples"] + metrics["samples_skipped_too_long"]
+        == (scored["chosen"] == "True").sum()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,9 @@ def test_bootstrap_samples_each_prompt_k_times(tmp_path, capsys):
     assert [r["sample"] for r in rows[:3]] == [0, 1, 2]
     assert [r["instruction"] for r in rows[:3]] == ["Be brief.", "Be detailed.", "Be brief."]
     assert all(isinstance(r["response"], str) for r in rows)
+    # 6 new tokens from an untrained model: every response is cut by the budget, and says so
+    assert [r["finished"] for r in rows] == [False] * 15
+    assert [r["sentences"] for r in rows] == [0] * 15
     assert "pairs.jsonl" in capsys.readouterr().out
     assert (out / "config.yaml").exists()
 
@@ -57,13 +60,13 @@ def test_bootstrap_reuses_finished_shards(tmp_path, monkeypatch):
     from ric.training import generation
 
     calls = []
-    original = generation.generate_responses
+    original = generation.generate_with_stats
 
     def counting(model, tokenizer, prompts, settings, show_progress=False):
         calls.append(len(prompts))
         return original(model, tokenizer, prompts, settings, show_progress)
 
-    monkeypatch.setattr(generation, "generate_responses", counting)
+    monkeypatch.setattr(generation, "generate_with_stats", counting)
     assert main(args) == 0
     assert calls == [2 * 3]  # only the missing shard was generated again
     assert (out / "pairs.jsonl").read_text() == first  # same seed per shard: same texts
@@ -93,3 +96,32 @@ def test_bootstrap_needs_output(capsys):
 def test_bad_counts_rejected(setting, capsys):
     assert main(["bootstrap", "--set", setting]) == 2
     assert setting.split("=")[0] in capsys.readouterr().err
+
+
+def test_sentence_prefixes_cut_at_sentence_ends_only():
+    text = 'Money is a medium. It is used e.g. in trade. Dr. Smith said "Hi." Then it ends!'
+    assert bootstrap.sentence_prefixes(text) == [
+        "Money is a medium.",
+        "Money is a medium. It is used e.g. in trade.",
+        'Money is a medium. It is used e.g. in trade. Dr. Smith said "Hi."',
+    ]
+    assert bootstrap.sentence_prefixes("One sentence only.") == []
+    assert bootstrap.sentence_prefixes("The U.S. is big. Yes, very.") == ["The U.S. is big."]
+
+
+def test_expand_rows_adds_the_complete_sentences_of_every_response():
+    rows = [
+        {"prompt": "Why?", "response": "Because. It is so.", "finished": True},
+        {"prompt": "How?", "response": "Like this. Then that. And then", "finished": False},
+    ]
+    expanded = bootstrap.expand_rows(rows, sentence_cuts=True)
+    assert [(r["response"], r["sentences"], r["finished"]) for r in expanded] == [
+        ("Because. It is so.", 0, True),
+        ("Because.", 1, True),
+        ("Like this. Then that. And then", 0, False),  # cut by the budget: left out by label
+        ("Like this.", 1, True),
+        ("Like this. Then that.", 2, True),
+    ]
+    assert bootstrap.expand_rows(rows, sentence_cuts=False) == [
+        {**row, "sentences": 0} for row in rows
+    ]

@@ -151,6 +151,22 @@ def test_max_new_tokens_is_respected(trained: tuple[Any, Any]) -> None:
     answer_ids = tokenizer(TAUGHT[prompt], add_special_tokens=False)["input_ids"]
     assert result.num_new_tokens == [3]
     assert result.texts == [tokenizer.decode(answer_ids[:3]).strip()]
+    assert result.finished == [False]  # cut by the budget: no answer's end
+
+
+def test_finished_records_eos_and_stop_strings(trained: tuple[Any, Any]) -> None:
+    model, tokenizer = trained
+    plants, sky = (
+        f"### Input: {q} ### Response: "
+        for q in ("Plants need what? <R1> 1.5", "Why is the sky blue? <R1> -1.2")
+    )
+    ended = generate_with_stats(model, tokenizer, [plants, sky], greedy(batch_size=2))
+    assert ended.finished == [True, True]  # both reach EOS within 20 tokens
+    stopped = generate_with_stats(model, tokenizer, [sky], greedy(stop_strings=[STOP]))
+    assert stopped.finished == [True] and stopped.texts == ["Light scatters."]
+    budget = len(tokenizer(TAUGHT[plants], add_special_tokens=False)["input_ids"])
+    exact = generate_with_stats(model, tokenizer, [plants], greedy(max_new_tokens=budget))
+    assert exact.finished == [False]  # the whole answer, but its EOS did not fit the budget
 
 
 def test_seeded_sampling_is_reproducible(untrained: tuple[Any, Any]) -> None:

@@ -68,6 +68,25 @@ def test_label_formats_values_and_stats(tmp_path, suffix):
     assert (result.shards_scored, result.shards_reused) == (6, 0)  # 3 shards x 2 rewards
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_unfinished_responses_are_left_out(tmp_path, suffix):
+    # CSV gives the strings "True"/"False"; "False" must not count as finished.
+    rows = [{**row, "finished": row["id"] % 4 != 0} for row in ROWS]
+    data = _write(tmp_path / f"in{suffix}", rows)
+    result = label_dataset(_config(data, tmp_path / "out"), show_progress=False)
+    scored = pd.read_parquet(result.scored_path)
+    assert list(scored["id"].astype(int)) == [i for i in range(40) if i % 4 != 0]
+    assert result.stats.count == 30  # the stats describe the finished responses only
+
+
+def test_finished_column_must_be_boolean(tmp_path):
+    rows = [{**row, "finished": "maybe" if row["id"] == 3 else "yes"} for row in ROWS]
+    data = _write(tmp_path / "in.csv", rows)
+    with pytest.raises(ValueError, match=r"'finished'.*true/false.*rows \[3\].*'maybe'"):
+        label_dataset(_config(data, tmp_path / "out"), show_progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_label_hf_dataset_dir_and_jsonl_output(tmp_path):
     import datasets
 

@@ -90,13 +90,17 @@ def test_online_iterations_write_every_artifact(offline, tmp_path, capsys):
     pd.testing.assert_frame_equal(
         second[second["iteration"] == 1].drop(columns="kept"), first.drop(columns="kept")
     )
-    obtained = second[["standardized_verbosity", "standardized_positivity"]].to_numpy()
+    # responses cut by the token budget set no threshold and are never kept
+    finished = second["finished"].to_numpy(dtype=bool)
+    assert 0 < finished.sum() < 24
+    obtained = second.loc[finished, ["standardized_verbosity", "standardized_positivity"]]
     thresholds = json.loads((out / "iter-02" / "thresholds.json").read_text())
     np.testing.assert_allclose(thresholds["online"], np.quantile(obtained, 0.7, axis=0))
     np.testing.assert_array_equal(
-        second["kept"], mors_mask(obtained, np.array(thresholds["online"]))
+        second.loc[finished, "kept"], mors_mask(obtained.to_numpy(), np.array(thresholds["online"]))
     )
-    assert 0 < second["kept"].sum() < 24
+    assert not second.loc[~finished, "kept"].any()
+    assert 0 < second["kept"].sum() < finished.sum()
     # hindsight relabeling: standardized = (raw - mean) / std with the offline stats
     stats = json.loads((offline / "train" / "stats.json").read_text())
     np.testing.assert_allclose(
@@ -105,6 +109,7 @@ def test_online_iterations_write_every_artifact(offline, tmp_path, capsys):
     )
     metrics = json.loads((out / "iter-02" / "metrics.json").read_text())
     assert metrics["kept_online"] == second["kept"].sum()
+    assert metrics["unfinished"] == (~second.loc[second["iteration"] == 2, "finished"]).sum()
     assert metrics["original_mixed"] == round(0.5 * metrics["kept_online"])
     assert metrics["training_samples"] == metrics["kept_online"] + metrics["original_mixed"]
 

@@ -1,6 +1,7 @@
 """The reward-sensitivity check: a model trained where the reward decides the response reads
-it (shuffling the reward raises the loss); an untrained one does not; the loss is the mean NLL
-per response token, computed by hand."""
+it (shuffling the reward raises the loss); an untrained one does not; the loss per response token
+and per response, computed by hand. And the behavioural probe: asked low and high, the trained
+model moves the objective; its targets and arithmetic, checked by hand."""
 
 import json
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from ric.cli import main
+from ric.evaluation.probe import behaviour_probe, probe_differences, probe_targets
 from ric.evaluation.sensitivity import response_loss, reward_sensitivity
 from ric.training.trained import load_trained
 
@@ -55,7 +57,7 @@ def _sensitivity(model_dir, label):
     frame = pd.read_parquet(label / "scored.parquet")
     values = frame[["standardized_verbosity"]].to_numpy()
     return reward_sensitivity(
-        policy, frame["prompt"].tolist(), frame["response"].tolist(), values, max_length=64
+        policy, frame["prompt"].tolist(), frame["response"].tolist(), values
     )["verbosity"]
 
 
@@ -67,6 +69,9 @@ def test_trained_model_reads_the_reward_and_untrained_does_not(decided_by_reward
     # (loss near 0) must read it, and shuffling it then costs a lot.
     assert trained["loss_true"] < 0.1
     assert trained["gap"] > 0.05 and trained["loss_shuffled"] > 3 * trained["loss_true"]
+    # per response: about (tokens per response) times the per-token gap, never diluted
+    assert trained["sequence_gap"] > 3 * trained["gap"]
+    assert abs(untrained["sequence_gap"]) < 0.2
 
 
 def test_response_loss_is_the_mean_nll_per_response_token(decided_by_reward):
@@ -86,5 +91,34 @@ def test_response_loss_is_the_mean_nll_per_response_token(decided_by_reward):
         nll = -log_probs[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :]
         expected_total += float(nll.sum())
         expected_tokens += len(nll)
-    loss = response_loss(policy, prompts, responses, values, max_length=64)
-    assert loss == pytest.approx(expected_total / expected_tokens, rel=1e-5)
+    loss = response_loss(policy, prompts, responses, values)
+    assert loss.per_token == pytest.approx(expected_total / expected_tokens, rel=1e-5)
+    assert loss.per_sequence == pytest.approx(expected_total / 2, rel=1e-5)
+
+
+def test_probe_targets_and_moves_by_hand():
+    targets = probe_targets(np.array([-2.0, -1.0]), np.array([2.0, 3.0]))  # (N, 2, N)
+    np.testing.assert_array_equal(
+        targets, [[[-2.0, 1.0], [2.0, 1.0]], [[0.0, -1.0], [0.0, 3.0]]]
+    )
+    obtained = np.zeros((2, 2, 3, 2))  # (objective probed, end, prompt, objective scored)
+    obtained[0, 1, :, 0] = [1.0, 2.0, 3.0]  # objective 0 asked high: mean 2
+    obtained[1, 0, :, 1] = [-1.0, -1.0, -1.0]  # objective 1 asked low: mean -1
+    obtained[0, 1, :, 1] = 9.0  # other objectives' values do not count
+    np.testing.assert_allclose(probe_differences(obtained), [2.0, 1.0])
+
+
+def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):
+    from ric.config import GenerationConfig
+    from ric.rewards import create_reward
+
+    policy = load_trained(decided_by_reward / "trained")
+    stats = policy.stats
+    r_min, r_max = stats.reward_range("quantile")
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=24)
+    prompts = [f"Question number {i}?" for i in range(100, 104)]  # unseen
+    probe = behaviour_probe(
+        policy, prompts, r_min, r_max, greedy, [create_reward("verbosity", {})]
+    )["verbosity"]
+    assert probe["obtained_low_raw"] == len(SHORT) and probe["obtained_high_raw"] == len(LONG)
+    assert probe["difference_sd"] == pytest.approx((len(LONG) - len(SHORT)) / stats.std[0])

@@ -91,6 +91,34 @@ def test_full_fine_tuning_saves_a_model_and_the_loss_falls(labeled, tmp_path):
     assert not (out / "adapter").exists()
 
 
+def test_top_layers_full_fine_tuning_saves_those_layers_only(labeled, tmp_path):
+    from safetensors.torch import load_file
+
+    from ric.training.trained import load_trained
+
+    out = tmp_path / "top"
+    settings = ("train.max_steps=20", "lora.enabled=false", "lora.top_layers=1")
+    assert _train(labeled, out, *settings) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["last_loss"] < metrics["first_loss"] - 0.05
+    saved = load_file(str(out / "layers" / "weights.safetensors"))
+    assert saved and all(name.startswith("model.layers.1.") for name in saved)  # 2 layers
+    assert not (out / "model").exists() and not (out / "adapter").exists()
+
+    base, _ = build_tiny()
+    policy = load_trained(out)
+    trained = dict(policy.model.named_parameters())
+    for name, original in base.named_parameters():
+        if name in saved:
+            torch.testing.assert_close(trained[name], saved[name], rtol=0, atol=0)
+            assert not torch.equal(trained[name], original)
+        else:  # below the top layer: the start model's weights, untouched
+            torch.testing.assert_close(trained[name], original, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in policy.model.parameters())
+    trainable = load_trained(out, trainable=True).model.named_parameters()
+    assert sorted(n for n, p in trainable if p.requires_grad) == sorted(saved)
+
+
 def test_finished_run_is_kept(labeled, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(labeled, out, "train.max_steps=4", "train.save_steps=2") == 0

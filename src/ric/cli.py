@@ -136,7 +136,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     from ric.data.sources import read_prompts
-    from ric.training.generation import generate_responses
+    from ric.training.generation import generate_with_stats
     from ric.training.trained import load_trained
 
     config = _load(args)
@@ -163,7 +163,7 @@ def run_generate(args: argparse.Namespace) -> None:
         r_min, r_max = config.mapping.reward_range(policy.stats, n)
         desired = config.mapping.desired_rewards(args.preference, r_min, r_max)
     conditioned = policy.conditioned_prompts(prompts, desired)
-    responses = generate_responses(policy.model, policy.tokenizer, conditioned, config.generation)
+    result = generate_with_stats(policy.model, policy.tokenizer, conditioned, config.generation)
     records = [
         {
             "prompt": prompt,
@@ -171,9 +171,12 @@ def run_generate(args: argparse.Namespace) -> None:
             "desired_rewards": desired.tolist(),
             "conditioned_prompt": text,
             "response": response,
+            "finished": finished,
             "generation": vars(config.generation),
         }
-        for prompt, text, response in zip(prompts, conditioned, responses, strict=True)
+        for prompt, text, response, finished in zip(
+            prompts, conditioned, result.texts, result.finished, strict=True
+        )
     ]
     _write_records(records, args.output)
 
@@ -183,7 +186,7 @@ def _generate_baseline(
 ) -> None:
     """`ric generate` for a baseline: no rewards in the prompt; a soup needs --preference."""
     from ric.baselines.soups import soup_model
-    from ric.training.generation import generate_responses
+    from ric.training.generation import generate_with_stats
     from ric.training.trained import TrainedPolicy
 
     assert isinstance(policy, TrainedPolicy)
@@ -203,7 +206,7 @@ def _generate_baseline(
             f"{policy.method.preference or 'no preference'} and takes no --preference"
         )
     texts = policy.plain_prompts(prompts)
-    responses = generate_responses(model, policy.tokenizer, texts, config.generation)
+    result = generate_with_stats(model, policy.tokenizer, texts, config.generation)
     records = [
         {
             "prompt": prompt,
@@ -211,9 +214,12 @@ def _generate_baseline(
             "preference": args.preference or policy.method.preference,
             "model_prompt": text,
             "response": response,
+            "finished": finished,
             "generation": vars(config.generation),
         }
-        for prompt, text, response in zip(prompts, texts, responses, strict=True)
+        for prompt, text, response, finished in zip(
+            prompts, texts, result.texts, result.finished, strict=True
+        )
     ]
     _write_records(records, args.output)
 
@@ -244,8 +250,16 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
     for name, values in metrics["steerability"].items():
         print(f"  {name}: Spearman(desired, obtained) {values['desired_vs_obtained']}")
+    for name, values in (metrics["probe"] or {}).items():
+        print(
+            f"  {name}: asked low / high gives {values['obtained_low_raw']:.4g} / "
+            f"{values['obtained_high_raw']:.4g} (move {values['difference_sd']:+.2f} sd)"
+        )
     for name, values in (metrics["reward_sensitivity"] or {}).items():
-        print(f"  {name}: loss gap with shuffled rewards {values['gap']:+.4f}")
+        print(
+            f"  {name}: loss gap with shuffled rewards {values['gap']:+.4f} per token, "
+            f"{values['sequence_gap']:+.3f} per response"
+        )
     print(f"report: {output / 'report.md'}")
 
 

@@ -77,6 +77,11 @@ class DataConfig:
     prompt_column: str = doc_field("prompt", "column holding the prompt text")
     response_column: str = doc_field("response", "column holding the response text")
     limit: int | None = doc_field(None, "read only the first LIMIT rows (None: all)")
+    finished_column: str = doc_field(
+        "finished",
+        "true/false column; rows whose response was cut by a generation budget (false) are "
+        "left out of labeling and training (ignored when the data has no such column)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("data.format", self.format, DATA_FORMATS)
@@ -187,7 +192,9 @@ class LoraConfig:
         ["q_proj", "v_proj"], "names of the linear layers that get adapters"
     )
     top_layers: int = doc_field(
-        0, "adapt only the top N decoder layers (0: all); backprop then stops below them"
+        0,
+        "adapt only the top N decoder layers (0: all; with enabled false, fine-tune only "
+        "their weights); backprop then stops below them",
     )
 
     def __post_init__(self) -> None:
@@ -291,6 +298,9 @@ class EvaluateConfig:
     sensitivity_samples: int = doc_field(
         64, "training pairs for the true-vs-shuffled-rewards loss check (0: off)"
     )
+    probe: bool = doc_field(
+        True, "behavioural probe: each objective asked low and high (2N more generations/prompt)"
+    )
 
     def __post_init__(self) -> None:
         check_choice("evaluate.grid", self.grid, GRIDS)
@@ -316,6 +326,11 @@ class BootstrapConfig:
         [], "system instructions cycled over a prompt's samples, to spread the rewards"
     )
     chat_template: bool = doc_field(True, "wrap prompts in the tokenizer's chat template if any")
+    sentence_cuts: bool = doc_field(
+        False,
+        "also store each response cut after each of its complete sentences (the same answer "
+        "at every length it can end at)",
+    )
     shard_size: int = doc_field(32, "prompts generated and saved per shard (the unit of resume)")
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ric.config import DataConfig
@@ -87,10 +88,45 @@ def check_text_columns(frame: pd.DataFrame, columns: Sequence[str], source: str)
 
 
 def read_pairs(config: DataConfig) -> pd.DataFrame:
-    """Load (prompt, response) data; every column is kept, the two text columns are checked."""
+    """Load (prompt, response) data; every column is kept, the two text columns are checked.
+    Rows whose ``finished_column`` is false (a response cut by a generation budget, whose
+    length-type rewards measure the budget and whose end is no answer's end) are left out."""
     frame = read_table(config)
     check_text_columns(frame, [config.prompt_column, config.response_column], config.path)
+    if config.finished_column in frame.columns:
+        finished = boolean_column(frame, config.finished_column, config.path)
+        frame = frame[finished].reset_index(drop=True)
+        if len(frame) == 0:
+            raise ValueError(
+                f"every row of {config.path!r} is unfinished ({config.finished_column} false)"
+            )
     return frame
+
+
+TRUE_TEXTS = ("true", "1", "yes")
+FALSE_TEXTS = ("false", "0", "no")
+
+
+def boolean_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """``frame[column]`` as booleans (B,): bools, 0/1, or the strings true/false, yes/no, 1/0 in
+    any case (CSV gives strings, and the string "False" is truthy). Anything else is an error
+    naming the rows."""
+    parsed, bad = [], []
+    for row, value in enumerate(frame[column]):
+        text = str(value).strip().lower() if isinstance(value, str | np.str_) else value
+        if text in TRUE_TEXTS or (isinstance(text, bool | np.bool_ | int | float) and text == 1):
+            parsed.append(True)
+        elif text in FALSE_TEXTS or (isinstance(text, bool | np.bool_ | int | float) and text == 0):
+            parsed.append(False)
+        else:
+            parsed.append(False)
+            bad.append(row)
+    if bad:
+        raise ValueError(
+            f"column {column!r} of {source!r} must hold true/false values; rows {bad[:10]} "
+            f"do not (e.g. {frame[column].iloc[bad[0]]!r})"
+        )
+    return np.array(parsed, dtype=bool)
 
 
 def read_prompts(path: str, column: str = "prompt", limit: int | None = None) -> list[str]:

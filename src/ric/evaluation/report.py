@@ -40,19 +40,44 @@ def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: Ric
         [
             "## Does the model read its rewards?",
             "",
-            "Response loss per token on training pairs with their own rewards in the prompt, and "
-            "with one objective's values shuffled across pairs; a gap near 0 means the model "
-            "ignores that objective's value.",
+            "Response loss on training pairs with their own rewards in the prompt, and with one "
+            "objective's values shuffled across pairs, per token and summed per response (nats); "
+            "a gap near 0 means the model ignores that objective's value.",
             "",
-            "| objective | loss, true rewards | loss, shuffled | gap |",
-            "| --- | --- | --- | --- |",
+            "| objective | per token: true | shuffled | gap "
+            "| per response: true | shuffled | gap |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
             *(
-                f"| {name} | {v['loss_true']:.4f} | {v['loss_shuffled']:.4f} | {v['gap']:+.4f} |"
+                f"| {name} | {v['loss_true']:.4f} | {v['loss_shuffled']:.4f} | {v['gap']:+.4f} "
+                f"| {v['sequence_loss_true']:.2f} | {v['sequence_loss_shuffled']:.2f} "
+                f"| {v['sequence_gap']:+.3f} |"
                 for name, v in sensitivity.items()
             ),
             "",
         ]
         if sensitivity
+        else []
+    )
+    probe = metrics.get("probe")
+    probe_lines = (
+        [
+            "## Behavioural probe",
+            "",
+            "Each objective asked at the low and at the high end of its range, the others at the "
+            "middle, on the same prompts: the obtained mean at both ends (raw units) and the move "
+            "in training standard deviations.",
+            "",
+            "| objective | desired low / high | obtained low | obtained high | move (sd) |",
+            "| --- | --- | --- | --- | --- |",
+            *(
+                f"| {name} | {v['desired_low']:+.2f} / {v['desired_high']:+.2f} "
+                f"| {v['obtained_low_raw']:.4g} | {v['obtained_high_raw']:.4g} "
+                f"| {v['difference_sd']:+.2f} |"
+                for name, v in probe.items()
+            ),
+            "",
+        ]
+        if probe
         else []
     )
     lines = [
@@ -75,6 +100,7 @@ def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: Ric
         "| --- | --- | --- | --- |",
         *steer_rows,
         "",
+        *probe_lines,
         *sensitivity_lines,
         "## Per preference",
         "",

@@ -6,11 +6,14 @@ stats were computed with, and per-preference means. Baselines (see ``_generate``
 without rewards: MORLHF at its own preference, Rewarded Soups over the grid, base and SFT once.
 Output directory:
 
-    samples.parquet  one row per (preference, prompt): w, desired R, prompt, response, rewards
+    samples.parquet  one row per (preference, prompt): w, desired R, prompt, response, whether
+                     it finished (EOS or stop string, not the token budget), rewards
     summary.csv      one row per preference: w, desired R, mean raw and standardized rewards
     front.png        the front, each point labeled with its preference (paper, Figure 4)
     metrics.json     hypervolume (with its reference point), steerability, reward sensitivity
-                     (does the model read its rewards? see ric.evaluation.sensitivity), settings
+                     (does the model read its rewards? see ric.evaluation.sensitivity), the
+                     behavioural probe (asked for more of one objective, does it give more?
+                     see ric.evaluation.probe), settings
     report.md        plot, tables and settings in one page
     config.yaml      the resolved config
 """
@@ -34,9 +37,11 @@ from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, steerability
 from ric.evaluation.plots import plot_fronts
+from ric.evaluation.probe import behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.rewards import create_reward
+from ric.training.generation import GenerationResult, generate_with_stats
 from ric.training.offline import read_labeled_frame
 from ric.training.trained import TrainedPolicy, load_trained
 
@@ -53,6 +58,7 @@ class SweepResult:
     mean_raw: np.ndarray  # (K, N) raw reward units
     mean_standardized: np.ndarray  # (K, N)
     samples: pd.DataFrame
+    probe: dict | None  # behavioural probe (ric.evaluation.probe); None for baselines or off
 
 
 def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) -> SweepResult:
@@ -60,13 +66,12 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
     settings = config.evaluate
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts)
     stats = policy.stats
-    preferences, desired, texts, responses = _generate(config, policy, prompts, show_progress)
+    preferences, desired, texts, generated = _generate(config, policy, prompts, show_progress)
+    responses = generated.texts
     repeated_prompts = prompts * len(preferences)
+    scorers = [create_reward(reward.type, reward.options) for reward in policy.reward_configs()]
     raw = np.column_stack(
-        [
-            create_reward(reward.type, reward.options).score(repeated_prompts, responses)
-            for reward in policy.reward_configs()
-        ]
+        [scorer.score(repeated_prompts, responses) for scorer in scorers]
     )  # (K * P, N)
     standardized = stats.standardize(raw)
     per_preference = (len(preferences), len(prompts), stats.num_objectives)
@@ -78,6 +83,7 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
             "prompt": repeated_prompts,
             "conditioned_prompt": texts,
             "response": responses,
+            "finished": generated.finished,
         }
     )
     for i, name in enumerate(stats.names):
@@ -91,21 +97,32 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
         mean_raw=raw.reshape(per_preference).mean(axis=1),
         mean_standardized=standardized.reshape(per_preference).mean(axis=1),
         samples=samples,
+        probe=(
+            behaviour_probe(
+                policy,
+                prompts,
+                *config.mapping.reward_range(stats, stats.num_objectives),
+                config.generation,
+                scorers,
+                show_progress,
+            )
+            if settings.probe and policy.method.conditioned
+            else None
+        ),
     )
 
 
 def _generate(
     config: RicConfig, policy: TrainedPolicy, prompts: list[str], show_progress: bool
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+) -> tuple[np.ndarray, np.ndarray, list[str], GenerationResult]:
     """Preferences (K, N), desired rewards (K, N; NaN for baselines, which are not asked),
-    prompt texts and responses (K * P, preference-major), by method:
+    prompt texts and generations (K * P, preference-major), by method:
 
     * RiC: every grid preference, its desired rewards written into the prompt, in one batch;
     * Rewarded Soups: every grid preference, each with its own interpolated weights;
     * MORLHF: its own preference only; base and SFT: one point with no preference (NaN).
     """
     from ric.baselines.soups import soup_model
-    from ric.training.generation import generate_responses
 
     stats, method, settings = policy.stats, policy.method, config.evaluate
     grid = resolve_grid(
@@ -113,7 +130,7 @@ def _generate(
     )
     unknown = np.full(grid.shape, np.nan)
     generate = partial(
-        generate_responses,
+        generate_with_stats,
         tokenizer=policy.tokenizer,
         settings=config.generation,
         show_progress=show_progress,
@@ -125,14 +142,13 @@ def _generate(
         return grid, desired, texts, generate(policy.model, prompts=texts)
     plain = policy.plain_prompts(prompts)
     if method.name == "soups":
-        responses = [
-            response
-            for w in grid
-            for response in generate(
+        per_soup = [
+            generate(
                 soup_model(copy.deepcopy(policy.model), policy.member_adapters(), w), prompts=plain
             )
+            for w in grid
         ]
-        return grid, unknown, plain * len(grid), responses
+        return grid, unknown, plain * len(grid), GenerationResult.concatenate(per_soup)
     own = np.full((1, stats.num_objectives), np.nan)
     if method.preference is not None:
         own[0] = method.preference
@@ -169,7 +185,6 @@ def _sensitivity(policy: TrainedPolicy, count: int) -> dict | None:
         frame[columns.prompt_column].tolist(),
         frame[columns.response_column].tolist(),
         frame[[standardized_column(name) for name in policy.stats.names]].to_numpy(),
-        policy.config.train.max_length,
     )
 
 
@@ -209,6 +224,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
         ),
         "mapping": {"method": config.mapping.method, "p": config.mapping.p},
         "reward_sensitivity": _sensitivity(policy, settings.sensitivity_samples),
+        "probe": result.probe,
     }
     output = Path(settings.output)
     summary = summary_table(result, names)

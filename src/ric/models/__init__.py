@@ -2,7 +2,15 @@
 
 from ric.models.embedded import ensure_smollm2
 from ric.models.loading import load_policy
-from ric.models.lora import attach_lora, load_adapter, merge_adapter, save_adapter
+from ric.models.lora import (
+    attach_lora,
+    load_adapter,
+    load_layers,
+    merge_adapter,
+    save_adapter,
+    save_layers,
+    unfreeze_top_layers,
+)
 from ric.models.tiny import build_tiny
 
 __all__ = [
@@ -10,7 +18,10 @@ __all__ = [
     "build_tiny",
     "ensure_smollm2",
     "load_adapter",
+    "load_layers",
     "load_policy",
     "merge_adapter",
     "save_adapter",
+    "save_layers",
+    "unfreeze_top_layers",
 ]

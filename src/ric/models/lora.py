@@ -1,4 +1,5 @@
-"""LoRA adapters with plain ``peft``: attach, save, load, merge.
+"""LoRA adapters with plain ``peft``: attach, save, load, merge; and full fine-tuning of the
+top decoder layers, whose weights alone are saved (``save_layers``/``load_layers``).
 
 The paper fine-tunes Llama-2 7B with LoRA (r 64, alpha 128, dropout 0.05 on q_proj and v_proj);
 those are the defaults of ``ric.config.LoraConfig``. Adapters are saved in peft's own format
@@ -14,6 +15,7 @@ on every wrap; users cannot act on it, so that one warning is silenced around pe
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,7 @@ from transformers.pytorch_utils import Conv1D
 from ric.config import LoraConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
+LAYER_WEIGHTS = "weights.safetensors"
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraConfig) -> PeftModel:
@@ -52,6 +55,55 @@ def peft_lora_config(model: PreTrainedModel, settings: LoraConfig) -> PeftLoraCo
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
     )
+
+
+def unfreeze_top_layers(model: PreTrainedModel, count: int) -> PreTrainedModel:
+    """Full fine-tuning of the top ``count`` decoder layers (0: of every weight): the other
+    weights are frozen, so backpropagation stops below those layers and the optimizer holds
+    only their state. Returns ``model``, changed in place."""
+    layers = _top_layers(model, count)
+    if layers is None:
+        return model.requires_grad_(True)
+    model.requires_grad_(False)
+    for name, parameter in model.named_parameters():
+        index = re.search(r"\.layers\.(\d+)\.", name)
+        if index is not None and int(index.group(1)) in layers:
+            parameter.requires_grad_(True)
+    return model
+
+
+def save_layers(model: PreTrainedModel, directory: str | Path) -> Path:
+    """Write the trainable weights of ``model`` (the fine-tuned top layers) to
+    ``directory/weights.safetensors``: a few layers' worth, not a copy of the whole model."""
+    from safetensors.torch import save_file
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = {
+        name: parameter.detach().cpu().contiguous()
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad
+    }
+    save_file(trained, str(folder / LAYER_WEIGHTS))
+    return folder
+
+
+def load_layers(model: PreTrainedModel, directory: str | Path) -> PreTrainedModel:
+    """Copy the weights ``save_layers`` wrote into ``model`` (its base model, freshly loaded)."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(directory) / LAYER_WEIGHTS))
+    parameters = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(parameters))
+    if unknown:
+        raise ValueError(
+            f"{str(directory)!r} does not fit the model: unknown weights {unknown[:3]}"
+        )
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value)
+    return model
 
 
 def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:

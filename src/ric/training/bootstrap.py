@@ -6,7 +6,16 @@ reward levels the data shows. Each prompt gets ``samples`` sampled responses; op
 prompt's samples to widen the spread. The instruction only steers generation: the stored prompt
 is the user's text alone, which is what the model is later trained and asked with.
 
-Output directory: ``pairs.jsonl`` (prompt, response, sample, instruction), ``config.yaml``.
+Every row records whether its response ``finished`` (EOS or a stop string) or was cut by
+``generation.max_new_tokens``: a cut response is no answer's end, and its length-type rewards
+measure the budget; ``ric label`` leaves such rows out. With ``sentence_cuts``, each response
+also gives its shorter versions, cut after each of its complete sentences (``sentences`` counts
+the sentences a row keeps; 0 marks the response as generated): the same answer at every length
+it can end at, so the data shows what each length looks like for the same content. A response
+the budget cut still gives its complete sentences, so every answer in the data fits the budget.
+
+Output directory: ``pairs.jsonl`` (prompt, response, finished, sentences, sample, instruction),
+``config.yaml``.
 Work is saved per shard of prompts in ``.bootstrap-parts/<key>/``, the key hashing the prompts,
 policy and sampling settings; a killed run, rerun with the same command, keeps finished shards.
 Shard k samples with seed ``generation.seed + k``.
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +39,35 @@ from ric.data.sources import read_prompts
 
 PAIRS_FILE = "pairs.jsonl"
 PARTS_DIR = ".bootstrap-parts"
+# A sentence ends at . ! or ? (optionally closed by a quote or bracket) before whitespace and a
+# capital, digit, quote or bracket; not after a one-letter word or a common abbreviation.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?(?=\s+[A-Z0-9\"'(\[])")
+ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e"})
+
+
+def sentence_prefixes(text: str) -> list[str]:
+    """``text`` cut after each of its sentences but the last: the shorter answers it contains,
+    shortest first (empty for a single sentence)."""
+    prefixes = []
+    for match in SENTENCE_END.finditer(text):
+        prefix = text[: match.end()]
+        last_word = prefix.rstrip("\"')]").rstrip(".!?").split()[-1].lower() if prefix else ""
+        if len(last_word.strip(".")) > 1 and last_word not in ABBREVIATIONS:
+            prefixes.append(prefix.strip())
+    return prefixes
+
+
+def expand_rows(rows: list[dict[str, Any]], sentence_cuts: bool) -> list[dict[str, Any]]:
+    """Each generated row (``sentences`` 0), followed, with ``sentence_cuts``, by its response's
+    sentence prefixes (``sentences`` = how many sentences each keeps). Every prefix ends at a
+    sentence end, so it is a finished answer, also when the budget cut the response itself."""
+    expanded = []
+    for row in rows:
+        expanded.append({**row, "sentences": 0})
+        if sentence_cuts:
+            for count, prefix in enumerate(sentence_prefixes(row["response"]), start=1):
+                expanded.append({**row, "response": prefix, "finished": True, "sentences": count})
+    return expanded
 
 
 def render_prompt(tokenizer: Any, prompt: str, instruction: str, chat_template: bool) -> str:
@@ -57,7 +96,7 @@ def _run_key(config: RicConfig, prompts: list[str]) -> str:
 def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
     """Sample ``bootstrap.samples`` responses per prompt; return the output directory."""
     from ric.models import load_policy
-    from ric.training.generation import generate_responses
+    from ric.training.generation import generate_with_stats
 
     settings = config.bootstrap
     if not settings.output:
@@ -83,12 +122,12 @@ def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
                 for row in rows
             ]
             generation = replace(config.generation, seed=config.generation.seed + index)
-            for row, response in zip(
-                rows, generate_responses(model, tokenizer, texts, generation), strict=True
-            ):
-                row["response"] = response
+            result = generate_with_stats(model, tokenizer, texts, generation)
+            for row, response, finished in zip(rows, result.texts, result.finished, strict=True):
+                row |= {"response": response, "finished": finished}
+            lines = expand_rows(rows, settings.sentence_cuts)
             write_text_atomic(
-                part, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+                part, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines)
             )
         progress.update(len(chunk))
     progress.close()

@@ -49,10 +49,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Responses in input order, with the number of tokens each was decoded from."""
+    """Responses in input order, with the number of tokens each was decoded from and whether
+    each one ended (EOS or a stop string) rather than ran into ``max_new_tokens``."""
 
     texts: list[str]  # cleaned responses
     num_new_tokens: list[int]  # generated tokens before the first EOS (stop-string cut not counted)
+    finished: list[bool]  # ended by EOS or a stop string; False: cut by the generation budget
+
+    @classmethod
+    def concatenate(cls, results: Sequence[GenerationResult]) -> GenerationResult:
+        """One result holding ``results`` one after another."""
+        return cls(
+            [text for result in results for text in result.texts],
+            [count for result in results for count in result.num_new_tokens],
+            [done for result in results for done in result.finished],
+        )
 
 
 def generate_responses(
@@ -82,6 +93,7 @@ def generate_with_stats(
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
     texts = [""] * len(prompt_ids)
     counts = [0] * len(prompt_ids)
+    finished = [False] * len(prompt_ids)
     was_training = model.training
     model.eval()
     torch.manual_seed(settings.seed)
@@ -92,14 +104,18 @@ def generate_with_stats(
             new_ids = _generate_batch(model, [prompt_ids[i] for i in batch], pad_id, options)
             kept = [truncate_at_eos(row, eos_ids) for row in new_ids]
             decoded = tokenizer.batch_decode(kept, skip_special_tokens=True)
-            for index, ids, text in zip(batch, kept, decoded, strict=True):
+            for index, row, ids, text in zip(batch, new_ids, kept, decoded, strict=True):
                 texts[index] = clean_response(text, settings.stop_strings)
                 counts[index] = len(ids)
+                # EOS inside the new tokens, or a stop string that ended (or cut) the text.
+                finished[index] = len(ids) < len(row) or any(
+                    stop in text for stop in settings.stop_strings
+                )
             progress.update(len(batch))
     finally:
         progress.close()
         model.train(was_training)
-    return GenerationResult(texts, counts)
+    return GenerationResult(texts, counts, finished)
 
 
 @torch.inference_mode()

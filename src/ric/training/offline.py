@@ -4,7 +4,8 @@ Every labeled sample becomes (conditioned prompt, response): the prompt carries 
 standardized rewards, so both good and bad responses teach the model what each reward level looks
 like. Output directory:
 
-    adapter/ (LoRA, loads with plain peft) or model/ (full fine-tune), plus the tokenizer
+    adapter/ (LoRA, loads with plain peft), layers/ (full fine-tuning of the top lora.top_layers
+                    layers: their weights only) or model/ (full fine-tune), plus the tokenizer
     stats.json      the label run's stats, reused unchanged at inference
     config.yaml     the resolved config (model source, template, training settings)
     metrics.json    steps, losses, response tokens/s, wall-clock seconds, samples used/skipped
@@ -18,6 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -26,11 +28,13 @@ from ric.config import DataConfig, RicConfig, dump_config, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE, standardized_column
+from ric.data.sources import boolean_column
 from ric.runtime import describe_device
 from ric.training.sft import CHECKPOINTS, TokenizedSample, TrainResult, tokenize_sample, train
 
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
+LAYERS_DIR = "layers"
 METRICS_FILE = "metrics.json"
 
 
@@ -80,7 +84,7 @@ def read_labeled(
                 f"baseline.sft_column {keep!r} is not a column of the labeled data; "
                 f"columns: {', '.join(map(str, frame.columns))}"
             )
-        frame = frame[frame[keep].astype(bool)]
+        frame = frame[boolean_column(frame, keep, str(directory))]
     standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
     prompts = [
         build_prompt(prompt, values.tolist(), template)
@@ -96,7 +100,7 @@ def run_train(
 ) -> Path:
     """Train on ``config.train.data``; write to ``config.train.output``; return that path.
     ``conditioned=False`` is the SFT baseline: the same loop on prompts without rewards."""
-    from ric.models import attach_lora, load_policy, save_adapter
+    from ric.models import attach_lora, load_policy, unfreeze_top_layers
     from ric.training.trained import write_method
 
     settings = config.train
@@ -126,21 +130,37 @@ def run_train(
         if (sample := tokenize_sample(tokenizer, prompt, response, settings.max_length))
     ]
     torch.manual_seed(settings.seed)  # adapter initialization
-    if config.lora.enabled:
-        model = attach_lora(model, config.lora)
+    model = (
+        attach_lora(model, config.lora)
+        if config.lora.enabled
+        else unfreeze_top_layers(model, config.lora.top_layers)
+    )
     result = train(model, samples, settings, output, tokenizer.pad_token_id, resume, show_progress)
-    if config.lora.enabled:
-        save_adapter(model, output / ADAPTER_DIR)
-        tokenizer.save_pretrained(output / ADAPTER_DIR)
-    else:
-        model.save_pretrained(output / MODEL_DIR)
-        tokenizer.save_pretrained(output / MODEL_DIR)
+    save_weights(model, tokenizer, output)
     shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
     if not conditioned:
         write_method(output, "sft")
     write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
     return output
+
+
+def save_weights(model: Any, tokenizer: Any, output: Path) -> Path:
+    """What training changed, with the tokenizer: ``adapter/`` (LoRA), ``layers/`` (the top
+    layers fine-tuned, their weights alone) or ``model/`` (every weight). Returns the folder."""
+    from peft import PeftModel
+
+    from ric.models import save_adapter, save_layers
+
+    if isinstance(model, PeftModel):
+        folder = save_adapter(model, output / ADAPTER_DIR)
+    elif all(parameter.requires_grad for parameter in model.parameters()):
+        folder = output / MODEL_DIR
+        model.save_pretrained(folder)
+    else:
+        folder = save_layers(model, output / LAYERS_DIR)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledData) -> dict:

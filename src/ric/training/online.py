@@ -9,7 +9,8 @@ Each iteration k continues the policy of iteration k - 1 (iteration 0 is the off
    targets in its prompts, scored by the reward models the stats were computed with, and saved
    atomically, so a shard exists completely or not at all;
 3. **relabel and select**: the online buffer (every shard of iterations 1..k) is standardized with
-   the offline stats and relabeled with the rewards it *obtained*; MORS drops samples at or below
+   the offline stats and relabeled with the rewards it *obtained*; responses cut by
+   ``generation.max_new_tokens`` (not ``finished``) are left out; MORS drops samples at or below
    the ``mors_quantile`` threshold in every objective;
 4. **mix** MORS-filtered original samples (``original_fraction`` per kept online sample);
 5. **fine-tune** the same adapter (or full model) on the kept samples with
@@ -21,7 +22,8 @@ Output, one folder per iteration (each is a `ric train`-style output that `ric g
 
     iter-01/plan.parquet      prompts and targets of this iteration (fixed before generating)
     iter-01/parts/            generated and scored shards (the unit of resume)
-    iter-01/buffer.parquet    the buffer so far: targets, obtained rewards, kept flag, iteration
+    iter-01/buffer.parquet    the buffer so far: targets, obtained rewards, finished and kept
+                              flags, iteration
     iter-01/thresholds.json   MORS thresholds (online buffer and original data)
     iter-01/adapter/ or model/, stats.json, config.yaml, train_log.jsonl, checkpoints/
     iter-01/metrics.json      written last: its presence marks the iteration finished
@@ -52,7 +54,7 @@ from ric.data.label import CONFIG_FILE, raw_column, restandardize, standardized_
 from ric.data.sources import read_prompts
 from ric.rewards import create_reward
 from ric.runtime import describe_device
-from ric.training.offline import ADAPTER_DIR, METRICS_FILE, MODEL_DIR, read_labeled_frame
+from ric.training.offline import METRICS_FILE, read_labeled_frame, save_weights
 from ric.training.sft import tokenize_sample, train
 from ric.training.trained import TrainedPolicy, load_trained
 
@@ -172,7 +174,14 @@ def _run_iteration(
     buffer = _read_buffer(folder.parent, iteration, stats)
     names = list(stats.names)
     obtained = buffer[[standardized_column(n) for n in names]].to_numpy()  # (B, N)
-    buffer["kept"], online_thresholds = select(obtained, settings.mors, settings.mors_quantile)
+    # A response cut by the generation budget is no answer's end, and its length-type rewards
+    # measure the budget: it neither sets the MORS thresholds nor is trained on.
+    finished = buffer["finished"].to_numpy(dtype=bool)
+    buffer["kept"] = False
+    kept_finished, online_thresholds = select(
+        obtained[finished], settings.mors, settings.mors_quantile
+    )
+    buffer.loc[finished, "kept"] = kept_finished
     write_atomic(folder / BUFFER_FILE, lambda tmp: buffer.to_parquet(tmp))
     mixed = _mix_original(original, names, settings, int(buffer["kept"].sum()), iteration)
     write_text_atomic(
@@ -235,6 +244,7 @@ def _run_iteration(
         "iteration": iteration,
         "continued_from": str(previous),
         "generated": len(this_iteration),
+        "unfinished": int((~this_iteration["finished"]).sum()),
         "buffer": len(buffer),
         "kept_online": int(buffer["kept"].sum()),
         "original_mixed": len(mixed.rows),
@@ -260,7 +270,7 @@ def _generate_and_score(
     show_progress: bool,
 ) -> None:
     """Write every missing shard of ``plan``: generated, scored, saved atomically."""
-    from ric.training.generation import generate_responses
+    from ric.training.generation import generate_with_stats
 
     settings = config.online
     names = list(policy.stats.names)
@@ -276,13 +286,8 @@ def _generate_and_score(
             generation = replace(
                 config.generation, seed=config.generation.seed + 1_000 * iteration + index
             )
-            shard["response"] = generate_responses(
-                policy.model,
-                policy.tokenizer,
-                conditioned,
-                generation,
-                show_progress=False,
-            )
+            result = generate_with_stats(policy.model, policy.tokenizer, conditioned, generation)
+            shard["response"], shard["finished"] = result.texts, result.finished
             prompts, responses = shard["prompt"].tolist(), shard["response"].tolist()
             for name, scorer in zip(names, scorers, strict=True):
                 shard[raw_column(name)] = scorer.score(prompts, responses)
@@ -331,16 +336,8 @@ def _as_list(values: np.ndarray | None) -> list[float] | None:
 
 
 def _save_policy(policy: TrainedPolicy, previous: Path, folder: Path) -> None:
-    """The fine-tuned adapter (or full model) and the stats, laid out like `ric train`'s."""
-    from ric.models import save_adapter
-
-    model, tokenizer = policy.model, policy.tokenizer
-    if (previous / ADAPTER_DIR).is_dir():
-        save_adapter(model, folder / ADAPTER_DIR)
-        tokenizer.save_pretrained(folder / ADAPTER_DIR)
-    else:
-        model.save_pretrained(folder / MODEL_DIR)
-        tokenizer.save_pretrained(folder / MODEL_DIR)
+    """The fine-tuned weights and the stats, laid out like `ric train`'s."""
+    save_weights(policy.model, policy.tokenizer, folder)
     shutil.copyfile(previous / STATS_FILE, folder / STATS_FILE)
 
 

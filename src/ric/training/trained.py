@@ -26,7 +26,7 @@ from ric.config import RewardConfig, RicConfig, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE, stats_rewards
-from ric.training.offline import ADAPTER_DIR, MODEL_DIR, template_of
+from ric.training.offline import ADAPTER_DIR, LAYERS_DIR, MODEL_DIR, template_of
 
 METHOD_FILE = "method.json"
 METHODS = ("ric", "base", "sft", "morlhf", "soups")
@@ -113,7 +113,7 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
     """Load a `ric train` or `ric baseline` output (adapter on its starting model, or the full
     model); with ``trainable`` the adapter's weights (or the full model's) can be fine-tuned
     further. A soup comes back as its starting model; ``soup_model`` mixes its members in."""
-    from ric.models import load_adapter, load_policy
+    from ric.models import load_adapter, load_layers, load_policy, unfreeze_top_layers
 
     folder = Path(directory)
     if not (folder / CONFIG_FILE).is_file():
@@ -125,13 +125,22 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
     if (folder / MODEL_DIR).is_dir():
         config.model.source = str(folder / MODEL_DIR)
         model, tokenizer = load_policy(config.model)
-        model.requires_grad_(trainable)
+        model.requires_grad_(False)
+        if trainable:
+            unfreeze_top_layers(model, config.lora.top_layers)
+    elif (folder / LAYERS_DIR).is_dir():  # the top layers fine-tuned: laid over the start model
+        model, tokenizer = load_start(config, folder / method.init if method.init else None)
+        load_layers(model, folder / LAYERS_DIR).requires_grad_(False)
+        if trainable:
+            unfreeze_top_layers(model, config.lora.top_layers)
     elif has_adapter or method.name in ("base", "soups"):  # these two have no weights of their own
         model, tokenizer = load_start(config, folder / method.init if method.init else None)
         if has_adapter:
             model = load_adapter(model, folder / ADAPTER_DIR, trainable=trainable)
     else:
-        raise ValueError(f"{str(folder)!r} holds neither {ADAPTER_DIR}/ nor {MODEL_DIR}/")
+        raise ValueError(
+            f"{str(folder)!r} holds none of {ADAPTER_DIR}/, {LAYERS_DIR}/ or {MODEL_DIR}/"
+        )
     return TrainedPolicy(model, tokenizer, config, stats, template_of(config), method, folder)
 
 

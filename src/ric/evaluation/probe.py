@@ -1,0 +1,81 @@
+"""Behavioural probe: asked for more of one objective, does the model give more of it?
+
+For each objective i, every other objective is asked at the middle of its desired range and
+objective i at the low end of its range, then at the high end (r_min_i and r_max_i of the mapping
+range, standardized units), on the held-out prompts. The obtained mean of objective i at both
+ends and their difference in training standard deviations (the stats' std; the difference of
+standardized means) say how far the model moves that objective when asked, one objective at a
+time, whatever the mapping's trade-offs. A model that ignores its rewards moves nothing
+(difference near 0); the demo's goal is at least 1 standard deviation per objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ric.config import GenerationConfig
+from ric.rewards import RewardFunction
+from ric.training.trained import TrainedPolicy
+
+
+def probe_targets(r_min: np.ndarray, r_max: np.ndarray) -> np.ndarray:
+    """Desired rewards (N, 2, N): for objective i, [i at r_min_i, i at r_max_i], the others at
+    the middle of their ranges."""
+    middle = (np.asarray(r_min, dtype=float) + np.asarray(r_max, dtype=float)) / 2
+    targets = np.repeat(middle[None, None, :], 2, axis=1).repeat(len(middle), axis=0)
+    for i in range(len(middle)):
+        targets[i, 0, i], targets[i, 1, i] = r_min[i], r_max[i]
+    return targets
+
+
+def probe_differences(obtained: np.ndarray) -> np.ndarray:
+    """(N,) high-end minus low-end mean of each probed objective from ``obtained`` (N, 2, P, N)
+    standardized rewards: the move in training standard deviations."""
+    means = obtained.mean(axis=2)  # (N, 2, N)
+    index = np.arange(obtained.shape[0])
+    return means[index, 1, index] - means[index, 0, index]
+
+
+def behaviour_probe(
+    policy: TrainedPolicy,
+    prompts: Sequence[str],
+    r_min: np.ndarray,
+    r_max: np.ndarray,
+    generation: GenerationConfig,
+    scorers: Sequence[RewardFunction],
+    show_progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Per objective: desired and obtained means (raw and standardized) at the low and high end,
+    and ``difference_sd`` (high minus low, in training standard deviations)."""
+    from ric.training.generation import generate_with_stats
+
+    stats, prompts = policy.stats, list(prompts)
+    targets = probe_targets(r_min, r_max)  # (N, 2, N)
+    count = stats.num_objectives
+    texts = [
+        text
+        for row in targets.reshape(-1, count)
+        for text in policy.conditioned_prompts(prompts, np.repeat(row[None], len(prompts), axis=0))
+    ]
+    responses = generate_with_stats(
+        policy.model, policy.tokenizer, texts, generation, show_progress
+    ).texts
+    repeated = prompts * (2 * count)
+    raw = np.column_stack([scorer.score(repeated, responses) for scorer in scorers])
+    shape = (count, 2, len(prompts), count)
+    raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
+    differences = probe_differences(standardized)
+    return {
+        name: {
+            "desired_low": float(targets[i, 0, i]),
+            "desired_high": float(targets[i, 1, i]),
+            "obtained_low": float(standardized[i, 0, :, i].mean()),
+            "obtained_high": float(standardized[i, 1, :, i].mean()),
+            "obtained_low_raw": float(raw[i, 0, :, i].mean()),
+            "obtained_high_raw": float(raw[i, 1, :, i].mean()),
+            "difference_sd": float(differences[i]),
+        }
+        for i, name in enumerate(stats.names)
+    }
