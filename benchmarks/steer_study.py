@@ -34,7 +34,7 @@ import pandas as pd
 from ric.config import RicConfig
 from ric.data.label import restandardize, standardized_column
 from ric.data.sources import read_prompts
-from ric.evaluation.probe import probe_differences, probe_targets
+from ric.evaluation.probe import probe_differences, probe_generations
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.rewards import create_reward
 from ric.tasks.demo import HELDOUT_QUESTIONS, demo_config
@@ -127,8 +127,6 @@ def measure(
     pairs: pd.DataFrame,
 ) -> tuple[dict, list[dict]]:
     """Gaps and probe of the model as it is now; the probe's answers as rows."""
-    from ric.training.generation import generate_with_stats
-
     names = list(policy.stats.names)
     gaps = reward_sensitivity(
         policy,
@@ -137,9 +135,7 @@ def measure(
         pairs[[standardized_column(n) for n in names]].to_numpy(),
     )
     r_min, r_max = config.mapping.reward_range(policy.stats, len(names))
-    targets = probe_targets(r_min, r_max).reshape(-1, len(names))  # (2N, N)
-    texts = [t for row in targets for t in policy.conditioned_prompts(questions, row)]
-    result = generate_with_stats(policy.model, policy.tokenizer, texts, config.generation)
+    targets, result = probe_generations(policy, questions, r_min, r_max, config.generation)
     repeated = questions * len(targets)
     raw = score(scorers, repeated, result.texts)
     standardized = policy.stats.standardize(raw)

@@ -13,6 +13,10 @@ def test_shipped_task_data():
     assert len(pairs) >= 800 and {"prompt", "response"} <= set(pairs[0])
     assert not set(heldout) & {pair["prompt"] for pair in pairs}  # held out means unseen
     assert TRAIN_PAIRS.stat().st_size < 20_000_000
+    # every row says whether it finished; sentence cuts are finished answers by construction
+    assert all(isinstance(pair["finished"], bool) for pair in pairs)
+    assert all(pair["finished"] for pair in pairs if pair["sentences"] > 0)
+    assert sum(pair["finished"] for pair in pairs) >= 1000
     assert load_config(DEMO_CONFIG).rewards
 
 
@@ -21,12 +25,17 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "evaluate" / "report.md") in printed
+    assert "offline: hypervolume" in printed and "asked low vs high moves relevance" in printed
     for model in ("offline", "online-1"):
         metrics = json.loads((out / "evaluate" / model / "metrics.json").read_text())
         assert metrics["objectives"] == ["relevance", "conciseness"]
         assert metrics["num_preferences"] == 11
+        assert set(metrics["probe"]) == {"relevance", "conciseness"}
     train = json.loads((out / "train" / "metrics.json").read_text())
-    assert train["steps"] == 10 and train["samples"] == 48
+    first_rows = [json.loads(line) for line in TRAIN_PAIRS.read_text().splitlines()[:48]]
+    finished = sum(row["finished"] for row in first_rows)
+    assert 0 < finished < 48  # the unfinished ones are left out
+    assert train["steps"] == 10 and train["samples"] == finished
     online = json.loads((out / "online" / "iter-01" / "metrics.json").read_text())
     assert online["generated"] == 8 and online["steps"] == 3
     assert "online 1" in (out / "evaluate" / "report.md").read_text()

@@ -84,7 +84,7 @@ def test_report_holds_plot_tables_and_settings(tmp_path):
 
     w = resolve_grid(2)
     stats = RewardStats.fit(np.random.default_rng(0).normal(size=(50, 2)), ["a", "b"])
-    result = SweepResult(stats, 4, w, w * 4 - 2, w, w, samples=None)
+    result = SweepResult(stats, 4, w, w * 4 - 2, w, w, samples=None, probe=None)
     summary = summary_table(result, ["a", "b"])
     assert list(summary.columns[:2]) == ["w_a", "w_b"] and len(summary) == 11
     metrics = {
@@ -93,8 +93,19 @@ def test_report_holds_plot_tables_and_settings(tmp_path):
         "num_preferences": 11,
         "front": front_summary(w, np.zeros(2) - 1),
         "steerability": steerability(w, w, w, ["a", "b"]),
+        "probe": {
+            name: {
+                "desired_low": -2.0,
+                "desired_high": 2.0,
+                "obtained_low_raw": low,
+                "obtained_high_raw": high,
+                "difference_sd": 1.25,
+            }
+            for name, low, high in (("a", 0.5, 0.75), ("b", -30.0, -12.0))
+        },
     }
     text = write_report(tmp_path, metrics, summary, load_config()).read_text()
     assert "![front](front.png)" in text
+    assert "## Behavioural probe" in text and "| b | -2.00 / +2.00 | -30 | -12 | +1.25 |" in text
     assert "| w_a | w_b |" in text and text.count("\n| 0.") >= 10
     assert '"temperature": 0.7' in text

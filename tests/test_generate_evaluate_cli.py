@@ -105,3 +105,17 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     assert metrics["front"]["hypervolume"] == pytest.approx(hypervolume(means, reference))
     assert set(metrics["steerability"]) == {"verbosity", "positivity"}
     assert "![front](front.png)" in (out / "report.md").read_text()
+    # every sample says whether it ended; 12 tokens of an untrained model never do
+    assert samples["finished"].dtype == bool and not samples["finished"].any()
+    # the probe: each objective asked low and high, its move in training sd, printed too
+    probe = metrics["probe"]["verbosity"]
+    stats = json.loads((trained / "stats.json").read_text())
+    move = (probe["obtained_high_raw"] - probe["obtained_low_raw"]) / stats["std"][0]
+    assert probe["difference_sd"] == pytest.approx(move)
+    assert probe["desired_low"] < probe["desired_high"]
+    printed = capsys.readouterr().out
+    assert "verbosity: asked low / high gives" in printed and "per response" in printed
+    gaps = metrics["reward_sensitivity"]["positivity"]
+    assert gaps["sequence_gap"] == pytest.approx(
+        gaps["sequence_loss_shuffled"] - gaps["sequence_loss_true"]
+    )

@@ -28,6 +28,10 @@ TINY = [
     "train.mixed_precision=fp32",
     "--set",
     "generation.max_new_tokens=12",
+    # The tiny model never emits EOS: a stop string ends some answers (finished), the token
+    # budget cuts the others (unfinished), so selection sees both.
+    "--set",
+    "generation.stop_strings=[e]",
 ]
 
 
@@ -146,8 +150,11 @@ def test_ablation_flags(offline, tmp_path):
     buffer = pd.read_parquet(out / "iter-01" / "buffer.parquet")
     metrics = json.loads((out / "iter-01" / "metrics.json").read_text())
     thresholds = json.loads((out / "iter-01" / "thresholds.json").read_text())
-    assert buffer["kept"].all() and thresholds["online"] is None
-    assert metrics["original_mixed"] == 0 and metrics["training_samples"] == 12
+    # without MORS every finished response is kept; the unfinished ones never are
+    assert buffer["finished"].sum() < 12 and thresholds["online"] is None
+    assert (buffer["kept"] == buffer["finished"]).all()
+    assert metrics["original_mixed"] == 0
+    assert metrics["training_samples"] == buffer["finished"].sum()
 
 
 def test_online_errors(offline, tmp_path, capsys):

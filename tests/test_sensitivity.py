@@ -56,9 +56,9 @@ def _sensitivity(model_dir, label):
     policy = load_trained(model_dir)
     frame = pd.read_parquet(label / "scored.parquet")
     values = frame[["standardized_verbosity"]].to_numpy()
-    return reward_sensitivity(
-        policy, frame["prompt"].tolist(), frame["response"].tolist(), values
-    )["verbosity"]
+    return reward_sensitivity(policy, frame["prompt"].tolist(), frame["response"].tolist(), values)[
+        "verbosity"
+    ]
 
 
 def test_trained_model_reads_the_reward_and_untrained_does_not(decided_by_reward):
@@ -98,9 +98,7 @@ def test_response_loss_is_the_mean_nll_per_response_token(decided_by_reward):
 
 def test_probe_targets_and_moves_by_hand():
     targets = probe_targets(np.array([-2.0, -1.0]), np.array([2.0, 3.0]))  # (N, 2, N)
-    np.testing.assert_array_equal(
-        targets, [[[-2.0, 1.0], [2.0, 1.0]], [[0.0, -1.0], [0.0, 3.0]]]
-    )
+    np.testing.assert_array_equal(targets, [[[-2.0, 1.0], [2.0, 1.0]], [[0.0, -1.0], [0.0, 3.0]]])
     obtained = np.zeros((2, 2, 3, 2))  # (objective probed, end, prompt, objective scored)
     obtained[0, 1, :, 0] = [1.0, 2.0, 3.0]  # objective 0 asked high: mean 2
     obtained[1, 0, :, 1] = [-1.0, -1.0, -1.0]  # objective 1 asked low: mean -1
@@ -115,7 +113,7 @@ def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):
     policy = load_trained(decided_by_reward / "trained")
     stats = policy.stats
     r_min, r_max = stats.reward_range("quantile")
-    greedy = GenerationConfig(do_sample=False, max_new_tokens=24)
+    greedy = GenerationConfig(do_sample=False, max_new_tokens=64)
     prompts = [f"Question number {i}?" for i in range(100, 104)]  # unseen
     probe = behaviour_probe(
         policy, prompts, r_min, r_max, greedy, [create_reward("verbosity", {})]

@@ -309,6 +309,9 @@ def run_bootstrap(args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from ric.evaluation.compare import COMPARISON_TABLE
     from ric.tasks.demo import run_demo
 
     report = run_demo(
@@ -318,6 +321,15 @@ def run_demo(args: argparse.Namespace) -> None:
         show_progress=not args.no_progress,
     )
     timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
+    for _, row in pd.read_csv(report.parent / COMPARISON_TABLE).iterrows():
+        moves = ", ".join(
+            f"{column.removeprefix('probe_sd_')} {row[column]:+.2f} sd"
+            for column in row.index
+            if column.startswith("probe_sd_")
+        )
+        print(
+            f"{row['label']}: hypervolume {row['hypervolume']:.4g}; asked low vs high moves {moves}"
+        )
     print(f"demo finished in {timing['total']:.0f} s; report: {report}")
 
 

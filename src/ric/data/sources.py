@@ -103,24 +103,24 @@ def read_pairs(config: DataConfig) -> pd.DataFrame:
     return frame
 
 
-TRUE_TEXTS = ("true", "1", "yes")
-FALSE_TEXTS = ("false", "0", "no")
+BOOLEAN_TEXTS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def parse_boolean(value: object) -> bool | None:
+    """``value`` as a bool: a bool, 0/1, or true/false, yes/no, 1/0 text in any case (CSV gives
+    strings, and the string "False" is truthy); None for anything else."""
+    if isinstance(value, str):
+        return BOOLEAN_TEXTS.get(value.strip().lower())
+    if isinstance(value, bool | np.bool_ | int | np.integer | float) and value in (0, 1):
+        return bool(value)
+    return None
 
 
 def boolean_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    """``frame[column]`` as booleans (B,): bools, 0/1, or the strings true/false, yes/no, 1/0 in
-    any case (CSV gives strings, and the string "False" is truthy). Anything else is an error
-    naming the rows."""
-    parsed, bad = [], []
-    for row, value in enumerate(frame[column]):
-        text = str(value).strip().lower() if isinstance(value, str | np.str_) else value
-        if text in TRUE_TEXTS or (isinstance(text, bool | np.bool_ | int | float) and text == 1):
-            parsed.append(True)
-        elif text in FALSE_TEXTS or (isinstance(text, bool | np.bool_ | int | float) and text == 0):
-            parsed.append(False)
-        else:
-            parsed.append(False)
-            bad.append(row)
+    """``frame[column]`` parsed by ``parse_boolean``, (B,); an error names the rows that are
+    not true/false values."""
+    parsed = [parse_boolean(value) for value in frame[column]]
+    bad = [row for row, value in enumerate(parsed) if value is None]
     if bad:
         raise ValueError(
             f"column {column!r} of {source!r} must hold true/false values; rows {bad[:10]} "

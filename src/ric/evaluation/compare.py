@@ -61,7 +61,7 @@ def evaluate_models(
     rows, fronts, names = [], {}, None
     for label, members in groups.items():
         folders = _member_folders(output, label, members)
-        summaries = []
+        summaries, probes = [], []
         for model, folder in zip(members, folders, strict=True):
             metrics = _evaluation(model, folder, config, reference, show_progress)
             if names is not None and metrics["objectives"] != names:
@@ -71,6 +71,7 @@ def evaluate_models(
                 )
             names = metrics["objectives"]
             summaries.append(pd.read_csv(folder / "summary.csv"))
+            probes.append(metrics.get("probe"))
         assert names is not None
         summary = pd.concat(summaries, ignore_index=True)
         preferences = summary[[f"w_{n}" for n in names]].to_numpy()
@@ -85,6 +86,11 @@ def evaluate_models(
                 "points": len(summary),
                 "hypervolume": front_summary(means, np.asarray(reference))["hypervolume"],
                 **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
+                # the behavioural probe's move (sd); only a RiC model is asked for rewards
+                **{
+                    f"probe_sd_{n}": probes[0][n]["difference_sd"] if probes[0] else None
+                    for n in names
+                },
             }
         )
     assert names is not None

@@ -17,6 +17,7 @@ import numpy as np
 
 from ric.config import GenerationConfig
 from ric.rewards import RewardFunction
+from ric.training.generation import GenerationResult, generate_with_stats
 from ric.training.trained import TrainedPolicy
 
 
@@ -38,6 +39,23 @@ def probe_differences(obtained: np.ndarray) -> np.ndarray:
     return means[index, 1, index] - means[index, 0, index]
 
 
+def probe_generations(
+    policy: TrainedPolicy,
+    prompts: Sequence[str],
+    r_min: np.ndarray,
+    r_max: np.ndarray,
+    generation: GenerationConfig,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, GenerationResult]:
+    """The probe's desired rewards (2N, N), rows in ``probe_targets`` order, and its generations
+    (2N * P, target-major), all in one batched call."""
+    targets = probe_targets(r_min, r_max).reshape(-1, policy.stats.num_objectives)
+    texts = [text for row in targets for text in policy.conditioned_prompts(prompts, row)]
+    return targets, generate_with_stats(
+        policy.model, policy.tokenizer, texts, generation, show_progress
+    )
+
+
 def behaviour_probe(
     policy: TrainedPolicy,
     prompts: Sequence[str],
@@ -49,28 +67,18 @@ def behaviour_probe(
 ) -> dict[str, dict[str, float]]:
     """Per objective: desired and obtained means (raw and standardized) at the low and high end,
     and ``difference_sd`` (high minus low, in training standard deviations)."""
-    from ric.training.generation import generate_with_stats
-
     stats, prompts = policy.stats, list(prompts)
-    targets = probe_targets(r_min, r_max)  # (N, 2, N)
     count = stats.num_objectives
-    texts = [
-        text
-        for row in targets.reshape(-1, count)
-        for text in policy.conditioned_prompts(prompts, np.repeat(row[None], len(prompts), axis=0))
-    ]
-    responses = generate_with_stats(
-        policy.model, policy.tokenizer, texts, generation, show_progress
-    ).texts
-    repeated = prompts * (2 * count)
-    raw = np.column_stack([scorer.score(repeated, responses) for scorer in scorers])
+    targets, generated = probe_generations(policy, prompts, r_min, r_max, generation, show_progress)
+    repeated = prompts * len(targets)
+    raw = np.column_stack([scorer.score(repeated, generated.texts) for scorer in scorers])
     shape = (count, 2, len(prompts), count)
     raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
     differences = probe_differences(standardized)
     return {
         name: {
-            "desired_low": float(targets[i, 0, i]),
-            "desired_high": float(targets[i, 1, i]),
+            "desired_low": float(targets[2 * i, i]),
+            "desired_high": float(targets[2 * i + 1, i]),
             "obtained_low": float(standardized[i, 0, :, i].mean()),
             "obtained_high": float(standardized[i, 1, :, i].mean()),
             "obtained_low_raw": float(raw[i, 0, :, i].mean()),

@@ -42,6 +42,9 @@ SMOKE_OVERRIDES = [
     "train.save_steps=5",
     "train.mixed_precision=fp32",
     "generation.max_new_tokens=8",
+    # The untrained tiny model never emits EOS; a stop string ends its answers, so the online
+    # stage has finished responses to select from.
+    "generation.stop_strings=[' ']",
     "evaluate.num_prompts=3",
     "online.samples=8",
     "online.shard_size=4",

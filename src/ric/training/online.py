@@ -25,7 +25,7 @@ Output, one folder per iteration (each is a `ric train`-style output that `ric g
     iter-01/buffer.parquet    the buffer so far: targets, obtained rewards, finished and kept
                               flags, iteration
     iter-01/thresholds.json   MORS thresholds (online buffer and original data)
-    iter-01/adapter/ or model/, stats.json, config.yaml, train_log.jsonl, checkpoints/
+    iter-01/adapter/, layers/ or model/, stats.json, config.yaml, train_log.jsonl, checkpoints/
     iter-01/metrics.json      written last: its presence marks the iteration finished
 
 Crash safety: a rerun of the same command skips finished iterations, reuses the plan and every
@@ -177,6 +177,11 @@ def _run_iteration(
     # A response cut by the generation budget is no answer's end, and its length-type rewards
     # measure the budget: it neither sets the MORS thresholds nor is trained on.
     finished = buffer["finished"].to_numpy(dtype=bool)
+    if not finished.any():
+        raise ValueError(
+            f"none of the {len(buffer)} online responses ended within generation.max_new_tokens="
+            f"{config.generation.max_new_tokens}: raise it (or set generation.stop_strings)"
+        )
     buffer["kept"] = False
     kept_finished, online_thresholds = select(
         obtained[finished], settings.mors, settings.mors_quantile
