@@ -107,6 +107,7 @@ def test_sentence_prefixes_cut_at_sentence_ends_only():
     ]
     assert bootstrap.sentence_prefixes("One sentence only.") == []
     assert bootstrap.sentence_prefixes("The U.S. is big. Yes, very.") == ["The U.S. is big."]
+    assert bootstrap.sentence_prefixes("! A start. Then more.") == ["! A start."]
 
 
 def test_expand_rows_adds_the_complete_sentences_of_every_response():

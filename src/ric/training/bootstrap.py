@@ -51,8 +51,8 @@ def sentence_prefixes(text: str) -> list[str]:
     prefixes = []
     for match in SENTENCE_END.finditer(text):
         prefix = text[: match.end()]
-        last_word = prefix.rstrip("\"')]").rstrip(".!?").split()[-1].lower() if prefix else ""
-        if len(last_word.strip(".")) > 1 and last_word not in ABBREVIATIONS:
+        words = prefix.rstrip("\"')]").rstrip(".!?").lower().split()
+        if words and len(words[-1].strip(".")) > 1 and words[-1] not in ABBREVIATIONS:
             prefixes.append(prefix.strip())
     return prefixes
 
