@@ -27,7 +27,7 @@ from transformers.utils import logging as transformers_logging
 
 from ric.config import GenerationConfig, ModelConfig
 from ric.core import build_prompt
-from ric.training.generation import GenerationResult, generate_with_stats
+from ric.models.generation import GenerationResult, generate_with_stats
 
 QUESTIONS = [
     "Why is the sky blue?",

@@ -24,8 +24,9 @@ import torch
 from ric.config import LoraConfig, ModelConfig, TrainConfig, load_config
 from ric.data import label_dataset
 from ric.models import attach_lora, load_policy
-from ric.training.offline import read_labeled, template_of
-from ric.training.sft import tokenize_sample, train
+from ric.models.samples import tokenize_sample
+from ric.training.offline import read_labeled
+from ric.training.sft import train
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
 LORA = LoraConfig()  # the paper's adapter
@@ -43,7 +44,7 @@ def conditioned_pairs(workdir: Path) -> tuple[list[str], list[str]]:
         ],
     )
     label_dataset(config, show_progress=False)
-    data = read_labeled(workdir / "label", template_of(config))
+    data = read_labeled(workdir / "label", config.template.prompt_template())
     return data.prompts, data.responses
 
 

@@ -32,15 +32,16 @@ import numpy as np
 import pandas as pd
 
 from ric.config import RicConfig
-from ric.data.label import restandardize, standardized_column
+from ric.data.label import read_labeled_frame, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.evaluation.probe import probe_differences, probe_generations
 from ric.evaluation.sensitivity import reward_sensitivity
+from ric.models.samples import tokenize_sample
 from ric.rewards import create_reward
+from ric.runs import Method, TrainedPolicy
 from ric.tasks.demo import HELDOUT_QUESTIONS, demo_config
-from ric.training.offline import read_labeled, read_labeled_frame, template_of
-from ric.training.sft import tokenize_sample, train
-from ric.training.trained import Method, TrainedPolicy
+from ric.training.offline import read_labeled
+from ric.training.sft import train
 
 # Candidate settings, each laid over demo.yaml. "demo" is the shipped demo's training.
 CANDIDATES: dict[str, list[str]] = {
@@ -186,7 +187,7 @@ def run_candidate(name: str, args: argparse.Namespace, scorers: list) -> None:
         save_steps=args.eval_every,
         keep_checkpoints=1,
     )
-    data = read_labeled(args.label, template_of(config))
+    data = read_labeled(args.label, config.template.prompt_template())
     frame, stats, columns = read_labeled_frame(args.label)
     pairs = restandardize(frame.sample(n=args.sensitivity_samples, random_state=0), stats)
     pairs = pairs.rename(
@@ -208,7 +209,13 @@ def run_candidate(name: str, args: argparse.Namespace, scorers: list) -> None:
         else unfreeze_top_layers(model, config.lora.top_layers)
     )
     policy = TrainedPolicy(
-        model, tokenizer, config, stats, template_of(config), Method(), Path(settings.output)
+        model,
+        tokenizer,
+        config,
+        stats,
+        config.template.prompt_template(),
+        Method(),
+        Path(settings.output),
     )
     began = time.perf_counter()
 

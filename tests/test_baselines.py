@@ -18,16 +18,17 @@ from ric.baselines.rl import (
     run_rl,
     scalarize,
 )
-from ric.baselines.soups import assemble_soup, soup_model
+from ric.baselines.soups import assemble_soup
 from ric.cli import main
 from ric.config import load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, parse_prompt
 from ric.data.io import load_stats
 from ric.data.label import stats_rewards
 from ric.evaluation.sweep import run_evaluate
+from ric.models.soups import soup_model
 from ric.rewards import create_reward
-from ric.training.offline import ADAPTER_DIR, METRICS_FILE, read_labeled, run_train
-from ric.training.trained import load_trained, read_method
+from ric.runs import ADAPTER_DIR, METRICS_FILE, load_trained, read_method
+from ric.training.offline import read_labeled, run_train
 
 TINY = [
     "model.source=tiny",
@@ -171,8 +172,11 @@ def test_a_finished_rl_run_is_kept_and_another_preference_refused(tiny_offline, 
     stamp = (run / METRICS_FILE).stat().st_mtime_ns
     assert run_rl(config, [0.5, 0.5], run, show_progress=False) == run
     assert (run / METRICS_FILE).stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match=r"finished RL run for preference \[0.5, 0.5\]"):
+    with pytest.raises(ValueError, match=r"preference: \[0.5, 0.5\] there, \[0.2, 0.8\] now"):
         run_rl(config, [0.2, 0.8], run, show_progress=False)
+    longer = tiny_config(tiny_offline, "baseline.max_steps=4")
+    with pytest.raises(ValueError, match=r"finished RL run made with other settings "):
+        run_rl(longer, [0.5, 0.5], run, show_progress=False)
 
 
 def test_an_interrupted_rl_run_resumes_from_its_checkpoint(tiny_offline, tmp_path):

@@ -53,11 +53,11 @@ def test_bootstrap_reuses_finished_shards(tmp_path, monkeypatch):
     args = ["bootstrap", "--prompts", str(EXAMPLES), "--output", str(out), *FLAGS]
     assert main(args) == 0
     first = (out / "pairs.jsonl").read_text()
-    parts = sorted((out / ".bootstrap-parts").glob("*/part-*.jsonl"))
+    parts = sorted((out / ".bootstrap-parts").glob("*/shard-*.parquet"))
     assert len(parts) == 3  # 5 prompts in shards of 2
     parts[1].unlink()  # as if the run had been killed while generating shard 1
 
-    from ric.training import generation
+    from ric.models import generation
 
     calls = []
     original = generation.generate_with_stats

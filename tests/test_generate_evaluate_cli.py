@@ -119,3 +119,47 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     assert gaps["sequence_gap"] == pytest.approx(
         gaps["sequence_loss_shuffled"] - gaps["sequence_loss_true"]
     )
+
+
+def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp_path, capsys):
+    from ric.config import MappingConfig, load_config
+    from ric.data.io import load_stats
+
+    run = tmp_path / "quantile-run"
+    recorded = [
+        "mapping.range_source=quantile",
+        "generation.max_new_tokens=7",
+        "generation.do_sample=false",
+        *("train.max_steps=2", "lora.r=4", "lora.alpha=8", "train.mixed_precision=fp32"),
+    ]
+    train = ["train", "--data", str(tiny_offline / "label"), "--output", str(run), "--model"]
+    assert main([*train, "tiny", "--no-progress", *(f"--set={s}" for s in recorded)]) == 0
+
+    out = tmp_path / "eval"
+    evaluate = ["evaluate", "--model", str(run), "--prompts", str(EXAMPLES), "--output", str(out)]
+    assert main([*evaluate, "--no-progress", "--set", "evaluate.num_prompts=2"]) == 0
+    err = capsys.readouterr().err
+    assert f"settings recorded by the run {run}: " in err
+    assert "mapping.range_source=quantile" in err and "generation.max_new_tokens=7" in err
+    assert "settings you set: " not in err  # evaluate.num_prompts is not a run setting
+
+    stats = load_stats(run / "stats.json")
+    r_min, r_max = MappingConfig(range_source="quantile").reward_range(stats, 2)
+    normal = MappingConfig().reward_range(stats, 2)
+    assert not all(abs(a - b) < 0.1 for a, b in zip(r_max, normal[1], strict=True))
+    summary = pd.read_csv(out / "summary.csv")
+    mapping = MappingConfig(range_source="quantile")
+    for row in summary.itertuples():
+        w = [row.w_verbosity, row.w_positivity]
+        expected = mapping.desired_rewards(w, r_min, r_max)
+        assert [row.desired_verbosity, row.desired_positivity] == pytest.approx(expected)
+    used = load_config(out / "config.yaml")
+    assert used.generation.max_new_tokens == 7 and used.mapping.range_source == "quantile"
+
+    # What the user sets wins, and is reported as theirs.
+    ask = ["generate", "--model", str(run), "--prompt", "q", "--preference", "0.5,0.5"]
+    assert main([*ask, "--set", "generation.max_new_tokens=3"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["generation"]["max_new_tokens"] == 3
+    assert "settings you set: generation.max_new_tokens=3" in captured.err
+    assert json.loads(captured.out)["generation"]["do_sample"] is False  # still the run's

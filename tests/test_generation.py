@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from ric.config import GenerationConfig
-from ric.models.tiny import build_tiny
-from ric.training.generation import (
+from ric.models.generation import (
     clean_response,
     generate_responses,
     generate_with_stats,
     left_pad,
     truncate_at_eos,
 )
+from ric.models.tiny import build_tiny
 
 STOP = "### Input:"
 TAUGHT = {  # conditioned prompt -> the response the trained tiny model learns (then EOS)

@@ -193,11 +193,10 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "ric.cli", *_online_args(offline / "train", out, *settings)]
     env = os.environ.copy()
-    first_parts = out / "iter-01" / "parts"
     kill_points = [
-        lambda: (first_parts / "part-00002.parquet").exists(),  # mid-generation
+        lambda: any((out / "iter-01").glob("parts-*/shard-00002.parquet")),  # mid-generation
         lambda: any((out / "iter-01" / "checkpoints").glob("step-*")),  # training
-        lambda: (out / "iter-02" / "parts" / "part-00001.parquet").exists(),  # 2nd iteration
+        lambda: any((out / "iter-02").glob("parts-*/shard-00001.parquet")),  # 2nd iteration
     ]
     killed = [_kill_when(command, ready, env) for ready in kill_points]
     assert all(killed), f"a kill came after the run had finished: {killed}"
@@ -212,3 +211,32 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
     expected = load_file(str(reference / "iter-02" / "adapter" / "adapter_model.safetensors"))
     for key in expected:
         np.testing.assert_allclose(final[key], expected[key], atol=1e-6)
+
+
+def test_a_changed_shard_size_after_a_kill_neither_duplicates_nor_loses_rows(
+    offline, tmp_path, capsys
+):
+    settings = ("online.samples=12", "online.max_steps=3", "online.iterations=1")
+    reference = tmp_path / "reference"
+    assert main(_online_args(offline / "train", reference, *settings, "online.shard_size=4")) == 0
+
+    out = tmp_path / "killed"
+    killed_run = _online_args(offline / "train", out, *settings, "online.shard_size=3")
+    command = [sys.executable, "-m", "ric.cli", *killed_run]
+    ready = lambda: any((out / "iter-01").glob("parts-*/shard-00001.parquet"))  # noqa: E731
+    assert _kill_when(command, ready, os.environ.copy()), "the kill came after the run finished"
+    assert main(_online_args(offline / "train", out, *settings, "online.shard_size=4")) == 0
+
+    ours = pd.read_parquet(out / "iter-01" / "buffer.parquet")
+    pd.testing.assert_frame_equal(ours, pd.read_parquet(reference / "iter-01" / "buffer.parquet"))
+    assert len(ours) == 12  # the shard_size=3 rows were not read as shard_size=4 rows
+    assert len(list((out / "iter-01").glob("parts-*"))) == 2
+
+    # A finished iteration is reused only by the settings that made it.
+    capsys.readouterr()
+    other = _online_args(offline / "train", out, *settings, "online.samples=10")
+    assert main(other) == 2
+    assert "online.samples: 12 there, 10 now" in capsys.readouterr().err
+    more = _online_args(offline / "train", out, *settings[:2], "online.iterations=2")
+    assert main([*more, "--set", "online.shard_size=4"]) == 0  # adding an iteration is fine
+    assert (out / "iter-02" / "metrics.json").is_file()

@@ -13,7 +13,7 @@ import torch
 from ric.cli import main
 from ric.evaluation.probe import behaviour_probe, probe_differences, probe_targets
 from ric.evaluation.sensitivity import response_loss, reward_sensitivity
-from ric.training.trained import load_trained
+from ric.runs import load_trained
 
 TINY = [
     "--model",

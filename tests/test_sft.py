@@ -5,16 +5,9 @@ import torch
 
 from ric.config import TrainConfig
 from ric.core import build_prompt
+from ric.models.samples import IGNORE_INDEX, collate, tokenize_sample
 from ric.models.tiny import build_tiny
-from ric.training.sft import (
-    IGNORE_INDEX,
-    collate,
-    epoch_batches,
-    latest_checkpoint,
-    resolve_mixed_precision,
-    tokenize_sample,
-    train,
-)
+from ric.training.sft import epoch_batches, latest_checkpoint, resolve_mixed_precision, train
 
 PAIRS = [
     (build_prompt("What is a fox?", [1.0, -1.0]), "A fox is a small wild animal."),

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ric.baselines.soups import soup_model
 from ric.config import LoraConfig, ModelConfig
 from ric.models import attach_lora, load_adapter, load_policy, merge_adapter, save_adapter
+from ric.models.soups import soup_model
 
 
 def _base():

@@ -94,7 +94,7 @@ def test_full_fine_tuning_saves_a_model_and_the_loss_falls(labeled, tmp_path):
 def test_top_layers_full_fine_tuning_saves_those_layers_only(labeled, tmp_path):
     from safetensors.torch import load_file
 
-    from ric.training.trained import load_trained
+    from ric.runs import load_trained
 
     out = tmp_path / "top"
     settings = ("train.max_steps=20", "lora.enabled=false", "lora.top_layers=1")

@@ -10,13 +10,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import reduce
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ric.config import RicConfig, dump_config, iter_field_docs, load_config
-from ric.core import PromptTemplate, build_prompt
+from ric.config import RicConfig, config_from_values, dump_config, iter_field_docs, read_values
+from ric.core import MAPPING_METHODS, build_prompt
 
 
 def parse_floats(text: str) -> list[float]:
@@ -33,38 +36,9 @@ def parse_floats(text: str) -> list[float]:
     return values
 
 
-def _config_arguments(
-    parser: argparse.ArgumentParser, config_file: bool = True, progress: bool = False
-) -> None:
-    """--config FILE (unless ``config_file`` is False), repeatable --set, and --no-progress."""
-    if config_file:
-        parser.add_argument("--config", help="YAML config file (defaults apply where silent)")
-    if progress:
-        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set label.shard_size=256 (repeatable)",
-    )
-
-
-def _load(args: argparse.Namespace, flags: dict[str, object] | None = None) -> RicConfig:
-    """The config file, then --set overrides, then the subcommand's own flags (when given)."""
-    flag_overrides = [
-        f"{key}={json.dumps(value)}" for key, value in (flags or {}).items() if value is not None
-    ]
-    return load_config(args.config, [*args.overrides, *flag_overrides])
-
-
-def run_map(args: argparse.Namespace) -> None:
+def run_map(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.data.io import load_stats
 
-    config = _load(
-        args, {"mapping.method": args.method, "mapping.p": args.p, "mapping.lam": args.lam}
-    )
     mapping = config.mapping
     stats = load_stats(args.stats) if args.stats else None
     n = len(args.preference)
@@ -90,19 +64,15 @@ def run_map(args: argparse.Namespace) -> None:
     if mapping.method in ("p_norm", "convex"):
         result["p"] = mapping.p
     if args.prompt is not None:
-        template = PromptTemplate(
-            config.template.text, config.template.marker, tuple(config.template.protected)
-        )
+        template = config.template.prompt_template()
         result["conditioned_prompt"] = build_prompt(args.prompt, desired.tolist(), template)
         print(result["conditioned_prompt"])
     print(json.dumps(result))
 
 
-def run_label(args: argparse.Namespace) -> None:
+def run_label(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.data import label_dataset
 
-    rewards = [{"type": reward} for reward in args.reward] if args.reward else None
-    config = _load(args, {"data.path": args.data, "label.output": args.output, "rewards": rewards})
     result = label_dataset(config, show_progress=not args.no_progress)
     print(
         f"scored {result.stats.count} samples with {', '.join(result.stats.names)} "
@@ -117,13 +87,10 @@ def run_label(args: argparse.Namespace) -> None:
     )
 
 
-def run_train(args: argparse.Namespace) -> None:
-    from ric.training.offline import METRICS_FILE, run_train
+def run_train(args: argparse.Namespace, config: RicConfig) -> None:
+    from ric.runs import METRICS_FILE
+    from ric.training.offline import run_train
 
-    config = _load(
-        args,
-        {"train.data": args.data, "train.output": args.output, "model.source": args.model},
-    )
     output = run_train(config, resume=args.resume, show_progress=not args.no_progress)
     metrics = json.loads((output / METRICS_FILE).read_text())
     print(
@@ -134,12 +101,11 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"output: {output}")
 
 
-def run_generate(args: argparse.Namespace) -> None:
+def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.data.sources import read_prompts
-    from ric.training.generation import generate_with_stats
-    from ric.training.trained import load_trained
+    from ric.models.generation import generate_with_stats
+    from ric.runs import load_trained
 
-    config = _load(args)
     prompts = list(args.prompt or [])
     if args.prompts:
         prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
@@ -185,9 +151,9 @@ def _generate_baseline(
     args: argparse.Namespace, config: RicConfig, policy: object, prompts: list[str]
 ) -> None:
     """`ric generate` for a baseline: no rewards in the prompt; a soup needs --preference."""
-    from ric.baselines.soups import soup_model
-    from ric.training.generation import generate_with_stats
-    from ric.training.trained import TrainedPolicy
+    from ric.models.generation import generate_with_stats
+    from ric.models.soups import soup_model
+    from ric.runs import TrainedPolicy
 
     assert isinstance(policy, TrainedPolicy)
     name = policy.method.name
@@ -234,17 +200,9 @@ def _write_records(records: list[dict], output: str | None) -> None:
     print(lines, end="")
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
+def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.evaluation.sweep import METRICS_FILE, run_evaluate
 
-    config = _load(
-        args,
-        {
-            "evaluate.model": args.model,
-            "evaluate.prompts": args.prompts,
-            "evaluate.output": args.output,
-        },
-    )
     output = run_evaluate(config, show_progress=not args.no_progress)
     metrics = json.loads((output / METRICS_FILE).read_text())
     print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
@@ -263,20 +221,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"report: {output / 'report.md'}")
 
 
-def run_online(args: argparse.Namespace) -> None:
+def run_online(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.training.online import run_online
 
-    config = _load(
-        args,
-        {
-            "online.model": args.model,
-            "online.output": args.output,
-            "online.iterations": args.iterations,
-            "online.mors": False if args.no_mors else None,
-            "online.original_fraction": 0 if args.no_original else None,
-            "evaluate.prompts": args.heldout,
-        },
-    )
     show_progress = not args.no_progress
     output = run_online(config, show_progress)
     print(f"online iterations: {output}")
@@ -284,7 +231,7 @@ def run_online(args: argparse.Namespace) -> None:
         import pandas as pd
 
         from ric.evaluation.compare import COMPARISON_TABLE
-        from ric.training.online import compare_iterations
+        from ric.tasks.iterations import compare_iterations
 
         report = compare_iterations(config, output / "evaluate", show_progress)
         for row in pd.read_csv(report.parent / COMPARISON_TABLE).itertuples():
@@ -292,23 +239,14 @@ def run_online(args: argparse.Namespace) -> None:
         print(f"report: {report}")
 
 
-def run_bootstrap(args: argparse.Namespace) -> None:
+def run_bootstrap(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.training.bootstrap import PAIRS_FILE, run_bootstrap
 
-    config = _load(
-        args,
-        {
-            "bootstrap.prompts": args.prompts,
-            "bootstrap.output": args.output,
-            "bootstrap.samples": args.samples,
-            "model.source": args.model,
-        },
-    )
     output = run_bootstrap(config, show_progress=not args.no_progress)
     print(f"pairs: {output / PAIRS_FILE}")
 
 
-def run_demo(args: argparse.Namespace) -> None:
+def run_demo(args: argparse.Namespace, config: None) -> None:
     import pandas as pd
 
     from ric.evaluation.compare import COMPARISON_TABLE
@@ -333,18 +271,17 @@ def run_demo(args: argparse.Namespace) -> None:
     print(f"demo finished in {timing['total']:.0f} s; report: {report}")
 
 
-def run_baseline(args: argparse.Namespace) -> None:
+def run_baseline(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.baselines.rl import run_rl
     from ric.baselines.soups import train_soup
     from ric.training.offline import run_train
 
-    flags: dict[str, object] = {"train.data": args.data, "model.source": args.model}
     if args.baseline == "sft":
-        config = _load(args, {**flags, "train.output": args.output})
+        if args.output:
+            config = replace(config, train=replace(config.train, output=args.output))
         output = run_train(config, args.resume, not args.no_progress, conditioned=False)
         print(f"SFT baseline: {output}")
         return
-    config = _load(args, {**flags, "baseline.init": args.init})
     if not args.output:
         raise ValueError("no output directory: pass --output")
     if args.baseline == "soups":
@@ -364,7 +301,7 @@ def run_baseline(args: argparse.Namespace) -> None:
     print(f"MORLHF model for {metrics['preference']}: {output}")
 
 
-def run_compare(args: argparse.Namespace) -> None:
+def run_compare(args: argparse.Namespace, config: None) -> None:
     import pandas as pd
 
     from ric.evaluation.compare import COMPARISON_TABLE
@@ -384,7 +321,7 @@ def run_compare(args: argparse.Namespace) -> None:
     print(f"report: {report}")
 
 
-def run_rewards(args: argparse.Namespace) -> None:
+def run_rewards(args: argparse.Namespace, config: None) -> None:
     from ric.rewards import describe_rewards
 
     for name, description in describe_rewards().items():
@@ -392,188 +329,302 @@ def run_rewards(args: argparse.Namespace) -> None:
     print(f"{'pkg.mod:func':14s} your own function f(prompts, responses) -> scores, or a class")
 
 
-def run_config(args: argparse.Namespace) -> None:
+def run_config(args: argparse.Namespace, config: RicConfig) -> None:
     if args.fields:
         for key, type_name, default, doc in iter_field_docs(RicConfig):
             print(f"{key:26s} {type_name:18s} default {default!r:12s} {doc}")
         return
-    print(dump_config(_load(args)), end="")
+    print(dump_config(config), end="")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag. ``key``: the config key its value sets (None: the command reads
+    it itself); ``to_config`` turns the flag's value into that key's value."""
+
+    name: str
+    help: str
+    key: str | None = None
+    type: Callable[[str], Any] | None = None
+    action: str | None = None  # "store_true" or "append"
+    choices: Sequence[str] | None = None
+    required: bool = False
+    default: Any = None
+    to_config: Callable[[Any], Any] | None = None
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        options: dict[str, Any] = {"help": self.help}
+        if self.action:
+            options["action"] = self.action
+        else:
+            options |= {"type": self.type, "choices": self.choices, "default": self.default}
+        if self.name.startswith("--"):
+            options["required"] = self.required
+        parser.add_argument(self.name, **options)
+
+    def config_value(self, args: argparse.Namespace) -> Any:
+        """The value the flag gives its config key, or None when the flag was not used."""
+        value = getattr(args, self.name.lstrip("-").replace("-", "_"))
+        if value is None or value is False:
+            return None
+        return self.to_config(value) if self.to_config else value
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its flags, the common options it takes, and the function it calls."""
+
+    run: Callable[[argparse.Namespace, Any], None]
+    help: str
+    description: str | None = None
+    flags: tuple[Flag, ...] = ()
+    config_file: bool = True  # --config FILE
+    overrides: bool = True  # --set KEY=VALUE
+    progress: bool = True  # --no-progress
+    builds_config: bool = True  # False: the command lays --set over its own task
+    # The trained run whose recorded settings govern the command: a config key, or "--model".
+    trained_run: str | None = None
+
+
+OUTPUT = Flag("--output", "output directory")
+NO_PROGRESS = Flag("--no-progress", "hide progress bars", action="store_true")
+SMOKE = Flag("--smoke", "tiny in-code model and a data slice (< 1 minute)", action="store_true")
+MODEL_SOURCE = Flag("--model", "smollm2, tiny, a local directory or a hub id", "model.source")
+
+
+COMMANDS: dict[str, Command] = {
+    "map": Command(
+        run_map,
+        "map a preference to desired rewards",
+        "Print the desired rewards for a preference; the last line is JSON.",
+        (
+            Flag("--preference", "e.g. 0.2,0.8", type=parse_floats, required=True),
+            Flag("--method", "default: p_inf", "mapping.method", choices=MAPPING_METHODS),
+            Flag("--p", "norm exponent for p_norm / convex", "mapping.p", type=float),
+            Flag("--lam", "per-objective lambda, each >= 1", "mapping.lam", type=parse_floats),
+            Flag("--r-min", "per-objective r_min, e.g. -4,-4", type=parse_floats),
+            Flag("--r-max", "per-objective r_max, e.g. 4,4", type=parse_floats),
+            Flag("--stats", "stats.json (or a `ric label` output dir) for the ranges"),
+            Flag("--prompt", "also print the conditioned prompt for this text"),
+        ),
+        progress=False,
+    ),
+    "label": Command(
+        run_label,
+        "score (prompt, response) data with rewards",
+        "Score data with the configured rewards; write scored data + stats.json.",
+        (
+            Flag("--data", "JSONL, Parquet, CSV, a saved HF dataset or a hub name", "data.path"),
+            Flag("--output", "output directory", "label.output"),
+            Flag(
+                "--reward",
+                "reward type (repeatable); replaces the config's",
+                "rewards",
+                action="append",
+                to_config=lambda types: [{"type": kind} for kind in types],
+            ),
+        ),
+    ),
+    "train": Command(
+        run_train,
+        "offline stage: multi-reward conditional SFT",
+        "Fine-tune the policy on a `ric label` output with rewards in the prompt.",
+        (
+            Flag("--data", "a `ric label` output directory", "train.data"),
+            Flag("--output", "output directory", "train.output"),
+            MODEL_SOURCE,
+            Flag(
+                "--resume", "continue from the newest checkpoint in --output", action="store_true"
+            ),
+        ),
+    ),
+    "generate": Command(
+        run_generate,
+        "generate with a trained model for a preference or explicit rewards",
+        "Print one JSON line per prompt (settings recorded in each). Mapping and generation "
+        "settings are the run's own unless you set them.",
+        (
+            Flag("--model", "a `ric train` output directory", required=True),
+            Flag("--prompt", "a prompt (repeatable)", action="append"),
+            Flag("--prompts", "a file of prompts (JSONL, Parquet, CSV)"),
+            Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats),
+            Flag("--rewards", "explicit desired rewards, standardized units", type=parse_floats),
+            Flag("--output", "also write the JSON lines to this file"),
+        ),
+        progress=False,
+        trained_run="--model",
+    ),
+    "evaluate": Command(
+        run_evaluate,
+        "sweep preferences on held-out prompts: front, hypervolume, steerability, report",
+        "Mapping and generation settings are the run's own unless you set them.",
+        (
+            Flag("--model", "a `ric train` output directory", "evaluate.model"),
+            Flag("--prompts", "held-out prompts (JSONL, Parquet, CSV, HF)", "evaluate.prompts"),
+            Flag("--output", "output directory", "evaluate.output"),
+        ),
+        trained_run="evaluate.model",
+    ),
+    "bootstrap": Command(
+        run_bootstrap,
+        "build an offline dataset: K sampled responses per prompt from a policy",
+        flags=(
+            Flag("--prompts", "prompts file (JSONL, Parquet, CSV, HF)", "bootstrap.prompts"),
+            Flag("--output", "output directory", "bootstrap.output"),
+            Flag("--samples", "responses per prompt (default 4)", "bootstrap.samples", type=int),
+            MODEL_SOURCE,
+        ),
+    ),
+    "online": Command(
+        run_online,
+        "online stage: generate near the front, relabel, MORS, fine-tune; k iterations",
+        "Continue a `ric train` output with online iterations (resumable: rerun the same "
+        "command after a crash). Mapping, generation and train.max_length are the run's own "
+        "unless you set them.",
+        (
+            Flag("--model", "the `ric train` output to continue", "online.model"),
+            Flag("--output", "output directory (one iter-K/ per iteration)", "online.output"),
+            Flag("--iterations", "online iterations (default 2)", "online.iterations", type=int),
+            Flag(
+                "--no-mors",
+                "ablation: keep every sample",
+                "online.mors",
+                action="store_true",
+                to_config=lambda _: False,
+            ),
+            Flag(
+                "--no-original",
+                "ablation: mix in no original samples",
+                "online.original_fraction",
+                action="store_true",
+                to_config=lambda _: 0,
+            ),
+            Flag(
+                "--heldout",
+                "held-out prompts: then evaluate offline and every iteration",
+                "evaluate.prompts",
+            ),
+        ),
+        trained_run="online.model",
+    ),
+    "demo": Command(
+        run_demo,
+        "label -> offline training -> evaluation on the embedded default task",
+        "Run the whole pipeline on the embedded task and print the report.",
+        (Flag("--output", "output directory (runs/demo)", default="runs/demo"), SMOKE),
+        config_file=False,
+        builds_config=False,
+    ),
+    "baseline": Command(
+        run_baseline,
+        "the paper's baselines: sft, morlhf (one model per preference), soups",
+        "sft: plain SFT on the labeled responses, prompts without rewards. morlhf: RL (TRL "
+        "GRPO/RLOO) on w^T z(r) with a KL penalty to the starting model. soups: one RL model "
+        "per reward, interpolated per preference at evaluation. Every output loads with "
+        "`ric evaluate` and `ric generate`; reruns resume.",
+        (
+            Flag("baseline", "which baseline", choices=("sft", "morlhf", "soups")),
+            Flag("--data", "a `ric label` output directory", "train.data"),
+            OUTPUT,
+            Flag("--model", "the base model: smollm2, tiny, a directory, a hub id", "model.source"),
+            Flag(
+                "--init",
+                "morlhf, soups: a `ric baseline sft` output to start from",
+                "baseline.init",
+            ),
+            Flag("--preference", "morlhf: the preference, e.g. 0.5,0.5", type=parse_floats),
+            Flag("--resume", "sft: continue from a checkpoint", action="store_true"),
+        ),
+    ),
+    "compare": Command(
+        run_compare,
+        "RiC against base, SFT, MORLHF and Rewarded Soups: fronts, hypervolumes, costs",
+        "Train everything the comparison needs under --output (resumable) and evaluate it on "
+        "the same prompts, rewards, stats and reference point. Without --config: the embedded "
+        "default task sized for 2 CPU cores; --config lays a file over it "
+        "(configs/compare-gpu.yaml).",
+        (Flag("--output", "output (runs/compare)", default="runs/compare"), SMOKE),
+        builds_config=False,
+    ),
+    "rewards": Command(
+        run_rewards,
+        "list the available reward scorers",
+        config_file=False,
+        overrides=False,
+        progress=False,
+        builds_config=False,
+    ),
+    "config": Command(
+        run_config,
+        "print the resolved config, or every field with its doc",
+        flags=(Flag("--fields", "list every field and its doc", action="store_true"),),
+        progress=False,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ric", description="Multi-objective alignment with Rewards-in-Context (RiC)."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    mapper = commands.add_parser(
-        "map",
-        help="map a preference to desired rewards",
-        description="Print the desired rewards for a preference; the last line is JSON.",
-    )
-    mapper.add_argument("--preference", type=parse_floats, required=True, help="e.g. 0.2,0.8")
-    mapper.add_argument(
-        "--method", choices=["linear", "p_norm", "p_inf", "convex"], help="default: p_inf"
-    )
-    mapper.add_argument("--p", type=float, help="norm exponent for p_norm / convex")
-    mapper.add_argument("--lam", type=parse_floats, help="per-objective lambda, each >= 1")
-    mapper.add_argument("--r-min", type=parse_floats, help="per-objective r_min, e.g. -4,-4")
-    mapper.add_argument("--r-max", type=parse_floats, help="per-objective r_max, e.g. 4,4")
-    mapper.add_argument("--stats", help="stats.json (or a `ric label` output dir) for the ranges")
-    mapper.add_argument("--prompt", help="also print the conditioned prompt for this text")
-    _config_arguments(mapper)
-    mapper.set_defaults(run=run_map)
-
-    labeler = commands.add_parser(
-        "label",
-        help="score (prompt, response) data with rewards",
-        description="Score data with the configured rewards; write scored data + stats.json.",
-    )
-    labeler.add_argument("--data", help="JSONL, Parquet, CSV, a saved HF dataset or a hub name")
-    labeler.add_argument("--output", help="output directory")
-    labeler.add_argument(
-        "--reward", action="append", help="reward type (repeatable); replaces the config's"
-    )
-    _config_arguments(labeler, progress=True)
-    labeler.set_defaults(run=run_label)
-
-    trainer = commands.add_parser(
-        "train",
-        help="offline stage: multi-reward conditional SFT",
-        description="Fine-tune the policy on a `ric label` output with rewards in the prompt.",
-    )
-    trainer.add_argument("--data", help="a `ric label` output directory")
-    trainer.add_argument("--output", help="output directory")
-    trainer.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
-    trainer.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in --output"
-    )
-    _config_arguments(trainer, progress=True)
-    trainer.set_defaults(run=run_train)
-
-    generator = commands.add_parser(
-        "generate",
-        help="generate with a trained model for a preference or explicit rewards",
-        description="Print one JSON line per prompt (settings recorded in each).",
-    )
-    generator.add_argument("--model", required=True, help="a `ric train` output directory")
-    generator.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    generator.add_argument("--prompts", help="a file of prompts (JSONL, Parquet, CSV)")
-    generator.add_argument("--preference", type=parse_floats, help="e.g. 0.2,0.8 (mapped)")
-    generator.add_argument(
-        "--rewards", type=parse_floats, help="explicit desired rewards, standardized units"
-    )
-    generator.add_argument("--output", help="also write the JSON lines to this file")
-    _config_arguments(generator)
-    generator.set_defaults(run=run_generate)
-
-    evaluator = commands.add_parser(
-        "evaluate",
-        help="sweep preferences on held-out prompts: front, hypervolume, steerability, report",
-    )
-    evaluator.add_argument("--model", help="a `ric train` output directory")
-    evaluator.add_argument("--prompts", help="held-out prompts (JSONL, Parquet, CSV, HF)")
-    evaluator.add_argument("--output", help="output directory")
-    _config_arguments(evaluator, progress=True)
-    evaluator.set_defaults(run=run_evaluate)
-
-    bootstrapper = commands.add_parser(
-        "bootstrap",
-        help="build an offline dataset: K sampled responses per prompt from a policy",
-    )
-    bootstrapper.add_argument("--prompts", help="prompts file (JSONL, Parquet, CSV, HF)")
-    bootstrapper.add_argument("--output", help="output directory")
-    bootstrapper.add_argument("--samples", type=int, help="responses per prompt (default 4)")
-    bootstrapper.add_argument("--model", help="smollm2, tiny, a local directory or a hub id")
-    _config_arguments(bootstrapper, progress=True)
-    bootstrapper.set_defaults(run=run_bootstrap)
-
-    online = commands.add_parser(
-        "online",
-        help="online stage: generate near the front, relabel, MORS, fine-tune; k iterations",
-        description="Continue a `ric train` output with online iterations (resumable: rerun "
-        "the same command after a crash).",
-    )
-    online.add_argument("--model", help="the `ric train` output to continue")
-    online.add_argument("--output", help="output directory (one iter-K/ folder per iteration)")
-    online.add_argument("--iterations", type=int, help="online iterations (default 2)")
-    online.add_argument("--no-mors", action="store_true", help="ablation: keep every sample")
-    online.add_argument(
-        "--no-original", action="store_true", help="ablation: mix in no original samples"
-    )
-    online.add_argument(
-        "--heldout", help="held-out prompts: then evaluate offline and every iteration"
-    )
-    _config_arguments(online, progress=True)
-    online.set_defaults(run=run_online)
-
-    demo = commands.add_parser(
-        "demo",
-        help="label -> offline training -> evaluation on the embedded default task",
-        description="Run the whole offline pipeline on the embedded task and print the report.",
-    )
-    demo.add_argument("--output", default="runs/demo", help="output directory (runs/demo)")
-    demo.add_argument(
-        "--smoke", action="store_true", help="tiny in-code model and a data slice (< 1 minute)"
-    )
-    _config_arguments(demo, config_file=False, progress=True)
-    demo.set_defaults(run=run_demo)
-
-    baseline = commands.add_parser(
-        "baseline",
-        help="the paper's baselines: sft, morlhf (one model per preference), soups",
-        description="sft: plain SFT on the labeled responses, prompts without rewards. "
-        "morlhf: RL (TRL GRPO/RLOO) on w^T z(r) with a KL penalty to the starting model. "
-        "soups: one RL model per reward, interpolated per preference at evaluation. "
-        "Every output loads with `ric evaluate` and `ric generate`; reruns resume.",
-    )
-    baseline.add_argument("baseline", choices=["sft", "morlhf", "soups"])
-    baseline.add_argument("--data", help="a `ric label` output directory")
-    baseline.add_argument("--output", help="output directory")
-    baseline.add_argument("--model", help="the base model: smollm2, tiny, a directory, a hub id")
-    baseline.add_argument("--init", help="morlhf, soups: a `ric baseline sft` output to start from")
-    baseline.add_argument(
-        "--preference", type=parse_floats, help="morlhf: the preference, e.g. 0.5,0.5"
-    )
-    baseline.add_argument("--resume", action="store_true", help="sft: continue from a checkpoint")
-    _config_arguments(baseline, progress=True)
-    baseline.set_defaults(run=run_baseline)
-
-    compare = commands.add_parser(
-        "compare",
-        help="RiC against base, SFT, MORLHF and Rewarded Soups: fronts, hypervolumes, costs",
-        description="Train everything the comparison needs under --output (resumable) and "
-        "evaluate it on the same prompts, rewards, stats and reference point. Without "
-        "--config: the embedded default task sized for 2 CPU cores; --config lays a file "
-        "over it (configs/compare-gpu.yaml).",
-    )
-    compare.add_argument("--output", default="runs/compare", help="output (runs/compare)")
-    compare.add_argument(
-        "--smoke", action="store_true", help="tiny in-code model and a data slice (< 1 minute)"
-    )
-    _config_arguments(compare, progress=True)
-    compare.set_defaults(run=run_compare)
-
-    rewards = commands.add_parser("rewards", help="list the available reward scorers")
-    rewards.set_defaults(run=run_rewards)
-
-    configure = commands.add_parser(
-        "config", help="print the resolved config, or every field with its doc"
-    )
-    configure.add_argument("--fields", action="store_true", help="list every field and its doc")
-    _config_arguments(configure)
-    configure.set_defaults(run=run_config)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.description)
+        for flag in command.flags:
+            flag.add_to(sub)
+        if command.config_file:
+            sub.add_argument("--config", help="YAML config file (defaults apply where silent)")
+        if command.progress:
+            NO_PROGRESS.add_to(sub)
+        if command.overrides:
+            sub.add_argument(
+                "--set",
+                dest="overrides",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a config key, e.g. --set label.shard_size=256 (repeatable)",
+            )
     return parser
+
+
+def command_config(command: Command, args: argparse.Namespace) -> RicConfig:
+    """The config file, then --set overrides, then the command's flags; for a command that uses
+    a trained run, laid over the run's recorded settings (ric.runs.layered_config)."""
+    flags = [
+        f"{flag.key}={json.dumps(value)}"
+        for flag in command.flags
+        if flag.key and (value := flag.config_value(args)) is not None
+    ]
+    values = read_values(getattr(args, "config", None), [*args.overrides, *flags])
+    if command.trained_run is None:
+        return config_from_values(values)
+    from ric.runs import layered_config
+
+    run = (
+        args.model
+        if command.trained_run == "--model"
+        else reduce(getattr, command.trained_run.split("."), config_from_values(values))
+    )
+    layered = layered_config(values, run or None)
+    if layered.from_run:
+        shown = ", ".join(f"{key}={value}" for key, value in layered.from_run.items())
+        print(f"ric: settings recorded by the run {run}: {shown}", file=sys.stderr)
+    if layered.from_user:
+        shown = ", ".join(f"{key}={value}" for key, value in layered.from_user.items())
+        print(f"ric: settings you set: {shown}", file=sys.stderr)
+    return layered.config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # User rewards ("my_rewards:score") resolve from the working directory, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
     try:
-        args.run(args)
+        config = command_config(command, args) if command.builds_config else None
+        command.run(args, config)
     except ValueError as error:
         print(f"ric: error: {error}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import yaml
 from ric.core import (
     MAPPING_METHODS,
     TARGET_STRATEGIES,
+    PromptTemplate,
     RewardStats,
     normal_reward_range,
     preference_to_rewards,
@@ -114,6 +115,10 @@ class TemplateConfig:
     )
     marker: str = doc_field("<R{i}>", "reward marker; {i} is the 1-based objective index")
     protected: list[str] = doc_field([], "extra strings neutralized in user prompts")
+
+    def prompt_template(self) -> PromptTemplate:
+        """The template as ``ric.core`` uses it."""
+        return PromptTemplate(self.text, self.marker, tuple(self.protected))
 
 
 @dataclass
@@ -529,30 +534,55 @@ def apply_override(values: dict[str, Any], override: str) -> None:
     target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = RicConfig
-) -> T:
-    """Read a YAML config (or start from defaults), apply overrides, return the typed config."""
+def read_values(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (empty without one) with ``overrides`` applied:
+    exactly what the user set, before defaults."""
     values: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
         if not file.is_file():
             raise ValueError(f"config file {str(file)!r} does not exist")
-        loaded = yaml.safe_load(file.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
         values = loaded
-    return config_from_values(values, overrides, cls)
+    return with_overrides(values, overrides)
+
+
+def with_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``values`` with every ``key.sub=value`` override applied."""
+    values = copy.deepcopy(values)
+    for override in overrides:
+        apply_override(values, override)
+    return values
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = RicConfig
+) -> T:
+    """Read a YAML config (or start from defaults), apply overrides, return the typed config."""
+    return from_dict(cls, read_values(path, overrides))
 
 
 def config_from_values(
     values: dict[str, Any], overrides: Sequence[str] = (), cls: type[T] = RicConfig
 ) -> T:
     """The typed config of an already-read YAML mapping, after ``overrides``."""
-    values = copy.deepcopy(values)
-    for override in overrides:
-        apply_override(values, override)
-    return from_dict(cls, values)
+    return from_dict(cls, with_overrides(values, overrides))
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested sections as dotted keys (lists are values)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def dump_config(config: Any) -> str:

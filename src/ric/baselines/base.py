@@ -8,7 +8,7 @@ from pathlib import Path
 from ric.config import RicConfig, dump_config
 from ric.data.io import STATS_FILE, write_text_atomic
 from ric.data.label import CONFIG_FILE
-from ric.training.trained import write_method
+from ric.runs import write_method
 
 
 def write_base(config: RicConfig, output: Path) -> Path:

@@ -29,17 +29,22 @@ import torch
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats, build_plain_prompt, check_preference
 from ric.data.io import STATS_FILE, write_text_atomic
-from ric.data.label import CONFIG_FILE, stats_rewards
+from ric.data.label import CONFIG_FILE, read_labeled_frame, stats_rewards
 from ric.rewards import create_reward
-from ric.runtime import describe_device
-from ric.training.offline import (
+from ric.runs import (
     ADAPTER_DIR,
     METRICS_FILE,
-    read_labeled_frame,
-    template_of,
+    finished_run,
+    load_start,
+    settings_of,
+    write_method,
 )
+from ric.runtime import describe_device
 from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
-from ric.training.trained import load_start, read_method, write_method
+
+# What determines an RL run's weights, besides its preference (a finished run is reused only
+# by these settings).
+TRAINED_BY = ("model", "lora", "template", "generation", "baseline")
 
 WINDOW = 5  # scored batches averaged for the start and end rewards in metrics.json
 
@@ -71,14 +76,9 @@ def run_rl(
         raise ValueError("no RL prompts: set baseline.data (or train.data) to a `ric label` output")
     frame, stats, columns = read_labeled_frame(data)
     weights = check_preference(np.asarray(preference, dtype=float), stats.num_objectives)
-    if (output / METRICS_FILE).is_file():
-        finished = read_method(output).preference
-        if finished is not None and np.allclose(finished, weights):
-            return output
-        raise ValueError(
-            f"{str(output)!r} holds a finished RL run for preference {finished}, not "
-            f"{weights.tolist()}: choose another --output"
-        )
+    requested = {**settings_of(config, TRAINED_BY), "preference": weights.tolist()}
+    if finished_run(output, requested, "RL run"):
+        return output
     if not config.generation.do_sample:
         raise ValueError(
             "RL compares sampled completions of a prompt: generation.do_sample must be true"
@@ -124,7 +124,7 @@ def _prompts(frame: Any, prompt_column: str, config: RicConfig) -> Any:
     from datasets import Dataset
 
     raw = list(dict.fromkeys(frame[prompt_column].tolist()))  # distinct, first-seen order
-    template = template_of(config)
+    template = config.template.prompt_template()
     return Dataset.from_dict(
         {"prompt": [build_plain_prompt(p, template) for p in raw], "raw_prompt": raw}
     )

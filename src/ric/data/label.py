@@ -10,16 +10,15 @@ Output directory layout:
     .label-cache/                     finished shards of raw scores, one folder per reward
 
 Resume: each (reward, shard) is saved atomically as soon as it is scored, in a folder keyed by the
-reward's identity (type and options), the data fingerprint and the shard size. A killed run,
-rerun with the same command, loads finished shards instead of rescoring them; adding a reward
-later scores only the new one. After changing a scorer's code (not its options), set
+reward's identity (type and options), the data fingerprint and the shard size (``ShardCache``).
+A killed run, rerun with the same command, loads finished shards instead of rescoring them;
+adding a reward later scores only the new one. After changing a scorer's code (not its options), set
 ``label.reuse_scores: false`` to rescore. Final files are written atomically, only after every
 score is in and finite.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ric.config import RewardConfig, RicConfig, dump_config
+from ric.config import DataConfig, RewardConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats
-from ric.data.io import STATS_FILE, save_stats, write_atomic, write_text_atomic
+from ric.data.io import STATS_FILE, load_stats, save_stats, write_atomic, write_text_atomic
+from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs, read_pairs
 from ric.rewards import RewardFunction, create_reward
 
@@ -74,6 +74,39 @@ def stats_rewards(stats: RewardStats) -> list[RewardConfig]:
     ]
 
 
+def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats, DataConfig]:
+    """The scored table, the stats and the column settings of a `ric label` output. A folder
+    whose scored table and stats come from different data (another run's files) is refused."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a `ric label` output directory")
+    scored = sorted(folder.glob("scored.*"))
+    if not scored:
+        raise ValueError(f"no scored.parquet or scored.jsonl in {str(folder)!r}")
+    if not (folder / CONFIG_FILE).is_file():
+        raise ValueError(f"{str(folder)!r} is not a `ric label` output: it has no {CONFIG_FILE}")
+    stats = load_stats(folder / STATS_FILE)
+    columns = load_config(folder / CONFIG_FILE).data
+    frame = (
+        pd.read_parquet(scored[0])
+        if scored[0].suffix == ".parquet"
+        else pd.read_json(scored[0], lines=True, dtype=False)
+    )
+    missing = [c for c in (columns.prompt_column, columns.response_column) if c not in frame]
+    if missing:
+        raise ValueError(f"{str(scored[0])!r} has no column {missing[0]!r} (see {CONFIG_FILE})")
+    fingerprint = fingerprint_pairs(
+        frame[columns.prompt_column].tolist(), frame[columns.response_column].tolist()
+    )
+    if stats.data_fingerprint and fingerprint != stats.data_fingerprint:
+        raise ValueError(
+            f"{str(scored[0])!r} and {STATS_FILE} in {str(folder)!r} come from different data "
+            f"(fingerprints {fingerprint[:12]} and {stats.data_fingerprint[:12]}): rerun "
+            "`ric label` into that folder, or point at the folder the table came from"
+        )
+    return frame, stats, columns
+
+
 @dataclass(frozen=True)
 class LabelResult:
     scored_path: Path
@@ -94,11 +127,6 @@ def _check_rewards(rewards: list[RewardConfig]) -> None:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"reward names must be unique; repeated: {duplicates} (set `name`)")
-
-
-def _shard_folder(cache: Path, reward: RewardConfig, fingerprint: str, shard_size: int) -> Path:
-    key = hashlib.sha256(f"{reward_identity(reward)}|{fingerprint}|{shard_size}".encode())
-    return cache / f"{reward.resolved_name}-{key.hexdigest()[:16]}"
 
 
 def _score_shard(
@@ -146,21 +174,26 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
         total=len(frame) * len(scorers), desc="label", unit="score", disable=not show_progress
     )
     for column, (reward, scorer) in enumerate(zip(config.rewards, scorers, strict=True)):
-        folder = _shard_folder(output / CACHE_DIR, reward, fingerprint, shard_size)
-        progress.set_postfix_str(reward.resolved_name)
+        name = reward.resolved_name
+        cache = ShardCache.under(
+            output / CACHE_DIR,
+            name,
+            {"reward": reward_identity(reward), "data": fingerprint, "shard_size": shard_size},
+        )
+        progress.set_postfix_str(name)
         for shard, start in enumerate(starts):
             stop = min(start + shard_size, len(frame))
-            shard_file = folder / f"shard-{shard:06d}.npy"
-            if config.label.reuse_scores and shard_file.exists():
-                raw[start:stop, column] = np.load(shard_file)
-                reused += 1
-            else:
-                scores = _score_shard(
-                    scorer, reward.resolved_name, prompts[start:stop], responses[start:stop], start
-                )
-                write_atomic(shard_file, lambda tmp, s=scores: _save_array(tmp, s))
-                raw[start:stop, column] = scores
-                scored += 1
+
+            def score(
+                start: int = start, stop: int = stop, scorer: RewardFunction = scorer, name=name
+            ) -> pd.DataFrame:
+                texts = prompts[start:stop], responses[start:stop]
+                return pd.DataFrame({"score": _score_shard(scorer, name, *texts, start)})
+
+            scores, was_reused = cache.compute(shard, score, config.label.reuse_scores)
+            raw[start:stop, column] = scores["score"].to_numpy()
+            reused += was_reused
+            scored += not was_reused
             progress.update(stop - start)
     progress.close()
 
@@ -184,11 +217,6 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
         shards_scored=scored,
         shards_reused=reused,
     )
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with path.open("wb") as handle:  # a handle, because np.save appends .npy to a bare path
-        np.save(handle, array)
 
 
 def _write_frame(frame: pd.DataFrame, path: Path, output_format: str) -> None:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ric.config import GenerationConfig
+from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import RewardFunction
-from ric.training.generation import GenerationResult, generate_with_stats
-from ric.training.trained import TrainedPolicy
+from ric.runs import TrainedPolicy
 
 
 def probe_targets(r_min: np.ndarray, r_max: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ric.training.sft import IGNORE_INDEX, collate, tokenize_sample
-from ric.training.trained import TrainedPolicy
+from ric.models.samples import IGNORE_INDEX, collate, tokenize_sample
+from ric.runs import TrainedPolicy
 
 
 @dataclass(frozen=True)

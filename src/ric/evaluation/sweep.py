@@ -32,7 +32,7 @@ import pandas as pd
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
 from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, restandardize, standardized_column
+from ric.data.label import CONFIG_FILE, read_labeled_frame, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, steerability
@@ -40,10 +40,9 @@ from ric.evaluation.plots import plot_fronts
 from ric.evaluation.probe import behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
+from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import create_reward
-from ric.training.generation import GenerationResult, generate_with_stats
-from ric.training.offline import read_labeled_frame
-from ric.training.trained import TrainedPolicy, load_trained
+from ric.runs import TrainedPolicy, load_trained
 
 FRONT_PLOT = "front.png"
 METRICS_FILE = "metrics.json"
@@ -122,7 +121,7 @@ def _generate(
     * Rewarded Soups: every grid preference, each with its own interpolated weights;
     * MORLHF: its own preference only; base and SFT: one point with no preference (NaN).
     """
-    from ric.baselines.soups import soup_model
+    from ric.models.soups import soup_model
 
     stats, method, settings = policy.stats, policy.method, config.evaluate
     grid = resolve_grid(

@@ -40,8 +40,9 @@ from ric.data import label_dataset
 from ric.data.io import write_text_atomic
 from ric.evaluation.compare import evaluate_models
 from ric.evaluation.report import markdown_table
+from ric.runs import METRICS_FILE
 from ric.tasks.demo import demo_config
-from ric.training.offline import METRICS_FILE, run_train
+from ric.training.offline import run_train
 from ric.training.online import iteration_folder, run_online
 
 COST_TABLE = "costs.csv"

@@ -25,8 +25,9 @@ import yaml
 from ric.config import RicConfig, config_from_values
 from ric.data import label_dataset
 from ric.data.io import write_text_atomic
+from ric.tasks.iterations import compare_iterations
 from ric.training.offline import run_train
-from ric.training.online import compare_iterations, run_online
+from ric.training.online import run_online
 
 TASK_DIR = Path(__file__).parent
 DEMO_CONFIG = TASK_DIR / "demo.yaml"

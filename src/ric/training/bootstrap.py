@@ -16,25 +16,27 @@ the budget cut still gives its complete sentences, so every answer in the data f
 
 Output directory: ``pairs.jsonl`` (prompt, response, finished, sentences, sample, instruction),
 ``config.yaml``.
-Work is saved per shard of prompts in ``.bootstrap-parts/<key>/``, the key hashing the prompts,
-policy and sampling settings; a killed run, rerun with the same command, keeps finished shards.
+Work is saved per shard of prompts in ``.bootstrap-parts/bootstrap-<key>/`` (``ShardCache``), the
+key hashing the prompts, policy and sampling settings; a killed run, rerun with the same command,
+keeps finished shards.
 Shard k samples with seed ``generation.seed + k``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from ric.config import RicConfig, dump_config
 from ric.data.io import write_text_atomic
 from ric.data.label import CONFIG_FILE
+from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
 
 PAIRS_FILE = "pairs.jsonl"
@@ -82,21 +84,20 @@ def render_prompt(tokenizer: Any, prompt: str, instruction: str, chat_template: 
     return (f"{instruction}\n\n" if instruction else "") + f"{prompt}\n"
 
 
-def _run_key(config: RicConfig, prompts: list[str]) -> str:
+def _run_settings(config: RicConfig, prompts: list[str]) -> dict[str, Any]:
     """Shards are reused only by a run with the same prompts, policy and sampling settings."""
-    settings = {
+    return {
         "prompts": prompts,
         "model": asdict(config.model),
         "generation": asdict(config.generation),
         "bootstrap": {k: v for k, v in asdict(config.bootstrap).items() if k != "output"},
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
     """Sample ``bootstrap.samples`` responses per prompt; return the output directory."""
     from ric.models import load_policy
-    from ric.training.generation import generate_with_stats
+    from ric.models.generation import generate_with_stats
 
     settings = config.bootstrap
     if not settings.output:
@@ -106,12 +107,13 @@ def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
     model, tokenizer = load_policy(config.model)
     instructions = settings.instructions or [""]
     shards = range(0, len(prompts), settings.shard_size)
-    parts_dir = output / PARTS_DIR / _run_key(config, prompts)
+    cache = ShardCache.under(output / PARTS_DIR, "bootstrap", _run_settings(config, prompts))
     progress = tqdm(total=len(prompts), desc="bootstrap", unit="prompt", disable=not show_progress)
+    lines = []
     for index, start in enumerate(shards):
-        part = parts_dir / f"part-{index:05d}.jsonl"
         chunk = prompts[start : start + settings.shard_size]
-        if not part.exists():
+
+        def sample(chunk: list[str] = chunk, index: int = index) -> pd.DataFrame:
             rows = [
                 {"prompt": prompt, "sample": k, "instruction": instructions[k % len(instructions)]}
                 for prompt in chunk
@@ -125,13 +127,12 @@ def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
             result = generate_with_stats(model, tokenizer, texts, generation)
             for row, response, finished in zip(rows, result.texts, result.finished, strict=True):
                 row |= {"response": response, "finished": finished}
-            lines = expand_rows(rows, settings.sentence_cuts)
-            write_text_atomic(
-                part, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lines)
-            )
+            return pd.DataFrame(expand_rows(rows, settings.sentence_cuts))
+
+        shard, _ = cache.compute(index, sample)
+        lines += [json.dumps(row, ensure_ascii=False) + "\n" for row in shard.to_dict("records")]
         progress.update(len(chunk))
     progress.close()
-    parts = [parts_dir / f"part-{index:05d}.jsonl" for index in range(len(shards))]
-    write_text_atomic(output / PAIRS_FILE, "".join(p.read_text(encoding="utf-8") for p in parts))
+    write_text_atomic(output / PAIRS_FILE, "".join(lines))
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
     return output

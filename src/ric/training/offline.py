@@ -19,29 +19,21 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import torch
 
-from ric.config import DataConfig, RicConfig, dump_config, load_config
+from ric.config import RicConfig, dump_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
-from ric.data.io import STATS_FILE, load_stats, write_text_atomic
-from ric.data.label import CONFIG_FILE, standardized_column
+from ric.data.io import STATS_FILE, write_text_atomic
+from ric.data.label import CONFIG_FILE, read_labeled_frame, standardized_column
 from ric.data.sources import boolean_column
+from ric.models.samples import TokenizedSample, tokenize_sample
+from ric.runs import METRICS_FILE, finished_run, save_weights, settings_of, write_method
 from ric.runtime import describe_device
-from ric.training.sft import CHECKPOINTS, TokenizedSample, TrainResult, tokenize_sample, train
+from ric.training.sft import CHECKPOINTS, TrainResult, train
 
-ADAPTER_DIR = "adapter"
-MODEL_DIR = "model"
-LAYERS_DIR = "layers"
-METRICS_FILE = "metrics.json"
-
-
-def template_of(config: RicConfig) -> PromptTemplate:
-    return PromptTemplate(
-        config.template.text, config.template.marker, tuple(config.template.protected)
-    )
+# What determines an offline run's weights (a finished run is reused only by these settings).
+TRAINED_BY = ("model", "lora", "template", "train")
 
 
 @dataclass(frozen=True)
@@ -51,24 +43,6 @@ class LabeledData:
     prompts: list[str]  # conditioned prompts, rewards written in
     responses: list[str]
     stats: RewardStats
-
-
-def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats, DataConfig]:
-    """The scored table, the stats and the column settings of a `ric label` output."""
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise ValueError(f"{str(folder)!r} is not a `ric label` output directory")
-    scored = sorted(folder.glob("scored.*"))
-    if not scored:
-        raise ValueError(f"no scored.parquet or scored.jsonl in {str(folder)!r}")
-    stats = load_stats(folder / STATS_FILE)
-    columns = load_config(folder / CONFIG_FILE).data
-    frame = (
-        pd.read_parquet(scored[0])
-        if scored[0].suffix == ".parquet"
-        else pd.read_json(scored[0], lines=True, dtype=False)
-    )
-    return frame, stats, columns
 
 
 def read_labeled(
@@ -101,20 +75,14 @@ def run_train(
     """Train on ``config.train.data``; write to ``config.train.output``; return that path.
     ``conditioned=False`` is the SFT baseline: the same loop on prompts without rewards."""
     from ric.models import attach_lora, load_policy, unfreeze_top_layers
-    from ric.training.trained import write_method
 
     settings = config.train
     if not settings.output:
         raise ValueError("no output directory: set train.output (or pass --output)")
     output = Path(settings.output)
-    if (output / METRICS_FILE).is_file():
-        finished = json.loads((output / METRICS_FILE).read_text())["steps"]
-        if resume and finished == settings.max_steps:
-            return output  # nothing left to do
-        raise ValueError(
-            f"{str(output)!r} holds a finished run of {finished} steps; choose another --output "
-            "(a finished schedule cannot be extended)"
-        )
+    sections = [*TRAINED_BY, *([] if conditioned else ["baseline.sft_column"])]
+    if finished_run(output, settings_of(config, sections), "training run"):
+        return output  # the same settings: nothing left to do
     has_checkpoints = any((output / CHECKPOINTS).glob("step-*"))
     if has_checkpoints and not resume:
         raise ValueError(
@@ -122,7 +90,7 @@ def run_train(
             "or choose another --output"
         )
     keep = "" if conditioned else config.baseline.sft_column
-    data = read_labeled(settings.data, template_of(config), conditioned, keep)
+    data = read_labeled(settings.data, config.template.prompt_template(), conditioned, keep)
     model, tokenizer = load_policy(config.model)
     samples = [
         sample
@@ -143,24 +111,6 @@ def run_train(
         write_method(output, "sft")
     write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
     return output
-
-
-def save_weights(model: Any, tokenizer: Any, output: Path) -> Path:
-    """What training changed, with the tokenizer: ``adapter/`` (LoRA), ``layers/`` (the top
-    layers fine-tuned, their weights alone) or ``model/`` (every weight). Returns the folder."""
-    from peft import PeftModel
-
-    from ric.models import save_adapter, save_layers
-
-    if isinstance(model, PeftModel):
-        folder = save_adapter(model, output / ADAPTER_DIR)
-    elif all(parameter.requires_grad for parameter in model.parameters()):
-        folder = output / MODEL_DIR
-        model.save_pretrained(folder)
-    else:
-        folder = save_layers(model, output / LAYERS_DIR)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledData) -> dict:

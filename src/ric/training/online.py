@@ -20,8 +20,8 @@ Each iteration k continues the policy of iteration k - 1 (iteration 0 is the off
 Output, one folder per iteration (each is a `ric train`-style output that `ric generate` and
 `ric evaluate` load):
 
-    iter-01/plan.parquet      prompts and targets of this iteration (fixed before generating)
-    iter-01/parts/            generated and scored shards (the unit of resume)
+    iter-01/plan-<key>/       prompts and targets of this iteration (fixed before generating)
+    iter-01/parts-<key>/      generated and scored shards (the unit of resume)
     iter-01/buffer.parquet    the buffer so far: targets, obtained rewards, finished and kept
                               flags, iteration
     iter-01/thresholds.json   MORS thresholds (online buffer and original data)
@@ -30,9 +30,12 @@ Output, one folder per iteration (each is a `ric train`-style output that `ric g
 
 Crash safety: a rerun of the same command skips finished iterations, reuses the plan and every
 saved shard (no sample is generated twice, none is lost), and resumes fine-tuning from the newest
-checkpoint. Prompt sampling, targets, generation seeds and the original-sample draw are all
-functions of (online.seed, iteration, shard), so a resumed run makes what an uninterrupted one
-would.
+checkpoint. Plan and shards are kept in folders keyed by a hash of what produced them (prompts,
+``online.*`` sampling settings, mapping, stats, shard size, generation settings, the model
+continued; ``ric.data.shards``), so a rerun with other settings never reads rows that another
+setting made; a finished iteration made with other settings is refused, naming them. Prompt
+sampling, targets, generation seeds and the original-sample draw are all functions of
+(online.seed, iteration, shard), so a resumed run makes what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +53,31 @@ from tqdm.auto import tqdm
 from ric.config import OnlineConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
 from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, raw_column, restandardize, standardized_column
+from ric.data.label import (
+    CONFIG_FILE,
+    raw_column,
+    read_labeled_frame,
+    restandardize,
+    standardized_column,
+)
+from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
+from ric.models.samples import tokenize_sample
 from ric.rewards import create_reward
+from ric.runs import (
+    METRICS_FILE,
+    TrainedPolicy,
+    finished_run,
+    load_trained,
+    save_weights,
+    settings_of,
+)
 from ric.runtime import describe_device
-from ric.training.offline import METRICS_FILE, read_labeled_frame, save_weights
-from ric.training.sft import tokenize_sample, train
-from ric.training.trained import TrainedPolicy, load_trained
+from ric.training.sft import train
 
-PLAN_FILE = "plan.parquet"
-PARTS_DIR = "parts"
 BUFFER_FILE = "buffer.parquet"
+# What determines an iteration's result (a finished one is reused only by these settings).
+ITERATION_MADE_BY = ("online", "generation", "mapping", "train.max_length")
 THRESHOLDS_FILE = "thresholds.json"
 
 
@@ -128,10 +145,12 @@ def run_online(config: RicConfig, show_progress: bool = True) -> Path:
         else list(dict.fromkeys(original["prompt"]))
     )
     output = Path(settings.output)
+    requested = settings_of(config, ITERATION_MADE_BY)
+    requested.pop("online.iterations")  # adding iterations later keeps the finished ones
     previous = offline
     for iteration in range(1, settings.iterations + 1):
         folder = iteration_folder(output, iteration)
-        if not (folder / METRICS_FILE).is_file():
+        if not finished_run(folder, requested, f"online iteration {iteration}"):
             _run_iteration(
                 config,
                 offline_config,
@@ -161,17 +180,32 @@ def _run_iteration(
     settings = config.online
     seconds: dict[str, float] = {}
     began = time.perf_counter()
-    plan_path = folder / PLAN_FILE
-    if not plan_path.is_file():
-        plan = plan_iteration(prompts, config, stats, iteration)
-        write_atomic(plan_path, lambda tmp: plan.to_parquet(tmp))
-    plan = pd.read_parquet(plan_path)
+    plan_settings = {
+        "prompts": prompts,
+        "online": {k: getattr(settings, k) for k in ("samples", "seed", "targets")},
+        "mapping": asdict(config.mapping),
+        "stats": stats.to_json(),
+        "iteration": iteration,
+    }
+    plan, _ = ShardCache.under(folder, "plan", plan_settings).compute(
+        0, lambda: plan_iteration(prompts, config, stats, iteration)
+    )
     policy = load_trained(previous, trainable=True)
-    _generate_and_score(policy, plan, config, folder, iteration, show_progress)
+    shards = ShardCache.under(
+        folder,
+        "parts",
+        {
+            "plan": plan_settings,
+            "shard_size": settings.shard_size,
+            "generation": asdict(config.generation),
+            "model": str(previous.resolve()),
+        },
+    )
+    generated = _generate_and_score(policy, plan, config, shards, iteration, show_progress)
     seconds["generate_and_score"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    buffer = _read_buffer(folder.parent, iteration, stats)
+    buffer = _buffer(generated, previous, iteration, stats)
     names = list(stats.names)
     obtained = buffer[[standardized_column(n) for n in names]].to_numpy()  # (B, N)
     # A response cut by the generation budget is no answer's end, and its length-type rewards
@@ -270,22 +304,22 @@ def _generate_and_score(
     policy: TrainedPolicy,
     plan: pd.DataFrame,
     config: RicConfig,
-    folder: Path,
+    shards: ShardCache,
     iteration: int,
     show_progress: bool,
-) -> None:
-    """Write every missing shard of ``plan``: generated, scored, saved atomically."""
-    from ric.training.generation import generate_with_stats
+) -> pd.DataFrame:
+    """Every shard of ``plan`` generated and scored (saved ones read back), in plan order."""
+    from ric.models.generation import generate_with_stats
 
     settings = config.online
     names = list(policy.stats.names)
     scorers = [create_reward(r.type, r.options) for r in policy.reward_configs()]
-    starts = range(0, len(plan), settings.shard_size)
     progress = tqdm(total=len(plan), desc=f"online {iteration}", disable=not show_progress)
-    for index, start in enumerate(starts):
-        part = folder / PARTS_DIR / f"part-{index:05d}.parquet"
+    frames = []
+    for index, start in enumerate(range(0, len(plan), settings.shard_size)):
         shard = plan.iloc[start : start + settings.shard_size].reset_index(drop=True)
-        if not part.is_file():
+
+        def generate_and_score(shard: pd.DataFrame = shard, index: int = index) -> pd.DataFrame:
             targets = shard[[target_column(n) for n in names]].to_numpy()
             conditioned = policy.conditioned_prompts(shard["prompt"].tolist(), targets)
             generation = replace(
@@ -297,20 +331,23 @@ def _generate_and_score(
             for name, scorer in zip(names, scorers, strict=True):
                 shard[raw_column(name)] = scorer.score(prompts, responses)
             shard["iteration"] = iteration
-            write_atomic(part, lambda tmp, shard=shard: shard.to_parquet(tmp))
+            return shard
+
+        frames.append(shards.compute(index, generate_and_score)[0])
         progress.update(len(shard))
     progress.close()
+    return pd.concat(frames, ignore_index=True)
 
 
-def _read_buffer(output: Path, iteration: int, stats: RewardStats) -> pd.DataFrame:
-    """Every shard of iterations 1..``iteration``, standardized with the offline stats."""
-    parts = [
-        part
-        for k in range(1, iteration + 1)
-        for part in sorted((iteration_folder(output, k) / PARTS_DIR).glob("part-*.parquet"))
-    ]
-    buffer = pd.concat([pd.read_parquet(part) for part in parts], ignore_index=True)
-    return restandardize(buffer, stats)
+def _buffer(
+    generated: pd.DataFrame, previous: Path, iteration: int, stats: RewardStats
+) -> pd.DataFrame:
+    """The online buffer of iterations 1..``iteration``: the previous iteration's buffer, then
+    this one's samples, standardized with the offline stats."""
+    frames = [generated]
+    if iteration > 1:
+        frames.insert(0, pd.read_parquet(previous / BUFFER_FILE).drop(columns="kept"))
+    return restandardize(pd.concat(frames, ignore_index=True), stats)
 
 
 @dataclass(frozen=True)
@@ -344,16 +381,3 @@ def _save_policy(policy: TrainedPolicy, previous: Path, folder: Path) -> None:
     """The fine-tuned weights and the stats, laid out like `ric train`'s."""
     save_weights(policy.model, policy.tokenizer, folder)
     shutil.copyfile(previous / STATS_FILE, folder / STATS_FILE)
-
-
-def compare_iterations(config: RicConfig, output: Path, show_progress: bool = True) -> Path:
-    """Sweep the offline model and every finished iteration on the same held-out prompts
-    (``evaluate.*``) into ``output``; return the comparison report."""
-    from ric.evaluation.compare import evaluate_models
-
-    models = {"offline": config.online.model}
-    for iteration in range(1, config.online.iterations + 1):
-        folder = iteration_folder(Path(config.online.output), iteration)
-        if (folder / METRICS_FILE).is_file():
-            models[f"online {iteration}"] = str(folder)
-    return evaluate_models(models, config, output, show_progress)

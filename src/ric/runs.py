@@ -1,34 +1,52 @@
-"""A trained RiC policy loaded back from a `ric train` output, ready to be asked for rewards.
+"""The trained-run folder: what `ric train`, `ric online` and `ric baseline` write, and what
+evaluation, generation, the baselines and serving read back.
 
-Everything inference needs comes from that directory, so serving and evaluation cannot drift
-from training: the base model source and template (config.yaml), the stats (stats.json), the
-adapter or full model, and the reward scorers (their identities are recorded in the stats).
+Everything inference needs comes from that folder, so serving and evaluation cannot drift from
+training: the base model source and template (config.yaml), the stats (stats.json), the weights
+(``adapter/``: LoRA; ``layers/``: the top layers fully fine-tuned; ``model/``: every weight) and
+the reward scorers (their identities are recorded in the stats). ``metrics.json`` is written
+last: its presence marks the run finished.
 
 Baseline outputs (`ric baseline ...`) have the same layout plus ``method.json``, which says what
 the folder holds and how to rebuild it: the method (base, sft, morlhf, soups), the preference a
 MORLHF model was trained for, the run it started from (``init``, whose adapter is merged into the
 base weights before this folder's adapter goes on top) and a soup's member runs. A folder without
 ``method.json`` is a RiC model. Paths in it are relative to the folder.
+
+Two rules every stage shares live here:
+
+* **a finished run is reused only by the settings that made it** (``finished_run``): rerun with
+  the same settings, a finished run is skipped; with other settings, it is refused with the
+  differing keys named, never silently reused or overwritten;
+* **a run's recorded settings govern its use** (``layered_config``): `ric generate`,
+  `ric evaluate` and `ric online` take the mapping, generation and ``train.max_length`` settings
+  the run recorded, and only what the user sets explicitly replaces them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ric.config import RewardConfig, RicConfig, load_config
+from ric.config import RewardConfig, RicConfig, config_from_values, flatten, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE, stats_rewards
-from ric.training.offline import ADAPTER_DIR, LAYERS_DIR, MODEL_DIR, template_of
 
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+LAYERS_DIR = "layers"
+METRICS_FILE = "metrics.json"
 METHOD_FILE = "method.json"
+# What a trained run records and its users inherit unless they set it (see layered_config).
+RUN_SETTINGS = ("mapping", "generation", "train.max_length")
 METHODS = ("ric", "base", "sft", "morlhf", "soups")
 
 
@@ -117,7 +135,10 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
 
     folder = Path(directory)
     if not (folder / CONFIG_FILE).is_file():
-        raise ValueError(f"{str(folder)!r} is not a `ric train` output (no {CONFIG_FILE})")
+        raise ValueError(
+            f"{str(folder)!r} is not a trained run (`ric train`, `ric online` or `ric baseline` "
+            f"output): it has no {CONFIG_FILE}"
+        )
     config = load_config(folder / CONFIG_FILE)
     stats = load_stats(folder / STATS_FILE)
     method = read_method(folder)
@@ -141,7 +162,9 @@ def load_trained(directory: str | Path, trainable: bool = False) -> TrainedPolic
         raise ValueError(
             f"{str(folder)!r} holds none of {ADAPTER_DIR}/, {LAYERS_DIR}/ or {MODEL_DIR}/"
         )
-    return TrainedPolicy(model, tokenizer, config, stats, template_of(config), method, folder)
+    return TrainedPolicy(
+        model, tokenizer, config, stats, config.template.prompt_template(), method, folder
+    )
 
 
 def load_start(config: RicConfig, init: Path | None) -> tuple[Any, Any]:
@@ -156,3 +179,87 @@ def load_start(config: RicConfig, init: Path | None) -> tuple[Any, Any]:
     start = load_trained(init)
     model = merge_adapter(start.model) if isinstance(start.model, PeftModel) else start.model
     return model, start.tokenizer
+
+
+def save_weights(model: Any, tokenizer: Any, output: Path) -> Path:
+    """What training changed, with the tokenizer: ``adapter/`` (LoRA), ``layers/`` (the top
+    layers fine-tuned, their weights alone) or ``model/`` (every weight). Returns the folder."""
+    from peft import PeftModel
+
+    from ric.models import save_adapter, save_layers
+
+    if isinstance(model, PeftModel):
+        folder = save_adapter(model, output / ADAPTER_DIR)
+    elif all(parameter.requires_grad for parameter in model.parameters()):
+        folder = output / MODEL_DIR
+        model.save_pretrained(folder)
+    else:
+        folder = save_layers(model, output / LAYERS_DIR)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def settings_of(config: RicConfig, sections: Sequence[str]) -> dict[str, Any]:
+    """The dotted-key values of ``config`` under ``sections`` (e.g. ``train``, ``mapping.p``),
+    output folders left out: what made a run, as ``finished_run`` compares it."""
+    return {
+        key: value
+        for key, value in flatten(asdict(config)).items()
+        if _under(key, sections) and key.rpartition(".")[2] != "output"
+    }
+
+
+def _under(key: str, sections: Sequence[str]) -> bool:
+    return any(key == section or key.startswith(f"{section}.") for section in sections)
+
+
+def finished_run(folder: Path, requested: Mapping[str, Any], what: str) -> bool:
+    """Whether ``folder`` holds a finished run (its ``metrics.json``) made with the
+    ``requested`` settings (dotted keys; ``preference`` is read from ``method.json``). A
+    finished run made with other settings is refused, naming them: a stage never reuses, nor
+    overwrites, a result it did not ask for."""
+    if not (folder / METRICS_FILE).is_file():
+        return False
+    recorded = flatten(asdict(load_config(folder / CONFIG_FILE)))
+    recorded["preference"] = read_method(folder).preference
+    differing = [key for key, value in requested.items() if recorded.get(key) != value]
+    if differing:
+        shown = "; ".join(
+            f"{key}: {recorded.get(key)!r} there, {requested[key]!r} now" for key in differing[:4]
+        )
+        more = f" (and {len(differing) - 4} more)" if len(differing) > 4 else ""
+        raise ValueError(
+            f"{str(folder)!r} holds a finished {what} made with other settings ({shown}{more}): "
+            "choose another --output, or delete that folder to redo it"
+        )
+    return True
+
+
+@dataclass(frozen=True)
+class LayeredConfig:
+    """A config for using a trained run, and where its run-governed settings came from."""
+
+    config: RicConfig
+    from_run: dict[str, Any]  # dotted key -> value, recorded by the run (non-default ones)
+    from_user: dict[str, Any]  # dotted key -> value, set by the user's file, --set or a flag
+
+
+def layered_config(user_values: dict[str, Any], run: str | Path | None) -> LayeredConfig:
+    """The config to use ``run`` with: its recorded ``RUN_SETTINGS`` (mapping, generation,
+    ``train.max_length``), then everything the user set (``user_values``: their file and
+    overrides, as ``ric.config.read_values`` gives them). Without a run: the user's config."""
+    if run is None or not (Path(run) / CONFIG_FILE).is_file():
+        return LayeredConfig(config_from_values(user_values), {}, {})  # load_trained explains
+    recorded = settings_of(load_config(Path(run) / CONFIG_FILE), RUN_SETTINGS)
+    defaults = settings_of(RicConfig(), RUN_SETTINGS)
+    user = {key: value for key, value in flatten(user_values).items() if _under(key, RUN_SETTINGS)}
+    values = copy.deepcopy(user_values)
+    for key, value in recorded.items():
+        *parents, leaf = key.split(".")
+        section: Any = values
+        for part in parents:
+            section = section.setdefault(part, {}) if isinstance(section, dict) else None
+        if isinstance(section, dict) and key not in user:  # a non-mapping: from_dict names it
+            section.setdefault(leaf, value)
+    from_run = {k: v for k, v in recorded.items() if k not in user and v != defaults.get(k)}
+    return LayeredConfig(config_from_values(values), from_run, user)

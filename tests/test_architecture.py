@@ -1,0 +1,91 @@
+"""DESIGN §4's dependency direction, checked on the source: every `ric` import (module level or
+inside a function) points to a lower layer, and no modules import each other in a cycle."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).parent.parent / "src" / "ric"
+# Lower numbers are imported by higher ones, never the other way round.
+LAYERS = {
+    "core": 0,
+    "config": 1,
+    "runtime": 1,
+    "rewards": 2,
+    "models": 2,
+    "data": 2,
+    "runs": 3,
+    "training": 4,
+    "evaluation": 4,
+    "baselines": 4,
+    "serve": 4,
+    "image": 4,
+    "tasks": 5,
+    "cli": 6,
+}
+# Imports within a layer that the design intends: relabeling scores with the rewards, and the
+# SFT and RL baselines run the training stage's own loop.
+WITHIN_LAYER = {("data", "rewards"), ("baselines", "training")}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def ric_imports(path: Path) -> set[str]:
+    """Every ``ric.*`` module ``path`` imports, anywhere in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ric"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("ric")}
+    return found
+
+
+def package(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+GRAPH = {module_name(path): ric_imports(path) for path in sorted(SOURCE.rglob("*.py"))}
+
+
+def test_every_package_has_a_layer():
+    packages = {package(module) for module in GRAPH} - {"__init__"}
+    assert packages <= set(LAYERS), f"give these a layer: {sorted(packages - set(LAYERS))}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if package(m) != "__init__"))
+def test_imports_point_down(module):
+    source = package(module)
+    wrong = [
+        target
+        for target in sorted(GRAPH[module])
+        if package(target) not in (source, "__init__")
+        and LAYERS[package(target)] >= LAYERS[source]
+        and (source, package(target)) not in WITHIN_LAYER
+    ]
+    assert not wrong, f"{module} (layer {LAYERS[source]}) imports {wrong}"
+
+
+def test_no_import_cycles():
+    def resolve(target: str) -> str | None:  # 'ric.models' -> the package's __init__ module
+        return target if target in GRAPH else None
+
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(filter(None, map(resolve, GRAPH[module]))):
+            if state.get(target) == "open":
+                cycle = [*path[path.index(target) :], target]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in GRAPH:
+        if module not in state:
+            visit(module, [module])
