@@ -4,6 +4,7 @@ Rewarded Soups folders, and how `ric evaluate` / `ric generate` treat them."""
 import copy
 import json
 import shutil
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -282,3 +283,16 @@ def test_the_baseline_commands_train_morlhf_and_a_soup(tiny_offline, sft_run, tm
     assert soup.members == ["members/w-1-0", "members/w-0-1"]
     assert (tmp_path / "s" / soup.init).resolve() == sft_run.resolve()
     assert read_method(tmp_path / "s" / "members" / "w-0-1").preference == [0.0, 1.0]
+
+
+def test_a_missing_trl_is_one_error_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "trl", None)  # what `import trl` sees when not installed
+    args = ["baseline", "morlhf", "--preference", "0.5,0.5", "--output", str(tmp_path / "rl")]
+    assert main([*args, "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ric: error: ") and err.count("\n") == 1
+    assert 'python -m pip install "ric[rl]"' in err
+    # `ric compare` says so before training anything
+    assert main(["compare", "--smoke", "--no-progress", "--output", str(tmp_path / "cmp")]) == 2
+    assert "ric[rl]" in capsys.readouterr().err
+    assert not (tmp_path / "rl").exists() and not (tmp_path / "cmp").exists()

@@ -254,3 +254,13 @@ def test_reward_identity_round_trips():
 
     reward = RewardConfig(type="hf", name="helpful", options={"model": "org/rm", "logit": 1})
     assert reward_from_identity("helpful", reward_identity(reward)) == reward
+
+
+def test_only_our_own_progress_is_shown(tmp_path, capfd):
+    """transformers' "Loading weights" bar (the MiniLM encoder of relevance) stays hidden."""
+    data = _write(tmp_path / "in.jsonl")
+    args = ["label", "--data", str(data), "--output", str(tmp_path / "out")]
+    assert main([*args, "--reward", "relevance", "--reward", "verbosity"]) == 0
+    err = capfd.readouterr().err
+    assert "label:" in err  # our bar
+    assert "Loading weights" not in err and "it/s]" not in err.replace("score/s]", "")

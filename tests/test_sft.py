@@ -1,5 +1,8 @@
 """The conditional SFT loop on the tiny model: labels, batching, loss, checkpoints, exact resume."""
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -116,7 +119,9 @@ class Interrupt(Exception):
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path):
-    settings = _settings(max_steps=8, save_steps=3, gradient_accumulation_steps=2, batch_size=3)
+    settings = _settings(
+        max_steps=8, save_steps=3, gradient_accumulation_steps=2, batch_size=3, log_steps=1
+    )
     samples = _samples(tokenizer)
 
     straight, _ = build_tiny(seed=0)
@@ -146,6 +151,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
         )
     assert latest_checkpoint(tmp_path / "resumed").name == "step-00000006"
     assert len(list((tmp_path / "resumed" / "checkpoints").glob("step-*"))) == 2
+    # as if killed before checkpoint 6 was written: steps 4-6 are logged but not checkpointed
+    shutil.rmtree(latest_checkpoint(tmp_path / "resumed"))
 
     fresh, _ = build_tiny(seed=0)  # a new process would start from the base weights
     result = train(
@@ -157,7 +164,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
         resume=True,
         show_progress=False,
     )
-    assert result.resumed_from == 6
+    assert result.resumed_from == 3
+    # the log holds each step once: what the killed run logged after step 3 was dropped
+    log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == list(range(1, 9))
+    for ours, theirs in zip(log, straight_log, strict=True):
+        assert json.loads(ours)["loss"] == pytest.approx(json.loads(theirs)["loss"], abs=1e-5)
     expected, got = _trainable(straight), _trainable(fresh)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6)

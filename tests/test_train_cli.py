@@ -124,16 +124,16 @@ def test_finished_run_is_kept(labeled, tmp_path, capsys):
     assert _train(labeled, out, "train.max_steps=4", "train.save_steps=2") == 0
     adapter = (out / "adapter" / "adapter_model.safetensors").read_bytes()
     metrics = (out / "metrics.json").read_text()
-    assert _train(labeled, out, "train.max_steps=4") == 2
-    assert "holds a finished run of 4 steps" in capsys.readouterr().err
-    # --resume on a finished run has nothing left to do: no step is retrained
+    # The same settings (with or without --resume) have nothing left to do: no step is retrained.
+    assert _train(labeled, out, "train.max_steps=4") == 0
     resume = ["--resume", "--set", "train.max_steps=4", "--set", "train.save_steps=2"]
     assert main(["train", "--data", str(labeled), "--output", str(out), *TRAIN_FLAGS, *resume]) == 0
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
     assert (out / "metrics.json").read_text() == metrics
+    # Other settings are refused, naming them: a finished run is neither reused nor overwritten.
     longer = ["--resume", "--set", "train.max_steps=6"]
     assert main(["train", "--data", str(labeled), "--output", str(out), *TRAIN_FLAGS, *longer]) == 2
-    assert "cannot be extended" in capsys.readouterr().err
+    assert "train.max_steps: 4 there, 6 now" in capsys.readouterr().err
 
 
 def test_train_resumes_after_a_real_kill(labeled, tmp_path):

@@ -261,7 +261,9 @@ class TrainConfig:
     mixed_precision: str = doc_field(
         "auto", "auto (bf16 on a bf16 GPU or an AMX CPU), fp32, bf16 or fp16"
     )
-    save_steps: int = doc_field(50, "save a resumable checkpoint every N steps (0: only at end)")
+    save_steps: int = doc_field(
+        50, "save a resumable checkpoint every N steps (0: none; a killed run starts over)"
+    )
     keep_checkpoints: int = doc_field(2, "checkpoints kept on disk (older ones are deleted)")
     log_steps: int = doc_field(10, "log the mean loss every N steps")
     seed: int = doc_field(0, "seed of data order, dropout and adapter initialization")

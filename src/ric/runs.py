@@ -47,6 +47,8 @@ METRICS_FILE = "metrics.json"
 METHOD_FILE = "method.json"
 # What a trained run records and its users inherit unless they set it (see layered_config).
 RUN_SETTINGS = ("mapping", "generation", "train.max_length")
+# Settings that change where and how often a run saves, never its result.
+BOOKKEEPING = frozenset({"output", "save_steps", "keep_checkpoints", "log_steps"})
 METHODS = ("ric", "base", "sft", "morlhf", "soups")
 
 
@@ -201,11 +203,12 @@ def save_weights(model: Any, tokenizer: Any, output: Path) -> Path:
 
 def settings_of(config: RicConfig, sections: Sequence[str]) -> dict[str, Any]:
     """The dotted-key values of ``config`` under ``sections`` (e.g. ``train``, ``mapping.p``),
-    output folders left out: what made a run, as ``finished_run`` compares it."""
+    without output folders and checkpoint bookkeeping: what made a run's result, as
+    ``finished_run`` compares it."""
     return {
         key: value
         for key, value in flatten(asdict(config)).items()
-        if _under(key, sections) and key.rpartition(".")[2] != "output"
+        if _under(key, sections) and key.rpartition(".")[2] not in BOOKKEEPING
     }
 
 

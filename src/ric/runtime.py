@@ -2,7 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
+
+# Optional dependencies: the module, the extra that installs it, and what needs it.
+OPTIONAL = {"trl": ("rl", "the RL baselines (`ric baseline morlhf|soups`, `ric compare`)")}
+
+
+def import_optional(module: str) -> ModuleType:
+    """Import an optional dependency, or raise a ValueError (the CLI's one-line error) that
+    says what needs it and the command that installs it."""
+    extra, purpose = OPTIONAL[module]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"{purpose} need the optional dependency {module!r}, which is not installed: "
+            f'python -m pip install "ric[{extra}]" (from a checkout: -e ".[{extra}]")'
+        ) from None
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' own progress bars ("Loading weights") and info lines, so a command
+    shows only ric's bars and lines; downloads from the Hub keep their bars."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging
+
+    hub_bars = not are_progress_bars_disabled()
+    logging.disable_progress_bar()  # also switches the Hub's bars off...
+    logging.set_verbosity_error()
+    if hub_bars:
+        enable_progress_bars()  # ...which downloads of large models still want
 
 
 def default_device() -> str:

@@ -39,7 +39,7 @@ from ric.runs import (
     settings_of,
     write_method,
 )
-from ric.runtime import describe_device
+from ric.runtime import describe_device, import_optional
 from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
 
 # What determines an RL run's weights, besides its preference (a finished run is reused only
@@ -70,6 +70,7 @@ def run_rl(
 ) -> Path:
     """Train the MORLHF model of ``preference`` into ``output`` (resumes; a finished run with
     the same preference is returned as is); return ``output``."""
+    import_optional("trl")  # before any work
     settings = config.baseline
     data = settings.data or config.train.data
     if not data:
@@ -155,14 +156,15 @@ def _trainer(
     """TRL's trainer for ``baseline.algorithm``; it puts a fresh LoRA adapter on ``model`` and
     takes the reference log-probabilities with the adapter disabled (the starting model)."""
     from transformers import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    trl = import_optional("trl")
 
     from ric.models.lora import peft_lora_config
 
     settings = config.baseline
     trainer_class, config_class = {
-        "grpo": (GRPOTrainer, GRPOConfig),
-        "rloo": (RLOOTrainer, RLOOConfig),
+        "grpo": (trl.GRPOTrainer, trl.GRPOConfig),
+        "rloo": (trl.RLOOTrainer, trl.RLOOConfig),
     }[settings.algorithm]
     on_cpu = next(model.parameters()).device.type == "cpu"
     arguments = config_class(

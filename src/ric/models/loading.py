@@ -32,7 +32,7 @@ from transformers import (
 from ric.config import ModelConfig
 from ric.models.embedded import ensure_smollm2
 from ric.models.tiny import build_tiny
-from ric.runtime import default_device, set_pad_token
+from ric.runtime import default_device, quiet_transformers, set_pad_token
 
 __all__ = ["load_policy"]
 
@@ -42,6 +42,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 def load_policy(settings: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The causal LM and tokenizer named by ``settings.source``, ready for training or sampling."""
+    quiet_transformers()
     device = settings.device or default_device()
     if settings.load_in_8bit:
         _check_8bit(device)

@@ -21,6 +21,7 @@ from ric.rewards.builtin import (
 )
 from ric.rewards.hf import HFRewardModel
 from ric.rewards.user import check_options, load_user_function
+from ric.runtime import quiet_transformers
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {
     "conciseness": Conciseness,
@@ -50,6 +51,7 @@ def create_reward(type: str, options: Mapping[str, Any] | None = None) -> Reward
     ``options`` are the scorer's keyword arguments; unknown or missing ones raise ValueError
     naming the key, before any model is loaded.
     """
+    quiet_transformers()  # scorers built on transformers load without their bars
     options = dict(options or {})
     if type in REWARDS:
         factory = REWARDS[type]

@@ -41,6 +41,7 @@ from ric.data.io import write_text_atomic
 from ric.evaluation.compare import evaluate_models
 from ric.evaluation.report import markdown_table
 from ric.runs import METRICS_FILE
+from ric.runtime import import_optional
 from ric.tasks.demo import demo_config
 from ric.training.offline import run_train
 from ric.training.online import iteration_folder, run_online
@@ -61,6 +62,7 @@ def run_compare(
     show_progress: bool = True,
 ) -> Path:
     """Train what is missing, evaluate everything, return ``evaluate/report.md``."""
+    import_optional("trl")  # the RL baselines need it: say so before hours of RiC training
     extra = [*(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
     config = demo_config(output, smoke, extra, layer)
 

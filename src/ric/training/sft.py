@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ric.config import TrainConfig
+from ric.data.io import write_text_atomic
 from ric.models.samples import IGNORE_INDEX, TokenizedSample, collate
 
 CHECKPOINTS = "checkpoints"
@@ -122,6 +123,7 @@ def train(
     if resume:
         unwrapped = accelerator.unwrap_model(model)
         start_step = _load_latest_checkpoint(output, unwrapped, optimizer, scheduler)
+    _truncate_log(output, start_step)  # a killed run logged steps the checkpoint does not hold
 
     lengths = [len(sample.input_ids) for sample in samples]
     batches_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
@@ -183,6 +185,15 @@ def _append_log(output: Path, step: int, loss: float, lr: float, began: float) -
     record = {"step": step, "loss": loss, "lr": lr, "seconds": time.perf_counter() - began}
     with (output / LOG_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(output: Path, step: int) -> None:
+    """Keep only the log records up to ``step`` (all of them gone for a fresh start)."""
+    log = output / LOG_FILE
+    if not log.is_file():
+        return
+    kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+    write_text_atomic(log, "".join(f"{line}\n" for line in kept))
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
