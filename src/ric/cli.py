@@ -118,12 +118,14 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
         return
     if (args.preference is None) == (args.rewards is None):
         raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
+    given = "--rewards" if args.rewards is not None else "--preference"
+    values = args.rewards if args.rewards is not None else args.preference
+    if len(values) != n:
+        raise ValueError(
+            f"{given} has {len(values)} values; the model has {n} objectives "
+            f"({', '.join(policy.stats.names)})"
+        )
     if args.rewards is not None:
-        if len(args.rewards) != n:
-            raise ValueError(
-                f"--rewards has {len(args.rewards)} values; the model has {n} objectives "
-                f"({', '.join(policy.stats.names)})"
-            )
         desired = np.asarray(args.rewards, dtype=float)
     else:
         r_min, r_max = config.mapping.reward_range(policy.stats, n)
@@ -626,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = command_config(command, args) if command.builds_config else None
         command.run(args, config)
     except ValueError as error:
+        print(f"ric: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a folder without write permission...
         print(f"ric: error: {error}", file=sys.stderr)
         return 2
     return 0

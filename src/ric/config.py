@@ -547,7 +547,12 @@ def read_values(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             loaded = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"config file {str(file)!r} is not valid YAML: {error}") from None
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(
+                f"config file {str(file)!r} is not valid YAML{where}: {problem}"
+            ) from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
         values = loaded

@@ -21,6 +21,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:  # name the file the user knows, not the temporary one
+        raise OSError(error.errno, f"{error.strerror}; could not write {str(path)!r}") from error
     finally:
         tmp.unlink(missing_ok=True)
 
