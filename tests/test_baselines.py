@@ -167,17 +167,20 @@ def test_the_rl_adapter_moved_and_disabling_it_gives_the_merged_sft_model(rl_run
         assert not torch.allclose(policy.model(input_ids=ids).logits, reference)
 
 
-def test_a_finished_rl_run_is_kept_and_another_preference_refused(tiny_offline, rl_runs):
+def test_a_finished_rl_run_is_kept_and_another_preference_refused(tiny_offline, rl_runs, sft_run):
     run = rl_runs[(0.5, 0.5)]
-    config = tiny_config(tiny_offline, "baseline.max_steps=3")
+    config = tiny_config(tiny_offline, f"baseline.init={sft_run}", "baseline.max_steps=3")
     stamp = (run / METRICS_FILE).stat().st_mtime_ns
     assert run_rl(config, [0.5, 0.5], run, show_progress=False) == run
     assert (run / METRICS_FILE).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"preference: \[0.5, 0.5\] there, \[0.2, 0.8\] now"):
         run_rl(config, [0.2, 0.8], run, show_progress=False)
-    longer = tiny_config(tiny_offline, "baseline.max_steps=4")
-    with pytest.raises(ValueError, match=r"finished RL run made with other settings "):
+    longer = tiny_config(tiny_offline, f"baseline.init={sft_run}", "baseline.max_steps=4")
+    with pytest.raises(ValueError, match=r"other settings \(baseline.max_steps: 3 there, 4 now"):
         run_rl(longer, [0.5, 0.5], run, show_progress=False)
+    from_base = tiny_config(tiny_offline, "baseline.max_steps=3")  # another starting model
+    with pytest.raises(ValueError, match=r"baseline.init: '.*sft' there, '' now"):
+        run_rl(from_base, [0.5, 0.5], run, show_progress=False)
 
 
 def test_an_interrupted_rl_run_resumes_from_its_checkpoint(tiny_offline, tmp_path):

@@ -125,7 +125,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
     samples = _samples(tokenizer)
 
     straight, _ = build_tiny(seed=0)
-    train(
+    uninterrupted = train(
         straight,
         samples,
         settings,
@@ -165,6 +165,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
         show_progress=False,
     )
     assert result.resumed_from == 3
+    # the tokens (and seconds) of the steps before the checkpoint count too
+    assert result.response_tokens == uninterrupted.response_tokens
     # the log holds each step once: what the killed run logged after step 3 was dropped
     log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
     straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()

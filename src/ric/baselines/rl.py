@@ -20,6 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats, build_plain_prompt, check_preference
-from ric.data.io import STATS_FILE, write_text_atomic
+from ric.data.io import STATS_FILE, write_atomic, write_text_atomic
 from ric.data.label import CONFIG_FILE, read_labeled_frame, stats_rewards
 from ric.rewards import create_reward
 from ric.runs import (
@@ -47,6 +48,7 @@ from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
 TRAINED_BY = ("model", "lora", "template", "generation", "baseline")
 
 WINDOW = 5  # scored batches averaged for the start and end rewards in metrics.json
+PROGRESS_FILE = "ric_progress.npz"  # in each checkpoint, written last: it marks it complete
 
 
 def scalarize(raw: np.ndarray, stats: RewardStats, preference: np.ndarray) -> np.ndarray:
@@ -68,8 +70,9 @@ def preference_folder(preference: Sequence[float]) -> str:
 def run_rl(
     config: RicConfig, preference: Sequence[float], output: Path, show_progress: bool = True
 ) -> Path:
-    """Train the MORLHF model of ``preference`` into ``output`` (resumes; a finished run with
-    the same preference is returned as is); return ``output``."""
+    """Train the MORLHF model of ``preference`` into ``output`` and return it. A rerun resumes
+    from the newest complete checkpoint, with the reward history and seconds saved with it; a
+    finished run with the same settings is returned as is (``ric.runs.finished_run``)."""
     import_optional("trl")  # before any work
     settings = config.baseline
     data = settings.data or config.train.data
@@ -89,21 +92,21 @@ def run_rl(
         raise ValueError(f"baseline.init {str(init)!r} is not a `ric baseline sft` output")
     model, tokenizer = load_start(config, init)
 
-    history: list[np.ndarray] = []  # (B, N) raw rewards of every scored batch
-    reward_function = _reward_function(stats, weights, history)
+    checkpoint = _latest_complete_checkpoint(output / CHECKPOINTS)
+    progress = _Progress.read(checkpoint, stats.num_objectives)
     trainer = _trainer(
         config,
         model,
         tokenizer,
         _prompts(frame, columns.prompt_column, config),
-        reward_function,
+        _reward_function(stats, weights, progress.history),
         output,
         show_progress,
     )
-    resume = any((output / CHECKPOINTS).glob("checkpoint-*"))
-    began = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume or None)
-    seconds = time.perf_counter() - began
+    trainer.add_callback(_save_progress_callback(progress))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = progress.seconds()
+    history, resume = progress.history, checkpoint is not None
 
     trainer.model.save_pretrained(output / ADAPTER_DIR)
     tokenizer.save_pretrained(output / ADAPTER_DIR)
@@ -129,6 +132,60 @@ def _prompts(frame: Any, prompt_column: str, config: RicConfig) -> Any:
     return Dataset.from_dict(
         {"prompt": [build_plain_prompt(p, template) for p in raw], "raw_prompt": raw}
     )
+
+
+@dataclass
+class _Progress:
+    """What ric's metrics need from the steps before a checkpoint: the raw rewards (B, N) of
+    every scored batch and the training seconds; saved with each checkpoint, read on resume."""
+
+    history: list[np.ndarray]
+    seconds_before: float
+    began: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.began
+
+    @classmethod
+    def read(cls, checkpoint: Path | None, num_objectives: int) -> _Progress:
+        if checkpoint is None:
+            return cls([], 0.0)
+        saved = np.load(checkpoint / PROGRESS_FILE)
+        rewards = saved["rewards"].reshape(-1, num_objectives)
+        batches = np.split(rewards, np.cumsum(saved["lengths"])[:-1]) if len(rewards) else []
+        return cls(list(batches), float(saved["seconds"]))
+
+    def write(self, checkpoint: Path) -> None:
+        rewards = np.concatenate(self.history) if self.history else np.empty((0, 0))
+        lengths = [len(batch) for batch in self.history]
+        write_atomic(
+            checkpoint / PROGRESS_FILE,
+            lambda tmp: _save_npz(tmp, rewards, lengths, self.seconds()),
+        )
+
+
+def _save_npz(path: Path, rewards: np.ndarray, lengths: list[int], seconds: float) -> None:
+    with path.open("wb") as handle:  # a handle: np.savez would append .npz to a bare path
+        np.savez(handle, rewards=rewards, lengths=np.asarray(lengths), seconds=seconds)
+
+
+def _latest_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest TRL checkpoint whose progress file was written (TRL writes checkpoints in
+    place, so a kill can leave one half-written); newer incomplete ones are removed."""
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    while checkpoints and not (checkpoints[-1] / PROGRESS_FILE).is_file():
+        shutil.rmtree(checkpoints.pop())
+    return checkpoints[-1] if checkpoints else None
+
+
+def _save_progress_callback(progress: _Progress) -> Any:
+    from transformers import TrainerCallback
+
+    class SaveProgress(TrainerCallback):  # type: ignore[misc]
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            progress.write(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    return SaveProgress()
 
 
 def _reward_function(stats: RewardStats, weights: np.ndarray, history: list[np.ndarray]) -> Any:

@@ -79,8 +79,8 @@ class TrainResult:
     steps: int  # optimizer steps done in total (including those before a resume)
     resumed_from: int  # step of the checkpoint resumed from (0: fresh start)
     losses: list[tuple[int, float]]  # (step, mean loss over the logging window), this run
-    response_tokens: int  # response tokens trained on in this run
-    seconds: float  # wall-clock time of this run's steps
+    response_tokens: int  # response tokens trained on, over every process of a resumed run
+    seconds: float  # wall-clock time of the steps, over every process of a resumed run
 
 
 def train(
@@ -119,10 +119,12 @@ def train(
         num_training_steps=settings.max_steps,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    start_step = 0
+    start_step, seconds_before, tokens = 0, 0.0, 0
     if resume:
         unwrapped = accelerator.unwrap_model(model)
-        start_step = _load_latest_checkpoint(output, unwrapped, optimizer, scheduler)
+        start_step, seconds_before, tokens = _load_latest_checkpoint(
+            output, unwrapped, optimizer, scheduler
+        )
     _truncate_log(output, start_step)  # a killed run logged steps the checkpoint does not hold
 
     lengths = [len(sample.input_ids) for sample in samples]
@@ -131,7 +133,6 @@ def train(
     model.train()
     losses: list[tuple[int, float]] = []
     window: list[float] = []
-    tokens = 0
     began = time.perf_counter()
     progress = tqdm(
         total=settings.max_steps, initial=start_step, desc="train", disable=not show_progress
@@ -165,8 +166,9 @@ def train(
             window = []
         if settings.save_steps and done % settings.save_steps == 0 and done < settings.max_steps:
             unwrapped = accelerator.unwrap_model(model)
+            seconds = seconds_before + time.perf_counter() - began
             folder = _save_checkpoint(
-                output, done, unwrapped, optimizer, scheduler, settings.keep_checkpoints
+                output, (done, seconds, tokens), unwrapped, optimizer, scheduler, settings
             )
             if on_checkpoint is not None:
                 on_checkpoint(folder)
@@ -176,7 +178,7 @@ def train(
         resumed_from=start_step,
         losses=losses,
         response_tokens=tokens,
-        seconds=time.perf_counter() - began,
+        seconds=seconds_before + time.perf_counter() - began,
     )
 
 
@@ -206,13 +208,15 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(
     output: Path,
-    step: int,
+    progress: tuple[int, float, int],
     model: torch.nn.Module,
     optimizer: Any,
     scheduler: Any,
-    keep: int,
+    settings: TrainConfig,
 ) -> Path:
-    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); prune old ones."""
+    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); prune old ones.
+    ``progress``: the step, and the seconds and response tokens trained so far."""
+    step, seconds, tokens = progress
     from safetensors.torch import save_file
 
     root = output / CHECKPOINTS
@@ -224,6 +228,8 @@ def _save_checkpoint(
     torch.save(
         {
             "step": step,
+            "seconds": seconds,
+            "response_tokens": tokens,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -233,7 +239,7 @@ def _save_checkpoint(
     )
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    for old in sorted(root.glob("step-*"))[:-keep]:
+    for old in sorted(root.glob("step-*"))[: -settings.keep_checkpoints]:
         shutil.rmtree(old)
     return final
 
@@ -246,12 +252,14 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 def _load_latest_checkpoint(
     output: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
-) -> int:
+) -> tuple[int, float, int]:
+    """Restore the newest checkpoint; return its step and the seconds and response tokens
+    trained before it (zeros without a checkpoint)."""
     from safetensors.torch import load_file
 
     folder = latest_checkpoint(output)
     if folder is None:
-        return 0
+        return 0, 0.0, 0
     weights = load_file(str(folder / "trainable.safetensors"))
     parameters = dict(model.named_parameters())
     missing = sorted(set(weights) - set(parameters))
@@ -266,4 +274,4 @@ def _load_latest_checkpoint(
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["step"])
+    return int(state["step"]), float(state["seconds"]), int(state["response_tokens"])
