@@ -24,9 +24,10 @@ LAYERS = {
     "tasks": 5,
     "cli": 6,
 }
-# Imports within a layer that the design intends: relabeling scores with the rewards, and the
-# SFT and RL baselines run the training stage's own loop.
-WITHIN_LAYER = {("data", "rewards"), ("baselines", "training")}
+# Imports within a layer that the design intends: relabeling scores with the rewards, `ric
+# prepare`'s length filter counts tokens with the policy's tokenizer, and the SFT and RL
+# baselines run the training stage's own loop.
+WITHIN_LAYER = {("data", "rewards"), ("data", "models"), ("baselines", "training")}
 
 
 def module_name(path: Path) -> str:

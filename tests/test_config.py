@@ -90,3 +90,22 @@ def test_shipped_configs_load(path, tmp_path):
 
 def test_configs_are_shipped():
     assert CONFIGS, "configs/ holds no YAML file"
+
+
+def test_a_base_file_is_read_first_and_laid_under(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "train: {max_steps: 10, batch_size: 4}\nrewards: [{type: verbosity}]\n"
+    )
+    (tmp_path / "exp.yaml").write_text(
+        "base: base.yaml\ntrain: {max_steps: 20}\nrewards: [{type: positivity}]\n"
+    )
+    config = load_config(tmp_path / "exp.yaml", ["train.learning_rate=0.1"])
+    assert (config.train.max_steps, config.train.batch_size) == (20, 4)  # merged per key
+    assert [reward.type for reward in config.rewards] == ["positivity"]  # lists are replaced
+    assert config.train.learning_rate == 0.1
+    (tmp_path / "base.yaml").write_text("base: exp.yaml\n")
+    with pytest.raises(ValueError, match="is its own base"):
+        load_config(tmp_path / "exp.yaml")
+    (tmp_path / "exp.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ValueError, match=r"missing.yaml' does not exist"):
+        load_config(tmp_path / "exp.yaml")

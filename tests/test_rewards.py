@@ -17,6 +17,7 @@ from ric.rewards import (
 )
 
 BUILTINS = [
+    "column",
     "conciseness",
     "fk_grade",
     "harmlessness",
@@ -186,7 +187,7 @@ def test_unknown_reward_lists_the_valid_names() -> None:
 
     message = str(error.value)
     assert message.startswith(
-        "unknown reward 'helpfulness'; valid: conciseness, fk_grade, harmlessness,"
+        "unknown reward 'helpfulness'; valid: column, conciseness, fk_grade, harmlessness,"
     )
     assert "'package.module:function'" in message
 
@@ -202,8 +203,12 @@ def test_option_free_builtin_rejects_options() -> None:
 
 
 def test_missing_required_option_is_named_before_loading() -> None:
-    with pytest.raises(ValueError, match="reward 'hf': missing a required argument: 'model'"):
+    with pytest.raises(ValueError, match=r"needs options: \{model: HUB_ID_OR_DIR\} or \{preset"):
         create_reward("hf")
+    with pytest.raises(ValueError, match="preset: 'helpfull' is not valid; choose one of harmless"):
+        create_reward("hf", {"preset": "helpfull"})
+    with pytest.raises(ValueError, match="reward 'column': missing a required argument: 'column'"):
+        create_reward("column")
 
 
 def test_created_scorers_satisfy_the_protocol() -> None:

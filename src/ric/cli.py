@@ -248,6 +248,19 @@ def run_bootstrap(args: argparse.Namespace, config: RicConfig) -> None:
     print(f"pairs: {output / PAIRS_FILE}")
 
 
+def run_prepare(args: argparse.Namespace, config: RicConfig) -> None:
+    from ric.data.prepare import PAIRS_FILE, REPORT_FILE, run_prepare
+
+    output = run_prepare(config)
+    report = json.loads((output / REPORT_FILE).read_text())
+    left_out = ", ".join(f"{count} {reason}" for reason, count in report["left_out"].items())
+    print(
+        f"{report['pairs']} pairs from {report['upstream_rows']} upstream rows of "
+        f"{report['source']} (left out: {left_out or 'none'})"
+    )
+    print(f"pairs: {output / PAIRS_FILE}  (columns: {', '.join(report['columns'])})")
+
+
 def run_demo(args: argparse.Namespace, config: None) -> None:
     import pandas as pd
 
@@ -477,6 +490,29 @@ COMMANDS: dict[str, Command] = {
             MODEL_SOURCE,
         ),
     ),
+    "prepare": Command(
+        run_prepare,
+        "turn an upstream dataset into (prompt, response) pairs that `ric label` reads",
+        "Preparers: hh-rlhf, summarize, helpsteer2, ultrafeedback. --data: a Hub dataset name "
+        "(default: the dataset's own) or local files in the upstream format.",
+        (
+            Flag(
+                "dataset",
+                "the preparer (hh-rlhf, summarize, helpsteer2, ultrafeedback)",
+                "prepare.dataset",
+            ),
+            Flag("--data", "Hub dataset name or local .jsonl/.json/.parquet files", "prepare.data"),
+            Flag("--output", "output directory", "prepare.output"),
+            Flag("--split", "split of a Hub dataset (default train)", "prepare.split"),
+            Flag("--limit", "read only the first N upstream rows", "prepare.limit", type=int),
+            Flag(
+                "--tokenizer",
+                "the paper's 8-512 token filter with this tokenizer",
+                "prepare.tokenizer",
+            ),
+        ),
+        progress=False,
+    ),
     "online": Command(
         run_online,
         "online stage: generate near the front, relabel, MORS, fine-tune; k iterations",
@@ -627,11 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = command_config(command, args) if command.builds_config else None
         command.run(args, config)
-    except ValueError as error:
-        print(f"ric: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a full disk, a folder without write permission...
-        print(f"ric: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # OSError: a full disk, no network, no permission
+        print(f"ric: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
     return 0
 

@@ -347,6 +347,29 @@ class BootstrapConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """`ric prepare`: a dataset in its upstream format turned into (prompt, response) pairs."""
+
+    dataset: str = doc_field("", "the preparer: hh-rlhf, summarize, helpsteer2 or ultrafeedback")
+    data: str = doc_field("", "a Hub dataset name, or local files in the upstream format")
+    split: str = doc_field("train", "split of a Hub dataset (summarize: train or validation)")
+    limit: int | None = doc_field(None, "read only the first LIMIT upstream rows (None: all)")
+    output: str = doc_field("", "output directory (pairs.parquet, prepare.json, config.yaml)")
+    tokenizer: str = doc_field(
+        "", "the paper's length filter: keep pairs of min..max tokens of this tokenizer ('': off)"
+    )
+    min_tokens: int = doc_field(8, "the length filter's minimum (prompt + response tokens)")
+    max_tokens: int = doc_field(512, "the length filter's maximum (prompt + response tokens)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(
+                f"prepare.min_tokens and max_tokens must satisfy 0 <= min <= max, got "
+                f"{self.min_tokens} and {self.max_tokens}"
+            )
+
+
+@dataclass
 class OnlineConfig:
     """The online stage (DESIGN §1.3): generate near the front, relabel, MORS, fine-tune again."""
 
@@ -445,6 +468,7 @@ class RicConfig:
     train: TrainConfig = doc_field(None, "conditional SFT")
     evaluate: EvaluateConfig = doc_field(None, "preference sweep")
     bootstrap: BootstrapConfig = doc_field(None, "offline dataset sampled from a policy")
+    prepare: PrepareConfig = doc_field(None, "upstream datasets turned into pairs")
     online: OnlineConfig = doc_field(None, "online stage")
     baseline: BaselineConfig = doc_field(None, "RL baselines (MORLHF, Rewarded Soups)")
 
@@ -538,25 +562,41 @@ def apply_override(values: dict[str, Any], override: str) -> None:
 
 def read_values(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The raw mapping of a YAML config file (empty without one) with ``overrides`` applied:
-    exactly what the user set, before defaults."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ValueError(f"config file {str(file)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or type(error).__name__
-            raise ValueError(
-                f"config file {str(file)!r} is not valid YAML{where}: {problem}"
-            ) from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
-        values = loaded
+    exactly what the user set, before defaults. A file's top-level ``base: other.yaml`` (a path
+    relative to the file) is read first and the file laid over it, section by section."""
+    values = _read_file(Path(path), ()) if path is not None else {}
     return with_overrides(values, overrides)
+
+
+def _read_file(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if file.resolve() in chain:
+        raise ValueError(f"config file {str(file)!r} is its own base (a cycle of base: keys)")
+    if not file.is_file():
+        raise ValueError(f"config file {str(file)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"config file {str(file)!r} is not valid YAML{where}: {problem}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ValueError(f"base in {str(file)!r} must be a path to a YAML file, got {base!r}")
+    return _merge(_read_file(file.parent / base, (*chain, file.resolve())), loaded)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid onto ``base``: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def with_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

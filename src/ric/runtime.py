@@ -27,11 +27,13 @@ def quiet_transformers() -> None:
     """Hide transformers' own progress bars ("Loading weights") and info lines, so a command
     shows only ric's bars and lines; downloads from the Hub keep their bars."""
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging
 
     hub_bars = not are_progress_bars_disabled()
     logging.disable_progress_bar()  # also switches the Hub's bars off...
     logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()  # its retry warnings; a failure still raises
     if hub_bars:
         enable_progress_bars()  # ...which downloads of large models still want
 

@@ -32,7 +32,7 @@ from ric.core import RewardStats
 from ric.data.io import STATS_FILE, load_stats, save_stats, write_atomic, write_text_atomic
 from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs, read_pairs
-from ric.rewards import RewardFunction, create_reward
+from ric.rewards import DataColumn, RewardFunction, create_reward
 
 CACHE_DIR = ".label-cache"
 CONFIG_FILE = "config.yaml"
@@ -129,6 +129,24 @@ def _check_rewards(rewards: list[RewardConfig]) -> None:
         raise ValueError(f"reward names must be unique; repeated: {duplicates} (set `name`)")
 
 
+def data_column(frame: pd.DataFrame, column: str, name: str, source: str) -> np.ndarray:
+    """A numeric data column as reward ``name``'s raw values; a missing, non-numeric or
+    non-finite column is refused, naming the rows."""
+    if column not in frame.columns:
+        raise ValueError(
+            f"reward {name!r} reads column {column!r}, which {source!r} does not have; "
+            f"columns there: {', '.join(map(str, frame.columns))}"
+        )
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(
+            f"reward {name!r}: column {column!r} must hold finite numbers; rows "
+            f"{bad[:10].tolist()} do not (e.g. {frame[column].iloc[bad[0]]!r})"
+        )
+    return values
+
+
 def _score_shard(
     scorer: RewardFunction, name: str, prompts: list[str], responses: list[str], start: int
 ) -> np.ndarray:
@@ -175,6 +193,10 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
     )
     for column, (reward, scorer) in enumerate(zip(config.rewards, scorers, strict=True)):
         name = reward.resolved_name
+        if isinstance(scorer, DataColumn):  # the data carries this reward: nothing to score
+            raw[:, column] = data_column(frame, scorer.column, name, config.data.path)
+            progress.update(len(frame))
+            continue
         cache = ShardCache.under(
             output / CACHE_DIR,
             name,

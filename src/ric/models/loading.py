@@ -57,6 +57,15 @@ def load_policy(settings: ModelConfig) -> tuple[PreTrainedModel, PreTrainedToken
     return model, tokenizer
 
 
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """The tokenizer alone of ``source`` (smollm2, tiny, a directory or a hub id), e.g. to count
+    tokens without loading weights."""
+    if source == "tiny":
+        return build_tiny()[1]
+    quiet_transformers()
+    return AutoTokenizer.from_pretrained(_resolve(source))
+
+
 def _resolve(source: str) -> str:
     """A local directory path or hub id for ``source`` ("smollm2" is converted first)."""
     if source == "smollm2":

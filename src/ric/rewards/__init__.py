@@ -9,11 +9,13 @@ Importing this package loads no model and no heavy library; each scorer does so 
 """
 
 from ric.rewards.base import RewardFunction
+from ric.rewards.builtin import DataColumn
 from ric.rewards.hf import HFRewardModel
 from ric.rewards.registry import available_rewards, create_reward, describe_rewards
 from ric.rewards.user import load_user_function
 
 __all__ = [
+    "DataColumn",
     "HFRewardModel",
     "RewardFunction",
     "available_rewards",

@@ -171,3 +171,19 @@ class Conciseness(Verbosity):
 
     def _score(self, prompts: list[str], responses: list[str]) -> list[int]:
         return [-length for length in super()._score(prompts, responses)]
+
+
+class DataColumn:
+    """A numeric column of the labeled data used as the reward (HelpSteer2, UltraFeedback)."""
+
+    def __init__(self, column: str) -> None:
+        if not column:
+            raise ValueError("the column reward needs options: {column: NAME}")
+        self.column = column
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        raise ValueError(
+            f"reward 'column' ({self.column!r}) is a column of the labeled data: it has no value "
+            "for generated text, so the online stage, evaluation and RL need a scorer of text "
+            "for that objective (a reward model trained on the column, for example)"
+        )

@@ -1,9 +1,10 @@
 """Adapter for Hugging Face sequence-classification reward models (DESIGN §5 lists the paper's).
 
 Reward models differ in what they read: a (prompt, response) text pair, the response alone, or
-one string built from a template (e.g. ``"{response} <|endoftext|> {prompt}"``), and in which
-output column is the reward. Both are options here, so every model of the paper is one config
-entry.
+one string built from a template (e.g. ``"{response} <|endoftext|> {prompt}"``), the prompt
+framed as they were trained (``prompt_template``, e.g. ``"{prompt} \n\nAssistant:"``), and in
+which output column is the reward. All are options here, so every model of the paper is one
+config entry; ``preset`` names the paper's six with the inputs its code fed them (``PRESETS``).
 
 Scoring is batched the way the authors' code was not (DESIGN §2): texts are tokenized once,
 sorted by token length, batched, right-padded, and the scores are put back in input order.
@@ -28,6 +29,53 @@ if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 INPUT_KINDS = ("pair", "reversed_pair", "response", "template")
+SUMMARY_INSTRUCTION = "Generate a one-sentence summary of this post."
+# The paper's reward models, fed as its code fed them (prompts as `ric prepare` writes them: the
+# dialogue before the last assistant turn; the post of a summary).
+PRESETS: dict[str, dict[str, Any]] = {
+    "harmless": {  # Helpful Assistant: the (dialogue, answer) pair, logit 0
+        "model": "Ray2333/gpt2-large-harmless-reward_model",
+        "input": "pair",
+        "prompt_template": "{prompt} \n\nAssistant:",
+    },
+    "helpful": {
+        "model": "Ray2333/gpt2-large-helpful-reward_model",
+        "input": "pair",
+        "prompt_template": "{prompt} \n\nAssistant:",
+    },
+    "humor": {"model": "mohameddhiab/humor-no-humor", "input": "response", "logit": 1},
+    "summary": {  # Reddit Summary: one string, summary then post
+        "model": "Tristan/gpt2_reward_summarization",
+        "input": "template",
+        "template": "{response} <|endoftext|> {prompt}",
+    },
+    "deberta": {  # the summary task's (instruction prompt, summary) pair
+        "model": "OpenAssistant/reward-model-deberta-v3-large-v2",
+        "input": "pair",
+        "prompt_template": f"### Instruction: {SUMMARY_INSTRUCTION} ### Input: {{prompt}} "
+        "### Response: ",
+    },
+    "faithful": {  # text = the summary, pair = the post; logit 1 of 2
+        "model": "CogComp/bart-faithful-summary-detector",
+        "input": "reversed_pair",
+        "logit": 1,
+    },
+}
+
+
+def preset_options(preset: str, **given: Any) -> dict[str, Any]:
+    """The options of ``preset`` with every ``given`` option that is not None laid over them
+    (no preset: the given options and the defaults)."""
+    if preset and preset not in PRESETS:
+        raise ValueError(f"preset: {preset!r} is not valid; choose one of {', '.join(PRESETS)}")
+    defaults = {"input": "pair", "template": None, "logit": 0, "prompt_template": "{prompt}"}
+    options = {**defaults, **PRESETS.get(preset, {})}
+    options.update({key: value for key, value in given.items() if value is not None})
+    if not options.get("model"):
+        raise ValueError("the hf reward needs options: {model: HUB_ID_OR_DIR} or {preset: NAME}")
+    return options
+
+
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_LENGTH_CAP = 1024  # default truncation when neither tokenizer nor config knows better
 
@@ -46,10 +94,12 @@ class HFRewardModel:
 
     def __init__(
         self,
-        model: str,
-        input: str = "pair",
+        model: str | None = None,
+        preset: str = "",
+        input: str | None = None,
         template: str | None = None,
-        logit: int = 0,
+        logit: int | None = None,
+        prompt_template: str | None = None,
         batch_size: int = 32,
         max_length: int | None = None,
         device: str | None = None,
@@ -58,16 +108,27 @@ class HFRewardModel:
     ) -> None:
         """Load ``model`` with AutoTokenizer / AutoModelForSequenceClassification.
 
-        ``input``: "pair" (tokenizer(prompt, response)), "reversed_pair" (tokenizer(response,
-        prompt)), "response", or "template" (``template`` with {prompt} and {response}).
-        ``logit``: output column that is the reward.
+        ``preset``: one of ``PRESETS`` (the paper's models); the options given here override it.
+        ``input``: "pair" (tokenizer(prompt, response), the default), "reversed_pair"
+        (tokenizer(response, prompt)), "response", or "template" (``template`` with {prompt}
+        and {response}). ``prompt_template``: the prompt as the model reads it ({prompt}).
+        ``logit``: output column that is the reward (default 0).
         ``max_length``: truncation (default: the tokenizer's limit, capped at 1024 and at the
         model's position embeddings). ``device``: None picks CUDA when available.
         """
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        _check_settings(input, template, batch_size, max_length)
+        options = preset_options(
+            preset,
+            model=model,
+            input=input,
+            template=template,
+            logit=logit,
+            prompt_template=prompt_template,
+        )
+        model, input, template = options["model"], options["input"], options["template"]
+        _check_settings(input, template, options["prompt_template"], batch_size, max_length)
         if dtype not in DTYPES:
             raise ValueError(f"dtype: {dtype!r} is not valid; choose one of {', '.join(DTYPES)}")
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
@@ -75,7 +136,7 @@ class HFRewardModel:
             model, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         )
         network.to(device or default_device())
-        self._configure(network, tokenizer, model, input, template, logit, batch_size, max_length)
+        self._configure(network, tokenizer, model, options, batch_size, max_length)
 
     @classmethod
     def from_model(
@@ -88,18 +149,25 @@ class HFRewardModel:
         batch_size: int = 32,
         max_length: int | None = None,
         device: str | None = None,
+        prompt_template: str = "{prompt}",
     ) -> HFRewardModel:
         """Wrap an already-loaded classifier and tokenizer (tests, reuse across scorers).
 
         ``device``: None keeps the model where it is. Tokenizer and model config are updated
         in place when the tokenizer has no pad token (see ``set_pad_token``).
         """
-        _check_settings(input, template, batch_size, max_length)
+        _check_settings(input, template, prompt_template, batch_size, max_length)
         if device is not None:
             model.to(device)
         scorer = cls.__new__(cls)
         name = getattr(model.config, "name_or_path", "") or type(model).__name__
-        scorer._configure(model, tokenizer, name, input, template, logit, batch_size, max_length)
+        options = {
+            "input": input,
+            "template": template,
+            "logit": logit,
+            "prompt_template": prompt_template,
+        }
+        scorer._configure(model, tokenizer, name, options, batch_size, max_length)
         return scorer
 
     def _configure(
@@ -107,13 +175,12 @@ class HFRewardModel:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         name: str,
-        input: str,
-        template: str | None,
-        logit: int,
+        options: dict[str, Any],
         batch_size: int,
         max_length: int | None,
     ) -> None:
         """Check ``logit`` against the loaded model; prepare model and tokenizer for batching."""
+        logit = options["logit"]
         num_labels = model.config.num_labels
         if not 0 <= logit < num_labels:
             raise ValueError(
@@ -122,8 +189,9 @@ class HFRewardModel:
             )
         set_pad_token(model, tokenizer)
         self.name = name
-        self.input = input
-        self.template = template
+        self.input = options["input"]
+        self.template = options["template"]
+        self.prompt_template = options["prompt_template"]
         self.logit = logit
         self.batch_size = batch_size
         self.max_length = max_length or _default_max_length(model, tokenizer)
@@ -152,6 +220,7 @@ class HFRewardModel:
     def _tokenize(self, prompts: list[str], responses: list[str]) -> BatchEncoding:
         """Token ids of every input, unpadded, truncated to ``max_length``."""
         kwargs: dict[str, Any] = {"truncation": True, "max_length": self.max_length}
+        prompts = [self.prompt_template.replace("{prompt}", p) for p in prompts]
         if self.input == "pair":
             return self.tokenizer(prompts, responses, **kwargs)
         if self.input == "reversed_pair":  # e.g. faithfulness detectors: (summary, source)
@@ -175,9 +244,15 @@ class HFRewardModel:
 
 
 def _check_settings(
-    input: str, template: str | None, batch_size: int, max_length: int | None
+    input: str,
+    template: str | None,
+    prompt_template: str,
+    batch_size: int,
+    max_length: int | None,
 ) -> None:
     """Check the options that need no model, before any loading."""
+    if "{prompt}" not in prompt_template:
+        raise ValueError(f"prompt_template must contain {{prompt}}, got {prompt_template!r}")
     if input not in INPUT_KINDS:
         raise ValueError(f"input: {input!r} is not valid; choose one of {', '.join(INPUT_KINDS)}")
     if input == "template" and (template is None or "{response}" not in template):

@@ -12,6 +12,7 @@ from typing import Any
 from ric.rewards.base import RewardFunction
 from ric.rewards.builtin import (
     Conciseness,
+    DataColumn,
     FleschKincaidGrade,
     Harmlessness,
     Positivity,
@@ -24,6 +25,7 @@ from ric.rewards.user import check_options, load_user_function
 from ric.runtime import quiet_transformers
 
 REWARDS: dict[str, Callable[..., RewardFunction]] = {
+    "column": DataColumn,
     "conciseness": Conciseness,
     "fk_grade": FleschKincaidGrade,
     "harmlessness": Harmlessness,
