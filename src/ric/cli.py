@@ -336,6 +336,12 @@ def run_compare(args: argparse.Namespace, config: None) -> None:
     print(f"report: {report}")
 
 
+def run_serve(args: argparse.Namespace, config: RicConfig) -> None:
+    from ric.serve import serve
+
+    serve(args.model, config)
+
+
 def run_rewards(args: argparse.Namespace, config: None) -> None:
     from ric.rewards import describe_rewards
 
@@ -583,6 +589,20 @@ COMMANDS: dict[str, Command] = {
         "(configs/compare-gpu.yaml).",
         (Flag("--output", "output (runs/compare)", default="runs/compare"), SMOKE),
         builds_config=False,
+    ),
+    "serve": Command(
+        run_serve,
+        "serve a trained model over an OpenAI-compatible HTTP API, steered per request",
+        "Each request sets its own preference (or desired rewards) in the body. Mapping and "
+        "generation settings are the run's own unless you set them; serve.* holds batching "
+        "and guardrails.",
+        (
+            Flag("--model", "a `ric train` or `ric online` output directory", required=True),
+            Flag("--host", "address to listen on (default 127.0.0.1)", "serve.host"),
+            Flag("--port", "port to listen on (default 8000)", "serve.port", type=int),
+        ),
+        progress=False,
+        trained_run="--model",
     ),
     "rewards": Command(
         run_rewards,

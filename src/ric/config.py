@@ -26,6 +26,7 @@ from ric.core import (
     TARGET_STRATEGIES,
     PromptTemplate,
     RewardStats,
+    check_preference,
     normal_reward_range,
     preference_to_rewards,
 )
@@ -39,6 +40,7 @@ LR_SCHEDULES = ("linear", "constant", "cosine")
 MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
 RL_ALGORITHMS = ("grpo", "rloo")
+OUT_OF_BOUNDS = ("clamp", "refuse")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -454,6 +456,74 @@ class BaselineConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`ric serve`: the OpenAI-compatible HTTP server, its batching and its guardrails."""
+
+    host: str = doc_field("127.0.0.1", "address the server listens on")
+    port: int = doc_field(8000, "TCP port the server listens on")
+    default_preference: list[float] = doc_field(
+        [], "preference of a request that sets neither preference nor rewards (empty: uniform)"
+    )
+    max_batch_size: int = doc_field(8, "most sequences (requests x n) generated in one call")
+    max_wait_ms: float = doc_field(10.0, "how long the first queued request waits for others")
+    max_queue: int = doc_field(64, "requests waiting for generation; beyond it: 429")
+    retry_after_s: int = doc_field(1, "the Retry-After header (seconds) of a 429 answer")
+    max_body_bytes: int = doc_field(1_000_000, "largest request body; beyond it: 413")
+    max_prompt_chars: int = doc_field(8000, "largest prompt (chat: the whole transcript), chars")
+    max_tokens: int = doc_field(512, "largest max_tokens a request may ask for")
+    max_n: int = doc_field(8, "most choices per request (completions: n x prompts)")
+    preference_bounds: dict[str, list[float]] = doc_field(
+        {}, "objective name -> [min, max] of its preference weight (absent: [0, 1])"
+    )
+    reward_bounds: dict[str, list[float]] = doc_field(
+        {}, "objective name -> [min, max] of its desired standardized reward (absent: none)"
+    )
+    out_of_bounds: str = doc_field(
+        "clamp", "a request outside the bounds: clamp (said in the answer) or refuse (400)"
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("serve.out_of_bounds", self.out_of_bounds, OUT_OF_BOUNDS)
+        for key in (
+            "max_batch_size",
+            "max_queue",
+            "retry_after_s",
+            "max_body_bytes",
+            "max_prompt_chars",
+            "max_tokens",
+            "max_n",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.max_wait_ms < float("inf"):
+            raise ValueError(f"serve.max_wait_ms must be finite and >= 0, got {self.max_wait_ms}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"serve.port must be in 1..65535, got {self.port}")
+        if self.default_preference:
+            try:
+                check_preference(self.default_preference)
+            except ValueError as error:
+                raise ValueError(f"serve.default_preference: {error}") from None
+        for key in ("preference_bounds", "reward_bounds"):
+            for name, bounds in getattr(self, key).items():
+                if (
+                    not isinstance(bounds, list)
+                    or len(bounds) != 2
+                    or not all(isinstance(v, int | float) and np.isfinite(v) for v in bounds)
+                    or bounds[0] > bounds[1]
+                ):
+                    raise ValueError(
+                        f"serve.{key}.{name} must be [min, max] with finite min <= max, "
+                        f"got {bounds!r}"
+                    )
+        for name, (low, high) in self.preference_bounds.items():
+            if low < 0 or high > 1:
+                raise ValueError(
+                    f"serve.preference_bounds.{name} must lie within [0, 1], got {[low, high]}"
+                )
+
+
+@dataclass
 class RicConfig:
     """Everything one run needs; each command reads the sections it uses."""
 
@@ -471,6 +541,7 @@ class RicConfig:
     prepare: PrepareConfig = doc_field(None, "upstream datasets turned into pairs")
     online: OnlineConfig = doc_field(None, "online stage")
     baseline: BaselineConfig = doc_field(None, "RL baselines (MORLHF, Rewarded Soups)")
+    serve: ServeConfig = doc_field(None, "OpenAI-compatible HTTP server")
 
     def __post_init__(self) -> None:
         # Sections default to their own defaults; doc_field(None) keeps the docs in one place.

@@ -7,7 +7,11 @@ from types import ModuleType
 from typing import Any
 
 # Optional dependencies: the module, the extra that installs it, and what needs it.
-OPTIONAL = {"trl": ("rl", "the RL baselines (`ric baseline morlhf|soups`, `ric compare`)")}
+OPTIONAL = {
+    "trl": ("rl", "the RL baselines (`ric baseline morlhf|soups`, `ric compare`)"),
+    "fastapi": ("serve", "the HTTP server (`ric serve`)"),
+    "uvicorn": ("serve", "the HTTP server (`ric serve`)"),
+}
 
 
 def import_optional(module: str) -> ModuleType:

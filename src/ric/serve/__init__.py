@@ -1,0 +1,39 @@
+"""`ric serve`: one trained RiC run behind an OpenAI-compatible HTTP API, where every request
+carries its own preference (or desired rewards).
+
+``ric.serve.steering`` turns a request into desired rewards (guardrails included) and a chat
+into a prompt, ``ric.serve.batching`` gathers concurrent requests into shared generate calls,
+``ric.serve.app`` is the FastAPI application. Baseline runs (SFT, MORLHF, Rewarded Soups) are
+refused at startup: their prompts carry no rewards, so there is nothing to steer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ric.config import RicConfig
+from ric.runs import load_trained, read_method
+from ric.runtime import import_optional
+
+
+def build_app(run: str | Path, config: RicConfig) -> Any:
+    """The FastAPI application serving the RiC run ``run``; its id is the folder's name."""
+    import_optional("fastapi")
+    from ric.serve.app import create_app
+
+    method = read_method(Path(run))
+    if not method.conditioned:
+        raise ValueError(
+            f"{str(run)!r} is a {method.name} baseline: its prompts carry no rewards, so it "
+            "cannot be steered per request; `ric serve` serves RiC runs (`ric train`, "
+            "`ric online`)"
+        )
+    return create_app(load_trained(run), config, Path(run).resolve().name)
+
+
+def serve(run: str | Path, config: RicConfig) -> None:
+    """Serve ``run`` on ``serve.host``:``serve.port`` until interrupted."""
+    uvicorn = import_optional("uvicorn")
+    app = build_app(run, config)
+    uvicorn.run(app, host=config.serve.host, port=config.serve.port)

@@ -1,0 +1,248 @@
+"""What one request asks the model: its prompt, and the desired rewards written into it.
+
+Pure functions, no model and no HTTP:
+
+* **Steering.** A request sets ``preference`` (N weights, or an object keyed by objective name,
+  missing names 0) or ``rewards`` (desired standardized rewards, a list or an object, missing
+  names 0: the training mean), never both; with neither, the deployment's default preference
+  applies. A preference must be a valid one (``ric.core.check_preference``: N finite weights
+  >= 0 summing to 1) and is mapped with the run's ``mapping.*`` settings and range.
+* **Guardrails.** Per objective, bounds on the preference weight and on the desired reward
+  (``serve.preference_bounds``, ``serve.reward_bounds``). Outside them a request is refused or
+  clamped (``serve.out_of_bounds``): a preference is moved to the nearest allowed one (the
+  Euclidean projection onto the simplex within the bounds, so it still sums to 1), desired
+  rewards are clipped; reward bounds apply to the desired rewards however they were obtained.
+  Every change is listed (``Adjustment``) and reported in the answer.
+* **Chat messages to a prompt.** RiC models are trained on single-turn prompts, so a chat
+  becomes one prompt: a lone user message is the prompt verbatim; a longer conversation is a
+  transcript, one ``Role: text`` line block per message (``System:``, ``User:``,
+  ``Assistant:``), which must end with a user message. Text parts of a list ``content`` are
+  joined. The prompt then goes through ``TrainedPolicy.conditioned_prompts`` like every other
+  prompt, whose neutralizer (``ric.core.sanitize_prompt``) defuses reward markers and template
+  text in it: no message can set or shift the rewards the model is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ric.config import ServeConfig
+from ric.core import check_preference
+from ric.serve.errors import RequestError
+
+Values = Sequence[float] | Mapping[str, float]
+ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Bounds per objective, in objective order, and what happens outside them."""
+
+    preference_low: np.ndarray  # (N,)
+    preference_high: np.ndarray  # (N,)
+    reward_low: np.ndarray  # (N,) standardized; -inf where unbounded
+    reward_high: np.ndarray  # (N,)
+    refuse: bool  # True: 400 outside the bounds; False: clamp
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One value a guardrail changed."""
+
+    param: str  # "preference" or "rewards"
+    objective: str
+    requested: float
+    used: float
+
+
+@dataclass(frozen=True)
+class Steering:
+    """The desired rewards one request gets, and how they were obtained."""
+
+    source: str  # "preference", "rewards" or "default"
+    preference: np.ndarray | None  # (N,) the weights used; None when rewards were given
+    desired: np.ndarray  # (N,) standardized, as written into the prompt
+    adjustments: tuple[Adjustment, ...]
+
+
+def guardrails(config: ServeConfig, names: Sequence[str]) -> Guardrails:
+    """The bounds of ``config`` in objective order; unknown objective names and bounds that
+    leave no valid preference are errors (at startup)."""
+    for key in ("preference_bounds", "reward_bounds"):
+        unknown = sorted(set(getattr(config, key)) - set(names))
+        if unknown:
+            raise ValueError(
+                f"serve.{key} names objective {unknown[0]!r}; the run's objectives are "
+                f"{', '.join(names)}"
+            )
+
+    def bounds(table: dict[str, list[float]], low: float, high: float) -> np.ndarray:
+        return np.array([table.get(name, [low, high]) for name in names], dtype=float).T
+
+    preference_low, preference_high = bounds(config.preference_bounds, 0.0, 1.0)
+    if preference_low.sum() > 1.0 or preference_high.sum() < 1.0:
+        raise ValueError(
+            "serve.preference_bounds admit no preference: the minimums must sum to <= 1 and "
+            f"the maximums to >= 1, got {preference_low.tolist()} and {preference_high.tolist()}"
+        )
+    reward_low, reward_high = bounds(config.reward_bounds, -np.inf, np.inf)
+    return Guardrails(
+        preference_low,
+        preference_high,
+        reward_low,
+        reward_high,
+        refuse=config.out_of_bounds == "refuse",
+    )
+
+
+def by_objective(values: Values, names: Sequence[str], param: str) -> np.ndarray:
+    """A list of N values, or an object keyed by objective name (missing names 0), as (N,)."""
+    if isinstance(values, Mapping):
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise RequestError(
+                f"{param} names unknown objective {unknown[0]!r}; objectives: {', '.join(names)}",
+                param=param,
+            )
+        return np.array([float(values.get(name, 0.0)) for name in names])
+    if len(values) != len(names):
+        raise RequestError(
+            f"{param} has {len(values)} values; the model has {len(names)} objectives "
+            f"({', '.join(names)})",
+            param=param,
+        )
+    return np.asarray(values, dtype=float)
+
+
+def project_preference(w: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The point nearest ``w`` (Euclidean) with weights summing to 1 and ``low <= w <= high``:
+    ``clip(w - t, low, high)`` for the shift t that makes the sum 1 (found by bisection; the
+    sum falls as t grows). Needs ``sum(low) <= 1 <= sum(high)``."""
+    below, above = float(np.min(w - high)), float(np.max(w - low))  # sums >= 1 and <= 1
+    for _ in range(200):
+        middle = (below + above) / 2
+        if np.clip(w - middle, low, high).sum() > 1.0:
+            below = middle
+        else:
+            above = middle
+    return np.clip(w - (below + above) / 2, low, high)
+
+
+def bound(
+    values: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    names: Sequence[str],
+    param: str,
+    refuse: bool,
+    clamp: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, tuple[Adjustment, ...]]:
+    """``values`` if within [low, high]; else refused (RequestError) or ``clamp(values)``,
+    with the changes made."""
+    outside = [i for i in range(len(names)) if not low[i] <= values[i] <= high[i]]
+    if not outside:
+        return values, ()
+    if refuse:
+        i = outside[0]
+        raise RequestError(
+            f"{param} for objective {names[i]!r} is {values[i]:g}, outside the allowed "
+            f"[{low[i]:g}, {high[i]:g}] of this deployment",
+            param=param,
+            code="out_of_bounds",
+        )
+    used = clamp(values)
+    changes = tuple(
+        Adjustment(param, name, float(before), float(after))
+        for name, before, after in zip(names, values, used, strict=True)
+        if before != after
+    )
+    return used, changes
+
+
+def steer(
+    preference: Values | None,
+    rewards: Values | None,
+    names: Sequence[str],
+    default: np.ndarray,
+    rails: Guardrails,
+    to_rewards: Callable[[np.ndarray], np.ndarray],
+) -> Steering:
+    """The desired rewards of one request (rules in the module docstring); ``to_rewards``
+    maps a preference with the run's mapping settings and range."""
+    if preference is not None and rewards is not None:
+        raise RequestError("give preference or rewards, not both", param="rewards")
+    weights: np.ndarray | None = None
+    changes: tuple[Adjustment, ...] = ()
+    if rewards is not None:
+        source, desired = "rewards", by_objective(rewards, names, "rewards")
+        if not np.all(np.isfinite(desired)):
+            raise RequestError(f"rewards must be finite, got {desired.tolist()}", param="rewards")
+    else:
+        source, weights = "default", default
+        if preference is not None:
+            source, requested = "preference", by_objective(preference, names, "preference")
+            try:
+                weights = check_preference(requested, len(names))
+            except ValueError as error:
+                raise RequestError(str(error), param="preference") from None
+        weights, changes = bound(
+            weights,
+            rails.preference_low,
+            rails.preference_high,
+            names,
+            "preference",
+            rails.refuse,
+            lambda w: project_preference(w, rails.preference_low, rails.preference_high),
+        )
+        desired = to_rewards(weights)
+    desired, reward_changes = bound(
+        desired,
+        rails.reward_low,
+        rails.reward_high,
+        names,
+        "rewards",
+        rails.refuse,
+        lambda r: np.clip(r, rails.reward_low, rails.reward_high),
+    )
+    return Steering(source, weights, desired, changes + reward_changes)
+
+
+def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The one prompt a chat becomes (rule in the module docstring)."""
+    if not messages:
+        raise RequestError("messages must hold at least one message", param="messages")
+    turns = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            raise RequestError(
+                f"messages[{index}].role {role!r} is not supported; use one of {', '.join(ROLES)}",
+                param=f"messages[{index}].role",
+            )
+        turns.append((ROLES[role], message_text(message.get("content"), index)))
+    if turns[-1][0] != "User":
+        raise RequestError("the last message must come from the user", param="messages")
+    if len(turns) == 1:
+        return turns[0][1]
+    return "\n".join(f"{role}: {text}" for role, text in turns)
+
+
+def message_text(content: Any, index: int) -> str:
+    """A message's text: a string, or the joined text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(part, Mapping)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return "\n".join(part["text"] for part in content)
+    raise RequestError(
+        f"messages[{index}].content must be a string or a list of text parts",
+        param=f"messages[{index}].content",
+    )
