@@ -1,8 +1,10 @@
 """`ric serve`: the real server (uvicorn in a thread) on the tiny trained run, used through the
 official `openai` client and raw HTTP: steering, streaming, batching, guardrails, errors."""
 
+import asyncio
 import http.client
 import json
+import re
 import shutil
 import socket
 import threading
@@ -22,7 +24,7 @@ from ric.config import GenerationConfig, ServeConfig, config_from_values  # noqa
 from ric.core import parse_prompt  # noqa: E402
 from ric.runs import layered_config, write_method  # noqa: E402
 from ric.serve import build_app  # noqa: E402
-from ric.serve.batching import Batcher, QueueFull, group_jobs  # noqa: E402
+from ric.serve.batching import Batcher, Job, QueueFull, group_jobs, token_router  # noqa: E402
 from ric.serve.errors import RequestError  # noqa: E402
 from ric.serve.steering import (  # noqa: E402
     Guardrails,
@@ -31,6 +33,7 @@ from ric.serve.steering import (  # noqa: E402
     project_preference,
     steer,
 )
+from ric.serve.streaming import Stream  # noqa: E402
 
 NAMES = ["verbosity", "positivity"]
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -220,6 +223,134 @@ def test_stream_over_raw_http_ends_with_done(url):
     assert events[-1] == "data: [DONE]"
 
 
+def stream_chunks(url, path, body):
+    """The JSON chunks of one streamed request over raw HTTP (``[DONE]`` checked, left out)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", path, body=json.dumps(body | {"stream": True}))
+    response = connection.getresponse()
+    events = [event for event in response.read().decode().split("\n\n") if event]
+    connection.close()
+    assert events[-1] == "data: [DONE]"
+    return [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
+
+
+def streamed_texts(chunks, count):
+    """Each choice's pieces, in the order they came."""
+    pieces = [[] for _ in range(count)]
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            text = choice.get("text") or choice.get("delta", {}).get("content")
+            if text:
+                pieces[choice["index"]].append(text)
+    return pieces
+
+
+def test_concurrent_streams_get_their_own_rows_token_by_token(url, run):
+    """A completion of two prompts (the shorter first: generated in the other order) and a chat,
+    streamed at once: each choice's pieces add up to its non-streamed answer with the same seed,
+    and the last chunk carries the ``ric`` object with the scores."""
+    common = {"model": "train", "max_tokens": 16, "temperature": 1.0, "score": True}
+    prompts = ["Hi", "Tell me all about the quick brown fox, please."]
+    question = [{"role": "user", "content": "Why is the sky blue?"}]
+    bodies = {
+        "/v1/completions": common | {"prompt": prompts, "seed": 3, "preference": [0.2, 0.8]},
+        CHAT: common | {"messages": question, "seed": 4, "preference": [0.9, 0.1]},
+    }
+    with ThreadPoolExecutor(2) as pool:
+        futures = {path: pool.submit(stream_chunks, url, path, bodies[path]) for path in bodies}
+        streams = {path: future.result() for path, future in futures.items()}
+    pieces = []
+    for path, body in bodies.items():
+        status, _, answer = request(url, path, body)
+        assert status == 200
+        finals = [c.get("text", c.get("message", {}).get("content")) for c in answer["choices"]]
+        streamed = streamed_texts(streams[path], len(finals))
+        assert ["".join(parts) for parts in streamed] == finals
+        pieces += streamed
+        (last,) = [chunk for chunk in streams[path] if "ric" in chunk]
+        assert all(choice["finish_reason"] for choice in last["choices"])
+        assert last["ric"]["preference"] == body["preference"]
+        assert last["ric"]["scores"] == answer["ric"]["scores"]
+    assert any(len(parts) > 1 for parts in pieces)  # text came as generated, not in one piece
+
+
+def test_generate_reports_each_rows_tokens_by_input_position(run):
+    from ric.models.generation import clean_response, generate_with_stats
+    from ric.runs import load_trained
+
+    policy = load_trained(run)
+    prompts = ["Hi", "Tell me all about the quick brown fox.", "Name a color."]
+    settings = GenerationConfig(max_new_tokens=8, batch_size=2, seed=1, stop_strings=["."])
+    tokens = [[] for _ in prompts]
+    result = generate_with_stats(
+        policy.model,
+        policy.tokenizer,
+        prompts,
+        settings,
+        on_token=lambda position, token: tokens[position].append(token),
+    )
+    assert result == generate_with_stats(policy.model, policy.tokenizer, prompts, settings)
+    decoded = policy.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    assert [clean_response(text, ["."]) for text in decoded] == result.texts
+    assert [len(ids) for ids in tokens] == result.num_new_tokens
+
+
+def test_streamed_deltas_add_up_to_the_final_text():
+    """Random token sequences (split characters, stray spaces before punctuation, stop strings
+    made of several tokens): what is sent is always the start of the final text."""
+    from ric.models.generation import clean_response
+    from ric.models.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    rng = np.random.default_rng(0)
+    seen = tokenizer("Héllo 🦊 wörld , fine . ### Response: it 's ok\n").input_ids
+    vocab = [i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids] + seen * 5
+
+    async def deltas(ids, stops):
+        stream = Stream(tokenizer, stops, 1)
+        for token in ids:
+            stream.add(0, token)
+        stream.close()
+        pieces = [delta async for _, delta in stream.deltas()]
+        final = clean_response(tokenizer.decode(ids, skip_special_tokens=True), stops)
+        assert final.startswith("".join(pieces))
+        assert "".join(pieces) + stream.rest(0, final) == final
+        return pieces
+
+    for stops in ([], ["###"], ["\n", "fox"], ["ab", "b c", " ."]):
+        for _ in range(150):
+            ids = rng.choice(vocab, size=int(rng.integers(1, 24))).tolist()
+            asyncio.run(deltas(ids, stops))
+    sentence = tokenizer("A fox is a small wild animal. ### Response: x").input_ids
+    assert asyncio.run(deltas(sentence, ["###"]))[:3] == ["A", " fox", " is"]
+
+
+def test_tokens_are_routed_to_their_request_and_row():
+    received = {"a": [], "b": []}
+    jobs = [
+        Job(["p0", "p1"], GenerationConfig(), False, lambda r, t: received["a"].append((r, t))),
+        Job(["p2"], GenerationConfig(), False),
+        Job(["p3"], GenerationConfig(), False, lambda r, t: received["b"].append((r, t))),
+    ]
+    route = token_router(jobs)
+    for position in (3, 1, 0, 2):
+        route(position, 10 + position)
+    assert received == {"a": [(1, 11), (0, 10)], "b": [(0, 13)]}
+    assert token_router(jobs[1:2]) is None
+
+
+def test_playground_page_is_served_and_self_contained(url):
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    page = response.read().decode()
+    assert response.status == 200 and response.getheader("content-type").startswith("text/html")
+    assert "/v1/chat/completions" in page and "/v1/models" in page
+    assert not re.search(r"(https?:)?//[a-z]", page)  # nothing from elsewhere: works offline
+
+
 def test_a_message_cannot_inject_rewards(url):
     def ask(content):
         answer = client(url).chat.completions.create(
@@ -375,7 +506,7 @@ def test_batcher_groups_by_settings_and_bounds_its_queue():
     sampled = GenerationConfig(temperature=0.5)
     release = threading.Event()
 
-    def generate(prompts, settings):
+    def generate(prompts, settings, on_token):
         release.wait(timeout=10)
         return [(prompt, settings.seed) for prompt in prompts]
 
@@ -395,8 +526,6 @@ def test_batcher_groups_by_settings_and_bounds_its_queue():
         batcher.stop()
     assert results[0] == (2, [("a", 100), ("b", 100)])
     assert results[2] == (1, [("d", 5)])  # seeded: alone, with its own seed
-    from ric.serve.batching import Job
-
     jobs = [Job(["x"], greedy, False), Job(["y"], sampled, False), Job(["z"], greedy, False)]
     assert [[job.prompts[0] for job in group] for group in group_jobs(jobs)] == [
         ["x", "z"],

@@ -18,6 +18,11 @@ stripping (``rstrip("### Response:")``, ``.strip('</s>')``), which ate the ends 
   ``generate``; nothing after EOS may leak into a response), decoded without special tokens, then
   cut at the first stop string by exact substring search and stripped of surrounding whitespace.
 
+Streaming: ``on_token(position, token_id)``, if given, is called in the generating thread with
+each new token of each row as ``generate`` makes it (``position``: the prompt's index in the
+input, whatever batch and order it was generated in), up to and excluding the row's first EOS;
+it only observes, the results are the same with or without it.
+
 Reproducibility: ``torch.manual_seed(settings.seed)`` once per call, so the same call (same
 prompts, settings and model) gives the same texts. Sampled texts still depend on which prompts
 share a batch, as the random draws are made per batch.
@@ -25,12 +30,13 @@ share a batch, as the random draws are made per batch.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
 
 from ric.config import GenerationConfig
 
@@ -83,9 +89,10 @@ def generate_with_stats(
     prompts: Sequence[str],
     settings: GenerationConfig,
     show_progress: bool = False,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Generate in length-sorted, left-padded batches; ``model`` is a causal LM (transformers or
-    PEFT). Its train/eval mode is restored afterwards."""
+    PEFT). Its train/eval mode is restored afterwards. ``on_token``: see the module docstring."""
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
     eos_ids = _eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
@@ -101,7 +108,9 @@ def generate_with_stats(
     try:
         for start in range(0, len(order), settings.batch_size):
             batch = order[start : start + settings.batch_size]
-            new_ids = _generate_batch(model, [prompt_ids[i] for i in batch], pad_id, options)
+            streamer = None if on_token is None else _RowStreamer(batch, eos_ids, on_token)
+            rows = [prompt_ids[i] for i in batch]
+            new_ids = _generate_batch(model, rows, pad_id, options, streamer)
             kept = [truncate_at_eos(row, eos_ids) for row in new_ids]
             decoded = tokenizer.batch_decode(kept, skip_special_tokens=True)
             for index, row, ids, text in zip(batch, new_ids, kept, decoded, strict=True):
@@ -120,13 +129,48 @@ def generate_with_stats(
 
 @torch.inference_mode()
 def _generate_batch(
-    model: Any, rows: list[list[int]], pad_id: int, options: dict[str, Any]
+    model: Any,
+    rows: list[list[int]],
+    pad_id: int,
+    options: dict[str, Any],
+    streamer: BaseStreamer | None,
 ) -> list[list[int]]:
     """The new token ids of each row of one left-padded batch (EOS/padding included)."""
     inputs = left_pad(rows, pad_id)
     width = inputs["input_ids"].shape[1]
-    output = model.generate(**{k: v.to(model.device) for k, v in inputs.items()}, **options)
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    output = model.generate(**inputs, **options, streamer=streamer)
     return output[:, width:].tolist()
+
+
+class _RowStreamer(BaseStreamer):
+    """The streamer of one batch: each row's new tokens to ``on_token`` with the row's input
+    position, until its first EOS. ``generate`` first puts the prompts (skipped), then one token
+    per row at each step (finished rows get padding, not reported)."""
+
+    def __init__(
+        self, positions: list[int], eos_ids: Collection[int], on_token: Callable[[int, int], None]
+    ) -> None:
+        self.positions = positions
+        self.eos_ids = eos_ids
+        self.on_token = on_token
+        self.prompts_seen = False
+        self.ended: set[int] = set()
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompts_seen:
+            self.prompts_seen = True
+            return
+        for position, token in zip(self.positions, value.tolist(), strict=True):
+            if position in self.ended:
+                continue
+            if token in self.eos_ids:
+                self.ended.add(position)
+            else:
+                self.on_token(position, token)
+
+    def end(self) -> None:
+        """Nothing to flush: every token was handed on as it came."""
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -1,18 +1,21 @@
 """The OpenAI-compatible HTTP API over one trained RiC run (FastAPI).
 
-Routes: ``GET /health`` (with the batcher's counters), ``GET /v1/models`` (and
-``/v1/models/{id}``), ``POST /v1/chat/completions``, ``POST /v1/completions``. The model id is
-the run folder's name. Each
-request carries its own steering (``ric.serve.steering``) and sampling settings; the run's
-recorded ``mapping.*`` and ``generation.*`` settings are the defaults. Every answer has a
-``ric`` object: the objectives, where the desired rewards came from (``steering``), the
-preference, the desired rewards written into the prompt, the mapping method and range, what a
-guardrail changed (``adjusted``), the conditioned prompts, the seed and, with ``score: true``,
-each choice's rewards from the run's own reward models (raw and standardized).
+Routes: ``GET /`` (the playground, ``playground.html``: sliders per objective, streamed answers,
+scores, a side-by-side compare mode), ``GET /health`` (with the batcher's counters),
+``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions``,
+``POST /v1/completions``. The model id is the run folder's name. Each request carries its own
+steering (``ric.serve.steering``) and sampling settings; the run's recorded ``mapping.*`` and
+``generation.*`` settings are the defaults. Every answer has a ``ric`` object: the objectives,
+where the desired rewards came from (``steering``), the preference, the desired rewards written
+into the prompt, the mapping method and range, what a guardrail changed (``adjusted``), the
+conditioned prompts, the seed and, with ``score: true``, each choice's rewards from the run's
+own reward models (raw and standardized).
 
 Streaming (``stream: true``) answers in OpenAI's server-sent chunk format ending with
-``data: [DONE]``; a chat stream opens with the role chunk at once, and the text follows when its
-batch is generated (batches are generated whole, not token by token). Errors are OpenAI's JSON
+``data: [DONE]``; a chat stream opens with the role chunk at once, and the text follows token by
+token as its batch is generated (``ric.serve.streaming``: settled text only, so each choice's
+deltas add up to exactly its non-streamed answer); the last chunk with a ``finish_reason`` carries
+the ``ric`` object (with the scores when asked). Errors are OpenAI's JSON
 (``ric.serve.errors``): 400 (invalid steering, a guardrail refusal, a limit), 404 (unknown route
 or model), 413 (body over ``serve.max_body_bytes``), 422 (a field of the wrong type or range),
 429 (queue full, with ``Retry-After``). Generation runs in the batcher's worker thread
@@ -30,11 +33,12 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
 from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
@@ -42,10 +46,11 @@ from ric.config import GenerationConfig, RicConfig
 from ric.models.generation import generate_with_stats
 from ric.rewards import create_reward
 from ric.runs import TrainedPolicy
-from ric.serve.batching import Batcher, QueueFull
+from ric.serve.batching import Batcher, OnToken, QueueFull
 from ric.serve.errors import RequestError, error_body
 from ric.serve.schema import ChatRequest, CommonRequest, CompletionRequest
 from ric.serve.steering import Steering, chat_prompt, guardrails, steer
+from ric.serve.streaming import Stream
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 T = TypeVar("T", bound=BaseModel)
@@ -118,8 +123,13 @@ class Deployment:
             )
         return counts
 
-    def _generate(self, prompts: list[str], settings: GenerationConfig) -> list[Any]:
-        result = generate_with_stats(self.policy.model, self.policy.tokenizer, prompts, settings)
+    def _generate(
+        self, prompts: list[str], settings: GenerationConfig, on_token: OnToken | None
+    ) -> list[Any]:
+        policy = self.policy
+        result = generate_with_stats(
+            policy.model, policy.tokenizer, prompts, settings, on_token=on_token
+        )
         return list(zip(result.texts, result.num_new_tokens, result.finished, strict=True))
 
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -144,6 +154,7 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
         await asyncio.to_thread(deployment.batcher.stop)
 
     app = FastAPI(title="ric serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    page = resources.files("ric.serve").joinpath("playground.html").read_text(encoding="utf-8")
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, error: RequestError) -> Response:
@@ -162,6 +173,10 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
     @app.exception_handler(Exception)
     async def server_error(_: Request, error: Exception) -> Response:
         return JSONResponse(error_body(f"internal error: {error}", 500), status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(page)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -315,8 +330,14 @@ async def complete(
     settings = sampling(request, deployment.config.generation, serve.max_tokens)
     conditioned = deployment.policy.conditioned_prompts(prompts, steering.desired)
     rows = [text for text in conditioned for _ in range(request.n)]
+    stream = Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
     try:
-        future = deployment.batcher.submit(rows, settings, seeded=request.seed is not None)
+        future = deployment.batcher.submit(
+            rows,
+            settings,
+            seeded=request.seed is not None,
+            on_token=stream.add if request.stream else None,
+        )
     except QueueFull:
         raise RequestError(
             "the server's request queue is full; retry later",
@@ -335,7 +356,8 @@ async def complete(
     }
     answer = Answer(deployment, request, prompts, chat, info, future)
     if request.stream:
-        return StreamingResponse(answer.events(), media_type="text/event-stream")
+        future.add_done_callback(lambda _: stream.close())
+        return StreamingResponse(answer.events(stream), media_type="text/event-stream")
     return JSONResponse(await answer.body())
 
 
@@ -407,19 +429,23 @@ class Answer:
         ]
         return self.envelope(chunk=False) | {"choices": choices, "usage": usage, "ric": self.info}
 
-    async def events(self) -> AsyncIterator[str]:
-        """Server-sent events: OpenAI's chunks, then ``data: [DONE]``."""
+    async def events(self, stream: Stream) -> AsyncIterator[str]:
+        """Server-sent events: OpenAI's chunks (the text as ``stream`` delivers it, then the rest
+        of each final text), then ``data: [DONE]``."""
         count = len(self.prompts) * self.request.n
         piece = self.chunk_choice
         if self.chat:
             yield self.event([piece(i, {"role": "assistant", "content": ""}) for i in range(count)])
+        async for index, delta in stream.deltas():
+            yield self.event([piece(index, delta)])
         try:
             rows, usage = await self.results()
         except RequestError as error:
             yield sse(error.body())
         else:
             for index, (text, _, _) in enumerate(rows):
-                yield self.event([piece(index, text)])
+                if rest := stream.rest(index, text):
+                    yield self.event([piece(index, rest)])
             finals = [piece(i, "", finish_reason(done)) for i, (_, _, done) in enumerate(rows)]
             yield self.event(finals, ric=self.info)
             options = self.request.stream_options

@@ -11,6 +11,11 @@ still has its own prompts, hence its own preference. A request with a ``seed`` i
 alone with that seed: its answer depends only on its prompt, settings and seed, never on what
 else was queued, so it is reproducible. Unseeded groups are seeded from a counter (different
 draws per call). Each request's future gets its own rows back, in order.
+
+**Streaming.** A request submitted with ``on_token(row, token)`` gets each token of each of its
+rows as it is generated (``generate`` reports tokens by position in the call's prompts, which
+the worker maps back to the request and its own row), in the worker thread, before its future
+is done.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from ric.config import GenerationConfig
 
+OnToken = Callable[[int, int], None]
+
 
 class QueueFull(Exception):
     """No room in the request queue."""
@@ -38,6 +45,7 @@ class Job:
     prompts: list[str]
     settings: GenerationConfig
     seeded: bool  # the request chose its seed: generated alone with ``settings.seed``
+    on_token: OnToken | None = None  # (row of this job, token id) as each token is generated
     future: Future = field(default_factory=Future)  # (prepared, rows) or the request's error
 
 
@@ -50,18 +58,33 @@ def group_jobs(jobs: Sequence[Job]) -> list[list[Job]]:
     return list(groups.values())
 
 
+def token_router(jobs: Sequence[Job]) -> OnToken | None:
+    """``on_token(position, token)`` for one generate call over the prompts of ``jobs`` (in
+    order): each token to its job's ``on_token`` with the job's own row; None if none streams."""
+    owners = [(job.on_token, row) for job in jobs for row in range(len(job.prompts))]
+    if not any(listener for listener, _ in owners):
+        return None
+
+    def route(position: int, token: int) -> None:
+        listener, row = owners[position]
+        if listener is not None:
+            listener(row, token)
+
+    return route
+
+
 class Batcher:
     """The queue and the worker thread (see the module docstring).
 
     ``prepare(prompts, settings)`` runs per request in the worker before generation (a request
     it raises for fails alone; its result comes back with the rows); ``generate(prompts,
-    settings)`` returns one row per prompt.
+    settings, on_token)`` returns one row per prompt (``on_token``: see ``token_router``).
     """
 
     def __init__(
         self,
         prepare: Callable[[list[str], GenerationConfig], Any],
-        generate: Callable[[list[str], GenerationConfig], list[Any]],
+        generate: Callable[[list[str], GenerationConfig, OnToken | None], list[Any]],
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
@@ -95,9 +118,15 @@ class Batcher:
         while not self._queue.empty():
             self._queue.get_nowait().future.set_exception(RuntimeError("the server is stopping"))
 
-    def submit(self, prompts: list[str], settings: GenerationConfig, seeded: bool) -> Future:
+    def submit(
+        self,
+        prompts: list[str],
+        settings: GenerationConfig,
+        seeded: bool,
+        on_token: OnToken | None = None,
+    ) -> Future:
         """Queue one request; QueueFull when the queue is full."""
-        job = Job(prompts, settings, seeded)
+        job = Job(prompts, settings, seeded, on_token)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -137,7 +166,7 @@ class Batcher:
             try:
                 prompts = [prompt for job in group for prompt in job.prompts]
                 self.calls, self.sequences = self.calls + 1, self.sequences + len(prompts)
-                rows = self._generate(prompts, settings)
+                rows = self._generate(prompts, settings, token_router(group))
             except Exception as error:  # answered to every request of the group, never lost
                 for job in group:
                     job.future.set_exception(error)
