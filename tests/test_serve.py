@@ -2,11 +2,16 @@
 official `openai` client and raw HTTP: steering, streaming, batching, guardrails, errors."""
 
 import asyncio
+import contextlib
 import http.client
 import json
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -616,6 +621,42 @@ def test_stopped_and_started_again_serves_again(run):
     for _ in range(2):
         with running(run) as base:
             assert request(base, CHAT, chat_body())[0] == 200
+
+
+def test_killed_and_restarted_through_the_cli_serves_again(run):
+    """`ric serve` in its own process, SIGKILLed while answering, then started again on the
+    same port: it serves with nothing to repair (it writes nothing)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ric.cli", "serve", "--model", str(run), "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+
+    def start():
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "ric serve exited"
+            try:
+                if request(base, "/health", method="GET")[0] == 200:
+                    return process
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("ric serve did not start")
+
+    process = start()
+    pending = ThreadPoolExecutor(1).submit(request, base, CHAT, chat_body(max_tokens=16))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with contextlib.suppress(OSError):  # the request in flight (if any) loses its connection
+        pending.result(timeout=30)
+    process = start()
+    try:
+        status, _, body = request(base, CHAT, chat_body())
+        assert status == 200 and body["choices"][0]["message"]["role"] == "assistant"
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def test_baselines_are_refused_at_startup(run, tmp_path, capsys):
