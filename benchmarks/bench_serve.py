@@ -1,8 +1,8 @@
 """`ric serve` under load: batching on vs ``serve.max_batch_size=1``, same run, same requests.
 
-Starts the real server (uvicorn in a thread, ``ric.serve.build_app`` with the run's recorded
-settings, as `ric serve` does) once per setting, sends ``--requests`` chat completions from
-``--clients`` concurrent clients (the official ``openai`` client, one preference per request
+Starts the real server (`ric serve` in its own process, as a deployment runs it, so the clients'
+threads do not share its interpreter) once per setting, sends ``--requests`` chat completions
+from ``--clients`` concurrent clients (the official ``openai`` client, one preference per request
 spread over the simplex, no seed so requests may share generate calls), and prints throughput
 (requests/s, completion tokens/s), p50/p95 latency, the mean batch (sequences per generate
 call, from ``/health``) and the batched/unbatched throughput ratio.
@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import uvicorn
 
 from ric.cli import main as ric_main
-from ric.runs import layered_config
-from ric.serve import build_app
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
 QUESTIONS = [
@@ -60,25 +58,35 @@ def tiny_run(root: Path) -> Path:
     return root / "train"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
 def running(run: Path, serve: dict[str, Any]):
-    """The server on a free port; yields its base URL."""
-    config = layered_config({"serve": serve}, run).config
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(run, config), host="127.0.0.1", port=0, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
+    """`ric serve` on ``run`` in a child process on a free port; yields its base URL."""
+    port = free_port()
+    settings = [arg for key, value in serve.items() for arg in ("--set", f"serve.{key}={value}")]
+    command = [sys.executable, "-m", "ric", "serve", "--model", str(run), "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen([*command, *settings], stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while server.poll() is None:
+                try:
+                    health(url)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            else:
+                log.seek(0)
+                raise RuntimeError(f"`ric serve` exited: {log.read().decode()[-2000:]}")
+            yield url
+        finally:
+            server.terminate()
+            server.wait()
 
 
 def health(url: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ LAYERS = {
     "image": 4,
     "tasks": 5,
     "cli": 6,
+    "__main__": 7,  # `python -m ric`
 }
 # Imports within a layer that the design intends: relabeling scores with the rewards, `ric
 # prepare`'s length filter counts tokens with the policy's tokenizer, and the SFT and RL

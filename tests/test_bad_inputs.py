@@ -312,6 +312,19 @@ CASES = [
         ["stats.json", "does not exist"],
     ),
     Case(
+        "export-lora of a LoRA run (no fully fine-tuned layers)",
+        lambda p: ["export-lora", "--model", str(p.train), "--output", str(p.out)],
+        ["has no layers/", "lora.enabled false and lora.top_layers > 0"],
+    ),
+    Case(
+        "export-lora with an unknown dtype",
+        lambda p: [
+            *("export-lora", "--model", str(p.train), "--output", str(p.out)),
+            *("--dtype", "float8"),
+        ],
+        ["'float8'", "float16, bfloat16, float32"],
+    ),
+    Case(
         "a full disk while writing the labeled data",
         lambda p: label(p, "--reward", "verbosity"),
         ["No space left on device; could not write ", "shard-00000.parquet"],

@@ -111,7 +111,7 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
         prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
     if not prompts:
         raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
-    policy = load_trained(args.model)
+    policy = load_trained(args.model, merged=True)
     n = policy.stats.num_objectives
     if not policy.method.conditioned:
         _generate_baseline(args, config, policy, prompts)
@@ -340,6 +340,19 @@ def run_serve(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.serve import serve
 
     serve(args.model, config)
+
+
+def run_export_lora(args: argparse.Namespace, config: None) -> None:
+    from ric.runs import export_lora
+
+    metrics = export_lora(args.model, args.output, args.rank, args.dtype, args.portable)
+    print(
+        f"ric: {args.output}: LoRA rank {metrics['rank']} ({metrics['dtype']}), "
+        f"{metrics['adapter_bytes'] / 1e6:.1f} MB; each weight change keeps "
+        f"{metrics['kept_min']:.0%}..{max(metrics['kept'].values()):.0%} of its squared norm "
+        f"(mean {metrics['kept_mean']:.0%}); it loads wherever a trained run does",
+        file=sys.stderr,
+    )
 
 
 def run_rewards(args: argparse.Namespace, config: None) -> None:
@@ -603,6 +616,30 @@ COMMANDS: dict[str, Command] = {
         ),
         progress=False,
         trained_run="--model",
+    ),
+    "export-lora": Command(
+        run_export_lora,
+        "turn a run whose top layers were fully fine-tuned into a LoRA run of a few MB",
+        "Each weight change becomes its best rank-r approximation (truncated SVD); norm "
+        "scales are kept whole. The output loads with `ric generate/evaluate/online/serve` and "
+        "with plain peft. metrics.json says how much of each change the rank kept.",
+        (
+            Flag(
+                "--model", "a `ric train` output with layers/ (lora.enabled false)", required=True
+            ),
+            Flag("--output", "output directory (must not exist or be empty)", required=True),
+            Flag("--rank", "LoRA rank (default 32)", type=int, default=32),
+            Flag("--dtype", "float16 (default), bfloat16 or float32", default="float16"),
+            Flag(
+                "--portable",
+                "record none of this machine's paths (data, outputs): a run to hand to others",
+                action="store_true",
+            ),
+        ),
+        config_file=False,
+        overrides=False,
+        progress=False,
+        builds_config=False,
     ),
     "rewards": Command(
         run_rewards,

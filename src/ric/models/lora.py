@@ -6,6 +6,10 @@ those are the defaults of ``ric.config.LoraConfig``. Adapters are saved in peft'
 (``adapter_config.json`` + ``adapter_model.safetensors``), so ``peft.PeftModel.from_pretrained``
 loads them without ric.
 
+``lora_from_tuned_layers`` goes the other way: it turns top layers that were fully fine-tuned into
+a LoRA adapter, each weight change replaced by its best rank-r approximation (truncated SVD,
+Eckart-Young), so a model trained the way that steers soonest ships as a few-MB adapter.
+
 Departures from peft: target modules that match nothing are an error that lists the linear
 layers the model does have, before peft is called (peft's own message does not list them, and a
 model family with other layer names, e.g. GPT-2's ``c_attn``, is the usual cause). And peft 0.21
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, TaskType, get_peft_model
 from torch import nn
@@ -106,6 +112,86 @@ def load_layers(model: PreTrainedModel, directory: str | Path) -> PreTrainedMode
     return model
 
 
+@dataclass(frozen=True)
+class LowRankFit:
+    """How well each weight change survived the rank cut: the fraction of its squared
+    Frobenius norm that the rank-r approximation keeps (1.0: exact)."""
+
+    rank: int
+    kept: dict[str, float]  # weight name -> kept fraction of ||W_tuned - W_base||^2
+
+
+def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(B, A, kept)`` with ``B @ A`` the best rank-``rank`` approximation of ``delta``
+    (out x in) in Frobenius norm: B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, both padded with zeros
+    to ``rank`` when the matrix has lower rank. ``kept``: sum(S_r^2) / sum(S^2)."""
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    used = min(rank, s.numel())
+    root = s[:used].sqrt()
+    b = torch.zeros(delta.shape[0], rank, dtype=torch.float64)
+    a = torch.zeros(rank, delta.shape[1], dtype=torch.float64)
+    b[:, :used] = u[:, :used] * root
+    a[:used] = root[:, None] * vh[:used]
+    total = float((s**2).sum())
+    kept = float((s[:used] ** 2).sum()) / total if total > 0 else 1.0
+    return b, a, kept
+
+
+def lora_from_tuned_layers(
+    base: PreTrainedModel, tuned: Mapping[str, torch.Tensor], rank: int
+) -> tuple[PeftModel, LowRankFit]:
+    """``base`` with a LoRA adapter (alpha = r, so scale 1; no dropout) that reproduces the
+    fine-tuned weights ``tuned`` (name -> tensor, as ``save_layers`` wrote them): every linear
+    weight's change as rank-``rank`` factors; any other tuned weight (RMSNorm scales) is stored
+    whole through peft's ``modules_to_save``. Loads with plain ``PeftModel.from_pretrained``."""
+    modules = dict(base.named_modules())
+    parameters = dict(base.named_parameters())
+    unknown = sorted(set(tuned) - set(parameters))
+    if unknown:
+        raise ValueError(f"the tuned weights do not fit the model: unknown {unknown[:3]}")
+    linear, whole = {}, {}
+    for name, value in tuned.items():
+        module_name, _, kind = name.rpartition(".")
+        if isinstance(modules[module_name], nn.Linear) and kind == "weight":
+            linear[module_name] = value
+        elif isinstance(modules[module_name], nn.Linear):
+            raise ValueError(f"{name}: a tuned linear bias cannot go into a LoRA adapter")
+        else:
+            whole[module_name] = value
+    indices = {name: re.search(r"\.layers\.(\d+)\.", name) for name in linear}
+    outside = sorted(name for name, index in indices.items() if index is None)
+    if not linear or outside:
+        raise ValueError(
+            "only linear weights of decoder layers can go into a LoRA adapter; "
+            f"got {outside[:3] or 'none'}"
+        )
+    layers = sorted({int(index.group(1)) for index in indices.values() if index is not None})
+    config = PeftLoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        target_modules=sorted({name.rsplit(".", 1)[-1] for name in linear}),
+        layers_to_transform=layers,
+        modules_to_save=sorted(whole) or None,
+    )
+    with quiet_peft():
+        adapted = get_peft_model(base, config)
+    inner = adapted.base_model.model
+    kept = {}
+    with torch.no_grad():
+        for module_name, value in linear.items():
+            delta = value.double() - parameters[f"{module_name}.weight"].double()
+            b, a, kept[f"{module_name}.weight"] = low_rank_factors(delta, rank)
+            layer = inner.get_submodule(module_name)
+            layer.lora_A["default"].weight.copy_(a)
+            layer.lora_B["default"].weight.copy_(b)
+        for module_name, value in whole.items():
+            wrapper = inner.get_submodule(module_name)
+            wrapper.modules_to_save["default"].weight.copy_(value)
+    return adapted, LowRankFit(rank, kept)
+
+
 def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:
     """Indices of the top ``count`` decoder layers, or None (all) for 0."""
     if count == 0:
@@ -120,7 +206,9 @@ def save_adapter(model: PeftModel, directory: str | Path) -> Path:
     """Write the adapter weights and config (not the base model) to ``directory``; return it."""
     _check_peft(model, "save_adapter")
     folder = Path(directory)
-    model.save_pretrained(folder)
+    # No embedding layers are ever adapted; "auto" would look the base model up (on the Hub,
+    # when its recorded name is not a local folder) only to find that out.
+    model.save_pretrained(folder, save_embedding_layers=False)
     return folder
 
 

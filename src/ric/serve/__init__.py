@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ric.config import RicConfig
-from ric.runs import load_trained, read_method
+from ric.runs import load_trained, read_method, run_folder
 from ric.runtime import import_optional
 
 
@@ -22,14 +22,15 @@ def build_app(run: str | Path, config: RicConfig) -> Any:
     import_optional("fastapi")
     from ric.serve.app import create_app
 
-    method = read_method(Path(run))
+    folder = run_folder(run)
+    method = read_method(folder)
     if not method.conditioned:
         raise ValueError(
             f"{str(run)!r} is a {method.name} baseline: its prompts carry no rewards, so it "
             "cannot be steered per request; `ric serve` serves RiC runs (`ric train`, "
             "`ric online`)"
         )
-    return create_app(load_trained(run), config, Path(run).resolve().name)
+    return create_app(load_trained(folder, merged=True), config, folder.resolve().name)
 
 
 def serve(run: str | Path, config: RicConfig) -> None:

@@ -69,6 +69,7 @@ from ric.runs import (
     TrainedPolicy,
     finished_run,
     load_trained,
+    run_folder,
     save_weights,
     settings_of,
 )
@@ -122,12 +123,17 @@ def run_online(config: RicConfig, show_progress: bool = True) -> Path:
         raise ValueError("no model: set online.model (or pass --model) to a `ric train` output")
     if not settings.output:
         raise ValueError("no output directory: set online.output (or pass --output)")
-    offline = Path(settings.model)
+    offline = run_folder(settings.model)
     if not (offline / CONFIG_FILE).is_file():
         raise ValueError(f"{str(offline)!r} is not a `ric train` output (no {CONFIG_FILE})")
     offline_config = load_config(offline / CONFIG_FILE)
     stats = load_stats(offline / STATS_FILE)
     settings = replace(settings, data=settings.data or offline_config.train.data)
+    if not settings.data:  # a shared run (ric export-lora --portable) records no data path
+        raise ValueError(
+            f"{settings.model!r} records no training data: set online.data to a `ric label` "
+            f"output with its objectives ({', '.join(stats.names)})"
+        )
     config = replace(config, online=settings)
     original, original_stats, columns = read_labeled_frame(settings.data)
     if original_stats.names != stats.names:

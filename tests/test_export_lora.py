@@ -1,0 +1,154 @@
+"""`ric export-lora`: top layers fully fine-tuned -> a LoRA run of their truncated-SVD changes,
+and shipped runs accepted by name (``embedded-ric``)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ric.cli import main
+from ric.models.lora import low_rank_factors
+from ric.models.tiny import build_tiny
+from ric.runs import SHIPPED_RUNS, load_trained, run_folder
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def layers_run(tmp_path_factory):
+    """The tiny model with its top layer (of 2) fully fine-tuned for 15 steps."""
+    root = tmp_path_factory.mktemp("layers")
+    label = ["label", "--data", str(EXAMPLES), "--output", str(root / "label"), "--no-progress"]
+    assert main([*label, "--reward", "verbosity", "--reward", "positivity"]) == 0
+    settings = [
+        "train.max_steps=15",
+        "train.learning_rate=0.003",
+        "train.mixed_precision=fp32",
+        "lora.enabled=false",
+        "lora.top_layers=1",
+    ]
+    train = ["train", "--data", str(root / "label"), "--output", str(root / "train")]
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    assert main([*train, "--model", "tiny", "--no-progress", *overrides]) == 0
+    return root / "train"
+
+
+def _logits(folder: Path) -> torch.Tensor:
+    return _logits_of(load_trained(folder).model, folder)
+
+
+def _logits_of(model: torch.nn.Module, run: Path) -> torch.Tensor:
+    """``model``'s logits on a prompt conditioned as ``run`` conditions it."""
+    policy = load_trained(run)
+    prompt = policy.conditioned_prompts(["What is a fox?"], np.array([0.5, -1.0]))[0]
+    ids = policy.tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_low_rank_factors_match_the_truncated_svd_by_hand():
+    # An orthogonal U (a rotation), V = I, singular values 3, 2, 1.
+    c, s = np.cos(0.3), np.sin(0.3)
+    u = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    delta = u @ torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    b, a, kept = low_rank_factors(delta, 1)
+    assert b.shape == (3, 1) and a.shape == (1, 3)
+    expected = 3.0 * torch.outer(u[:, 0], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(b @ a, expected)
+    assert kept == pytest.approx(9 / 14)
+    # A rank above the matrix's: exact, padded with zero factors.
+    b, a, kept = low_rank_factors(delta, 5)
+    assert b.shape == (3, 5) and torch.equal(b[:, 3:], torch.zeros(3, 2))
+    torch.testing.assert_close(b @ a, delta)
+    assert kept == pytest.approx(1.0)
+
+
+def test_full_rank_export_reproduces_the_fine_tuned_model(layers_run, tmp_path, capsys):
+    out = tmp_path / "lora"
+    argv = ["export-lora", "--model", str(layers_run), "--output", str(out)]
+    assert main([*argv, "--rank", "64", "--dtype", "float32"]) == 0  # hidden size 64: full rank
+    assert "LoRA rank 64 (float32)" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kept_min"] == pytest.approx(1.0)
+    assert metrics["source_metrics"]["steps"] == 15
+    torch.testing.assert_close(_logits(out), _logits(layers_run), rtol=0, atol=1e-4)
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert all(".layers.1." in name for name in adapter)  # the fine-tuned layer only
+    assert any("input_layernorm" in name for name in adapter)  # norm scales kept whole
+
+
+def test_low_rank_export_is_smaller_approximate_and_usable(layers_run, tmp_path, capsys):
+    out = tmp_path / "lora"
+    assert (
+        main(["export-lora", "--model", str(layers_run), "--output", str(out), "--rank", "4"]) == 0
+    )
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert {tensor.dtype for tensor in adapter.values()} == {torch.float16}
+    assert adapter["base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"].shape == (
+        4,
+        64,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["kept_min"] < metrics["kept_mean"] < 1
+    exported, source = _logits(out), _logits(layers_run)
+    assert not torch.allclose(exported, source, atol=1e-4)  # an approximation, but closer to the
+    untrained = _logits_of(build_tiny()[0], layers_run)  # fine-tuned model than the start is
+    assert (exported - source).abs().mean() < (untrained - source).abs().mean() / 2
+    assert load_trained(out).config.lora.r == 4
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(out),
+                "--prompt",
+                "Why?",
+                "--preference",
+                "0.5,0.5",
+                "--set",
+                "generation.max_new_tokens=4",
+            ]
+        )
+        == 0
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["preference"] == [0.5, 0.5]
+
+
+def test_export_refuses_a_non_empty_output_and_writes_nothing(layers_run, tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["export-lora", "--model", str(layers_run), "--output", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no staging folder left
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_shipped_runs_resolve_by_name_unless_a_folder_has_that_name(tmp_path, monkeypatch):
+    assert run_folder("embedded-ric") == SHIPPED_RUNS["embedded-ric"]
+    assert run_folder("runs/x") == Path("runs/x")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embedded-ric").mkdir()
+    assert run_folder("embedded-ric") == Path("embedded-ric")
+
+
+def test_a_portable_export_records_no_path_of_this_machine(layers_run, tmp_path, capsys):
+    out = tmp_path / "shared"
+    argv = ["export-lora", "--model", str(layers_run), "--output", str(out), "--portable"]
+    assert main([*argv, "--rank", "2"]) == 0
+    for name in ("config.yaml", "metrics.json", "adapter/adapter_config.json"):
+        text = (out / name).read_text()
+        assert str(layers_run.parent) not in text and str(tmp_path) not in text, name
+    assert load_trained(out).config.model.source == "tiny"  # what loading needs is kept
+    peft_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == "tiny"
+    capsys.readouterr()
+    online = ["online", "--model", str(out), "--output", str(tmp_path / "online")]
+    assert main(online) == 2
+    assert "records no training data: set online.data" in capsys.readouterr().err
+    assert not (tmp_path / "online").exists()
