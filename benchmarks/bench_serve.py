@@ -12,8 +12,9 @@ call, from ``/health``) and the batched/unbatched throughput ratio.
 
 Arguments: ``run`` (a `ric train`/`ric online` output; ``tiny`` builds a tiny trained run in a
 temporary folder from examples/qa_pairs.jsonl, about 20 s), ``--clients`` (32), ``--requests``
-(96), ``--max-tokens`` (32), ``--max-batch-size`` (16: the batched setting), ``--max-wait-ms``
-(20). Needs the ``serve`` extra and ``openai``.
+(96), ``--max-tokens`` (32), ``--max-batch-size`` (32: the batched setting), ``--max-wait-ms``
+(200: long enough for answered clients to rejoin the next batch; README "Serve"). Needs the
+``serve`` extra and ``openai``.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=200.0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         run = tiny_run(Path(scratch)) if args.run == "tiny" else Path(args.run)

@@ -465,7 +465,11 @@ class ServeConfig:
         [], "preference of a request that sets neither preference nor rewards (empty: uniform)"
     )
     max_batch_size: int = doc_field(8, "most sequences (requests x n) generated in one call")
-    max_wait_ms: float = doc_field(10.0, "how long the first queued request waits for others")
+    max_wait_ms: float = doc_field(
+        10.0,
+        "how long the first queued request waits for others (under steady load on a CPU, 200 "
+        "lets answered clients rejoin the next batch: README 'Serve')",
+    )
     max_queue: int = doc_field(64, "requests waiting for generation; beyond it: 429")
     retry_after_s: int = doc_field(1, "the Retry-After header (seconds) of a 429 answer")
     max_body_bytes: int = doc_field(1_000_000, "largest request body; beyond it: 413")
