@@ -33,7 +33,7 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -347,13 +347,10 @@ def export_lora(
     for name, parameter in adapted.named_parameters():
         if "lora_" in name or "modules_to_save" in name:
             parameter.data = parameter.data.to(getattr(torch, dtype))
-    config.lora.enabled, config.lora.r, config.lora.alpha, config.lora.dropout = (
-        True,
-        rank,
-        rank,
-        0.0,
+    targets = sorted(adapted.peft_config["default"].target_modules)
+    config.lora = replace(
+        config.lora, enabled=True, r=rank, alpha=float(rank), dropout=0.0, target_modules=targets
     )
-    config.lora.target_modules = sorted(adapted.peft_config["default"].target_modules)
     if portable:
         config = _without_paths(config)
     target.parent.mkdir(parents=True, exist_ok=True)
