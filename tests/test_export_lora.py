@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from peft import PeftModel
 from safetensors.torch import load_file
 
 from ric.cli import main
@@ -152,3 +153,15 @@ def test_a_portable_export_records_no_path_of_this_machine(layers_run, tmp_path,
     assert main(online) == 2
     assert "records no training data: set online.data" in capsys.readouterr().err
     assert not (tmp_path / "online").exists()
+
+
+def test_a_merged_lora_run_generates_as_the_unmerged_one(layers_run, tmp_path):
+    out = tmp_path / "lora"
+    assert (
+        main(["export-lora", "--model", str(layers_run), "--output", str(out), "--rank", "4"]) == 0
+    )
+    unmerged, merged = load_trained(out), load_trained(out, merged=True)
+    assert isinstance(unmerged.model, PeftModel) and not isinstance(merged.model, PeftModel)
+    torch.testing.assert_close(_logits_of(merged.model, out), _logits(out), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot be trained further"):
+        load_trained(out, trainable=True, merged=True)

@@ -341,7 +341,7 @@ def export_lora(
         raise ValueError(f"{str(target)!r} exists and is not empty: choose another --output")
     config = load_config(folder / CONFIG_FILE)
     model, _ = load_policy(config.model)
-    adapted, fit = lora_from_tuned_layers(
+    adapted, kept = lora_from_tuned_layers(
         model, load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS)), rank
     )
     for name, parameter in adapted.named_parameters():
@@ -366,7 +366,6 @@ def export_lora(
         if (folder / METHOD_FILE).is_file():
             shutil.copyfile(folder / METHOD_FILE, staging / METHOD_FILE)
         write_text_atomic(staging / CONFIG_FILE, dump_config(config))
-        kept = list(fit.kept.values())
         source_metrics = json.loads((folder / METRICS_FILE).read_text())
         if portable:
             source_metrics = _local_paths_named(source_metrics)
@@ -374,9 +373,9 @@ def export_lora(
             "exported_from": folder.name if portable else str(folder),
             "rank": rank,
             "dtype": dtype,
-            "kept_min": min(kept),
-            "kept_mean": float(np.mean(kept)),
-            "kept": fit.kept,
+            "kept_min": min(kept.values()),
+            "kept_mean": float(np.mean(list(kept.values()))),
+            "kept": kept,
             "adapter_bytes": sum(f.stat().st_size for f in adapter.iterdir()),
             "source_metrics": source_metrics,
             "portable": portable,

@@ -23,7 +23,6 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,10 +71,15 @@ def unfreeze_top_layers(model: PreTrainedModel, count: int) -> PreTrainedModel:
         return model.requires_grad_(True)
     model.requires_grad_(False)
     for name, parameter in model.named_parameters():
-        index = re.search(r"\.layers\.(\d+)\.", name)
-        if index is not None and int(index.group(1)) in layers:
+        if _layer_index(name) in layers:
             parameter.requires_grad_(True)
     return model
+
+
+def _layer_index(name: str) -> int | None:
+    """The decoder layer a parameter or module name belongs to (``model.layers.7.mlp`` -> 7)."""
+    found = re.search(r"\.layers\.(\d+)\.", f"{name}.")
+    return int(found.group(1)) if found else None
 
 
 def save_layers(model: PreTrainedModel, directory: str | Path) -> Path:
@@ -112,15 +116,6 @@ def load_layers(model: PreTrainedModel, directory: str | Path) -> PreTrainedMode
     return model
 
 
-@dataclass(frozen=True)
-class LowRankFit:
-    """How well each weight change survived the rank cut: the fraction of its squared
-    Frobenius norm that the rank-r approximation keeps (1.0: exact)."""
-
-    rank: int
-    kept: dict[str, float]  # weight name -> kept fraction of ||W_tuned - W_base||^2
-
-
 def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``(B, A, kept)`` with ``B @ A`` the best rank-``rank`` approximation of ``delta``
     (out x in) in Frobenius norm: B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, both padded with zeros
@@ -139,11 +134,13 @@ def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
 
 def lora_from_tuned_layers(
     base: PreTrainedModel, tuned: Mapping[str, torch.Tensor], rank: int
-) -> tuple[PeftModel, LowRankFit]:
+) -> tuple[PeftModel, dict[str, float]]:
     """``base`` with a LoRA adapter (alpha = r, so scale 1; no dropout) that reproduces the
     fine-tuned weights ``tuned`` (name -> tensor, as ``save_layers`` wrote them): every linear
     weight's change as rank-``rank`` factors; any other tuned weight (RMSNorm scales) is stored
-    whole through peft's ``modules_to_save``. Loads with plain ``PeftModel.from_pretrained``."""
+    whole through peft's ``modules_to_save``. Loads with plain ``PeftModel.from_pretrained``.
+    Also returns, per linear weight, the fraction of its change's squared Frobenius norm that
+    the rank kept (1.0: exact)."""
     modules = dict(base.named_modules())
     parameters = dict(base.named_parameters())
     unknown = sorted(set(tuned) - set(parameters))
@@ -158,14 +155,14 @@ def lora_from_tuned_layers(
             raise ValueError(f"{name}: a tuned linear bias cannot go into a LoRA adapter")
         else:
             whole[module_name] = value
-    indices = {name: re.search(r"\.layers\.(\d+)\.", name) for name in linear}
+    indices = {name: _layer_index(name) for name in linear}
     outside = sorted(name for name, index in indices.items() if index is None)
     if not linear or outside:
         raise ValueError(
             "only linear weights of decoder layers can go into a LoRA adapter; "
             f"got {outside[:3] or 'none'}"
         )
-    layers = sorted({int(index.group(1)) for index in indices.values() if index is not None})
+    layers = sorted({index for index in indices.values() if index is not None})
     config = PeftLoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=rank,
@@ -189,7 +186,7 @@ def lora_from_tuned_layers(
         for module_name, value in whole.items():
             wrapper = inner.get_submodule(module_name)
             wrapper.modules_to_save["default"].weight.copy_(value)
-    return adapted, LowRankFit(rank, kept)
+    return adapted, kept
 
 
 def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:
