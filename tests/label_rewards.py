@@ -32,3 +32,11 @@ class NaNAt:
 
     def score(self, prompts, responses):
         return np.array([np.nan if r in self.bad else len(r) for r in responses], dtype=float)
+
+
+class SharedWords:
+    """Words the response shares with its prompt: a reward that depends on the prompt."""
+
+    def score(self, prompts, responses):
+        pairs = zip(prompts, responses, strict=True)
+        return np.array([len(set(p.split()) & set(r.split())) for p, r in pairs], dtype=float)

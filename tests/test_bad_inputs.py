@@ -312,9 +312,22 @@ CASES = [
         ["stats.json", "does not exist"],
     ),
     Case(
-        "export-lora of a LoRA run (no fully fine-tuned layers)",
-        lambda p: ["export-lora", "--model", str(p.train), "--output", str(p.out)],
-        ["has no layers/", "lora.enabled false and lora.top_layers > 0"],
+        "export-lora of a folder that is not a trained run",
+        lambda p: ["export-lora", "--model", str(p.label), "--output", str(p.out)],
+        ["is not a finished trained run (no metrics.json)"],
+    ),
+    Case(
+        "contrast pairs with a reward read from a data column",
+        lambda p: [
+            *label(p, "--set", "label.contrast_pairs=1"),
+            *("--set", "rewards=[{type: column, options: {column: score}}]"),
+        ],
+        ["label.contrast_pairs", "reward 'column' reads one", "label.contrast_pairs: 0"],
+    ),
+    Case(
+        "train.init that is not a trained run",
+        lambda p: train(p, "--init", str(p.label)),
+        ["train.init", "is not a finished trained run (no metrics.json)", "embedded-ric"],
     ),
     Case(
         "export-lora with an unknown dtype",

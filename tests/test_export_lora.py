@@ -165,3 +165,15 @@ def test_a_merged_lora_run_generates_as_the_unmerged_one(layers_run, tmp_path):
     torch.testing.assert_close(_logits_of(merged.model, out), _logits(out), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="cannot be trained further"):
         load_trained(out, trainable=True, merged=True)
+
+
+def test_a_lora_run_exports_exactly_at_its_rank_and_approximately_below(tiny_offline, tmp_path):
+    run = tiny_offline / "train"  # LoRA r 4 on every layer of the tiny model
+    exact, smaller = tmp_path / "r4", tmp_path / "r1"
+    argv = ["export-lora", "--model", str(run), "--dtype", "float32", "--output"]
+    assert main([*argv, str(exact), "--rank", "4"]) == 0
+    assert json.loads((exact / "metrics.json").read_text())["kept_min"] == pytest.approx(1.0)
+    torch.testing.assert_close(_logits(exact), _logits(run), rtol=0, atol=1e-4)
+    assert main([*argv, str(smaller), "--rank", "1"]) == 0
+    assert json.loads((smaller / "metrics.json").read_text())["kept_mean"] < 0.99
+    assert load_trained(smaller).config.lora.r == 1

@@ -264,3 +264,49 @@ def test_only_our_own_progress_is_shown(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "label:" in err  # our bar
     assert "Loading weights" not in err and "it/s]" not in err.replace("score/s]", "")
+
+
+def test_contrast_pairs_give_each_prompt_responses_of_other_prompts():
+    from ric.config import DataConfig
+    from ric.data.label import CONTRAST_COLUMN, with_contrast_pairs
+
+    frame = pd.DataFrame(
+        {
+            "prompt": ["a?", "a?", "b?", "c?", "c?"],
+            "response": ["a1", "a2", "b1", "c1", "c2"],
+            "source": ["ra1", "ra2", "rb1", "rc1", "rc2"],  # describes the response
+        }
+    )
+    paired = with_contrast_pairs(frame, DataConfig(), per_row=2, seed=3)
+    assert len(paired) == 3 * len(frame)
+    original, added = paired[~paired[CONTRAST_COLUMN]], paired[paired[CONTRAST_COLUMN]]
+    pd.testing.assert_frame_equal(original.drop(columns=CONTRAST_COLUMN), frame)
+    assert added["prompt"].tolist() == frame["prompt"].tolist() * 2  # every prompt, per row
+    donors = frame.set_index("response")
+    for _, row in added.iterrows():
+        assert donors.loc[row["response"], "prompt"] != row["prompt"]  # another prompt's answer
+        assert donors.loc[row["response"], "source"] == row["source"]  # its row's columns
+    again = with_contrast_pairs(frame, DataConfig(), per_row=2, seed=3)
+    pd.testing.assert_frame_equal(again, paired)  # seeded
+    with pytest.raises(ValueError, match="at least 2 distinct prompts"):
+        with_contrast_pairs(frame.assign(prompt="same?"), DataConfig(), per_row=1)
+
+
+def test_label_scores_the_contrast_rows_as_pairs(tmp_path):
+    topics = ["cats", "dogs", "owls", "bees", "moles"]
+    rows = [
+        {"prompt": f"tell me about {topic}", "response": f"{topic} are " + "nice " * length}
+        for topic in topics
+        for length in (1, 4)
+    ]
+    data = _write(tmp_path / "pairs.jsonl", rows)
+    rewards = [{"type": "verbosity"}, {"type": "label_rewards:SharedWords", "name": "shared"}]
+    result = label_dataset(_config(data, tmp_path / "out", rewards, contrast_pairs=1), False)
+    scored = pd.read_parquet(result.scored_path)
+    assert len(scored) == 2 * len(rows) and result.stats.count == 2 * len(rows)
+    own, contrast = scored[~scored["contrast"]], scored[scored["contrast"]]
+    # The prompt-dependent reward sees the other prompt (the topic is no longer shared); the
+    # response-only one scores the response as on its own row.
+    assert (own["reward_shared"] == 1).all() and (contrast["reward_shared"] == 0).all()
+    by_response = own.set_index("response")["reward_verbosity"]
+    assert np.allclose(contrast["reward_verbosity"], by_response[contrast["response"]].to_numpy())

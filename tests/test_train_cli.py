@@ -172,3 +172,61 @@ def test_train_resumes_after_a_real_kill(labeled, tmp_path):
     assert metrics["resumed_from_step"] >= killed_at
     assert metrics["steps"] == 400
     assert (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_train_init_continues_a_ric_run_with_its_own_settings(tiny_offline, tmp_path):
+    from safetensors.torch import load_file
+
+    from ric.config import load_config
+
+    init, label = tiny_offline / "train", tiny_offline / "label"
+    adapter = "adapter/adapter_model.safetensors"
+    started = load_file(str(init / adapter))
+
+    def continued(output: Path, learning_rate: str) -> dict[str, torch.Tensor]:
+        argv = ["train", "--data", str(label), "--output", str(output), "--init", str(init)]
+        settings = [
+            *("train.max_steps=2", "train.mixed_precision=fp32"),
+            *(f"train.learning_rate={learning_rate}", "lora.r=16"),  # r: the init's wins
+        ]
+        overrides = [arg for setting in settings for arg in ("--set", setting)]
+        assert main([*argv, "--no-progress", *overrides]) == 0
+        return load_file(str(output / adapter))
+
+    # A vanishing learning rate leaves the init's adapter (trained, B != 0) as it was: training
+    # started from it, not from a new adapter (B = 0).
+    still = continued(tmp_path / "still", "1e-12")
+    assert still.keys() == started.keys()
+    assert any(name.endswith("lora_B.weight") and v.abs().sum() > 0 for name, v in still.items())
+    for name, value in started.items():
+        torch.testing.assert_close(still[name], value, rtol=0, atol=1e-8)
+    moved = continued(tmp_path / "moved", "0.003")
+    assert any(not torch.equal(moved[name], value) for name, value in started.items())
+    recorded = load_config(tmp_path / "moved" / "config.yaml")
+    assert recorded.lora.r == 4 and recorded.model.source == "tiny"  # the init's settings
+    assert recorded.train.init == str(init)
+    weights = (tmp_path / "moved" / adapter).read_bytes()
+    continued(tmp_path / "moved", "0.003")  # the same command again: the finished run is kept
+    assert (tmp_path / "moved" / adapter).read_bytes() == weights
+
+
+def test_train_init_refuses_a_baseline_run(tiny_offline, tmp_path, capsys):
+    sft = tmp_path / "sft"
+    argv = ["baseline", "sft", "--data", str(tiny_offline / "label"), "--output", str(sft)]
+    settings = ["train.max_steps=1", "lora.r=4", "train.mixed_precision=fp32"]
+    assert (
+        main(
+            [
+                *argv,
+                "--model",
+                "tiny",
+                "--no-progress",
+                *[a for s in settings for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
+    argv = ["train", "--data", str(tiny_offline / "label"), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--init", str(sft), "--no-progress"]) == 2
+    assert "is a 'sft' run: it continues a RiC run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

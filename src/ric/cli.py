@@ -467,6 +467,7 @@ COMMANDS: dict[str, Command] = {
             Flag("--data", "a `ric label` output directory", "train.data"),
             Flag("--output", "output directory", "train.output"),
             MODEL_SOURCE,
+            Flag("--init", "a RiC run to continue on this data, e.g. embedded-ric", "train.init"),
             Flag(
                 "--resume", "continue from the newest checkpoint in --output", action="store_true"
             ),
@@ -619,13 +620,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "export-lora": Command(
         run_export_lora,
-        "turn a run whose top layers were fully fine-tuned into a LoRA run of a few MB",
+        "turn a fine-tuned run (top layers or a LoRA adapter) into a LoRA run of a few MB",
         "Each weight change becomes its best rank-r approximation (truncated SVD); norm "
         "scales are kept whole. The output loads with `ric generate/evaluate/online/serve` and "
         "with plain peft. metrics.json says how much of each change the rank kept.",
         (
             Flag(
-                "--model", "a `ric train` output with layers/ (lora.enabled false)", required=True
+                "--model",
+                "a trained run with layers/ or adapter/ (e.g. a `ric train` output)",
+                required=True,
             ),
             Flag("--output", "output directory (must not exist or be empty)", required=True),
             Flag("--rank", "LoRA rank (default 32)", type=int, default=32),

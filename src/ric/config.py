@@ -100,11 +100,21 @@ class LabelConfig:
     shard_size: int = doc_field(1024, "rows scored and saved per shard (the unit of resume)")
     output_format: str = doc_field("parquet", "scored data format: parquet or jsonl")
     reuse_scores: bool = doc_field(True, "load shards scored by earlier runs (false: rescore all)")
+    contrast_pairs: int = doc_field(
+        0,
+        "rows added per row that pair its prompt with another prompt's response (an off-topic "
+        "answer, scored like any row), so prompt-dependent rewards such as relevance vary at "
+        "every length and a model learns to follow them alone (0: none)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("label.output_format", self.output_format, OUTPUT_FORMATS)
         if self.shard_size < 1:
             raise ValueError(f"label.shard_size must be >= 1, got {self.shard_size}")
+        if self.contrast_pairs < 0:
+            raise ValueError(
+                f"label.contrast_pairs must be >= 0 (0: none), got {self.contrast_pairs}"
+            )
 
 
 @dataclass
@@ -251,6 +261,11 @@ class TrainConfig:
 
     data: str = doc_field("", "a `ric label` output directory (scored data + stats.json)")
     output: str = doc_field("", "output directory: adapter or model, checkpoints, log, config")
+    init: str = doc_field(
+        "",
+        "a RiC run to continue on this data (its weights, model, lora and template settings; "
+        "empty: a new adapter or new layers on model.source)",
+    )
     max_steps: int = doc_field(200, "optimizer steps (paper: 20,000 on Llama-2 7B)")
     batch_size: int = doc_field(8, "samples per micro-batch (paper: 8)")
     gradient_accumulation_steps: int = doc_field(1, "micro-batches per optimizer step")

@@ -309,10 +309,11 @@ def layered_config(user_values: dict[str, Any], run: str | Path | None) -> Layer
 def export_lora(
     run: str | Path, output: str | Path, rank: int, dtype: str = "float16", portable: bool = False
 ) -> dict:
-    """Write ``output``: the run ``run`` (top layers fully fine-tuned, ``layers/``) as a LoRA
-    run (``adapter/``, rank ``rank``, weights in ``dtype``) that loads wherever a trained run
-    does. Returns what ``output/metrics.json`` records: how much of each weight change the rank
-    kept, the adapter's size and the source run's own metrics. ``portable``: record none of
+    """Write ``output``: the run ``run`` (top layers fully fine-tuned, ``layers/``, or a LoRA
+    adapter of any rank, ``adapter/``) as a LoRA run (``adapter/``, rank ``rank``, weights in
+    ``dtype``) that loads wherever a trained run does. Returns what ``output/metrics.json``
+    records: how much of each weight change the rank kept, the adapter's size and the source
+    run's own metrics. ``portable``: record none of
     this machine's paths (``PATH_SETTINGS``), for a run handed to others. Nothing is left at
     ``output`` unless the whole run was written."""
     import shutil
@@ -322,7 +323,13 @@ def export_lora(
     from safetensors.torch import load_file
 
     from ric.models import load_policy
-    from ric.models.lora import ADAPTER_CONFIG, LAYER_WEIGHTS, lora_from_tuned_layers, save_adapter
+    from ric.models.lora import (
+        ADAPTER_CONFIG,
+        LAYER_WEIGHTS,
+        changed_weights,
+        lora_from_tuned_layers,
+        save_adapter,
+    )
 
     folder, target = run_folder(run), Path(output)
     if dtype not in EXPORT_DTYPES:
@@ -332,18 +339,24 @@ def export_lora(
     if not (folder / METRICS_FILE).is_file():
         raise ValueError(f"{str(folder)!r} is not a finished trained run (no {METRICS_FILE})")
     method = read_method(folder)
-    if not (folder / LAYERS_DIR).is_dir() or method.init is not None:
+    layered, has_adapter = (folder / LAYERS_DIR).is_dir(), (folder / ADAPTER_DIR).is_dir()
+    if not (layered or has_adapter) or method.init is not None:
         raise ValueError(
-            f"{str(folder)!r} has no {LAYERS_DIR}/ over its base model: export takes a run "
-            "trained with lora.enabled false and lora.top_layers > 0"
+            f"{str(folder)!r} has neither {LAYERS_DIR}/ nor {ADAPTER_DIR}/ over its base model: "
+            "export takes a run trained with lora.top_layers > 0 or with a LoRA adapter"
         )
     if target.exists() and any(target.iterdir()):
         raise ValueError(f"{str(target)!r} exists and is not empty: choose another --output")
     config = load_config(folder / CONFIG_FILE)
     model, _ = load_policy(config.model)
-    adapted, kept = lora_from_tuned_layers(
-        model, load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS)), rank
+    # A LoRA run is exported from its adapter folded into the weights: the same path as tuned
+    # layers, so another rank or dtype (exact at the run's own rank) comes out the same way.
+    tuned = (
+        load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS))
+        if layered
+        else changed_weights(model, load_trained(folder, merged=True).model)
     )
+    adapted, kept = lora_from_tuned_layers(model, tuned, rank)
     for name, parameter in adapted.named_parameters():
         if "lora_" in name or "modules_to_save" in name:
             parameter.data = parameter.data.to(getattr(torch, dtype))

@@ -36,6 +36,7 @@ from ric.rewards import DataColumn, RewardFunction, create_reward
 
 CACHE_DIR = ".label-cache"
 CONFIG_FILE = "config.yaml"
+CONTRAST_COLUMN = "contrast"  # true on the rows label.contrast_pairs added
 
 
 def raw_column(name: str) -> str:
@@ -166,6 +167,35 @@ def _score_shard(
     return scores
 
 
+def with_contrast_pairs(
+    frame: pd.DataFrame, columns: DataConfig, per_row: int, seed: int = 0
+) -> pd.DataFrame:
+    """``frame``, then ``per_row`` rows per row that pair its prompt with the response of a
+    row whose prompt differs (drawn with ``seed``), marked true in ``CONTRAST_COLUMN``. Other
+    columns come from the response's row. Why: in data where every response answers its own
+    prompt, a prompt-dependent reward such as relevance moves with length alone; an off-topic
+    answer at each length shows a model what a low value of it looks like, the others held."""
+    if CONTRAST_COLUMN in frame.columns:
+        raise ValueError(
+            f"the data already has a column {CONTRAST_COLUMN!r}, which label.contrast_pairs "
+            "writes: rename it"
+        )
+    marked = frame.assign(**{CONTRAST_COLUMN: False})
+    prompts = frame[columns.prompt_column].to_numpy()
+    if len(set(prompts)) < 2:
+        raise ValueError("label.contrast_pairs needs at least 2 distinct prompts in the data")
+    rng = np.random.default_rng(seed)
+    added = []
+    for _ in range(per_row):
+        donors = rng.integers(0, len(frame), size=len(frame))
+        while (same := prompts[donors] == prompts).any():  # redraw the prompt's own responses
+            donors[same] = rng.integers(0, len(frame), size=int(same.sum()))
+        contrast = marked.iloc[donors].reset_index(drop=True)
+        contrast[columns.prompt_column] = prompts
+        added.append(contrast.assign(**{CONTRAST_COLUMN: True}))
+    return pd.concat([marked, *added], ignore_index=True)
+
+
 def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
     """Score ``config.data`` with ``config.rewards`` and write the labeled data to
     ``config.label.output`` (layout and resume rule in the module docstring)."""
@@ -173,6 +203,8 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
         raise ValueError("no output directory: set label.output (or pass --output)")
     _check_rewards(config.rewards)
     frame = read_pairs(config.data)  # validates columns and rows before anything is written
+    if config.label.contrast_pairs:
+        frame = with_contrast_pairs(frame, config.data, config.label.contrast_pairs)
     prompts = frame[config.data.prompt_column].tolist()
     responses = frame[config.data.response_column].tolist()
     fingerprint = fingerprint_pairs(prompts, responses)
@@ -182,6 +214,17 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
     if clashes:
         raise ValueError(f"input already has columns {clashes}; rename them or the rewards")
     scorers = [create_reward(reward.type, reward.options) for reward in config.rewards]
+    columns_read = [
+        reward.resolved_name
+        for reward, scorer in zip(config.rewards, scorers, strict=True)
+        if isinstance(scorer, DataColumn)
+    ]
+    if config.label.contrast_pairs and columns_read:
+        raise ValueError(
+            "label.contrast_pairs pairs prompts with other prompts' responses, whose rewards a "
+            f"data column cannot hold: reward {columns_read[0]!r} reads one; set "
+            "label.contrast_pairs: 0, or score it with a model"
+        )
 
     output = Path(config.label.output)
     shard_size = config.label.shard_size

@@ -189,6 +189,17 @@ def lora_from_tuned_layers(
     return adapted, kept
 
 
+def changed_weights(base: nn.Module, tuned: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters of ``tuned`` (name -> tensor) that differ from ``base``'s of the same
+    name: what fine-tuning changed, in the layout ``save_layers`` writes."""
+    reference = dict(base.named_parameters())
+    return {
+        name: parameter.detach()
+        for name, parameter in tuned.named_parameters()
+        if not torch.equal(parameter, reference[name])
+    }
+
+
 def _top_layers(model: PreTrainedModel, count: int) -> list[int] | None:
     """Indices of the top ``count`` decoder layers, or None (all) for 0."""
     if count == 0:

@@ -17,18 +17,28 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ric.config import RicConfig, dump_config
+from ric.config import RicConfig, dump_config, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, write_text_atomic
 from ric.data.label import CONFIG_FILE, read_labeled_frame, standardized_column
 from ric.data.sources import boolean_column
 from ric.models.samples import TokenizedSample, tokenize_sample
-from ric.runs import METRICS_FILE, finished_run, save_weights, settings_of, write_method
+from ric.runs import (
+    METRICS_FILE,
+    finished_run,
+    load_trained,
+    read_method,
+    run_folder,
+    save_weights,
+    settings_of,
+    write_method,
+)
 from ric.runtime import describe_device
 from ric.training.sft import CHECKPOINTS, TrainResult, train
 
@@ -74,11 +84,11 @@ def run_train(
 ) -> Path:
     """Train on ``config.train.data``; write to ``config.train.output``; return that path.
     ``conditioned=False`` is the SFT baseline: the same loop on prompts without rewards."""
-    from ric.models import attach_lora, load_policy, unfreeze_top_layers
-
-    settings = config.train
-    if not settings.output:
+    if not config.train.output:
         raise ValueError("no output directory: set train.output (or pass --output)")
+    if config.train.init:
+        config = _continuing(config, conditioned)
+    settings = config.train
     output = Path(settings.output)
     sections = [*TRAINED_BY, *([] if conditioned else ["baseline.sft_column"])]
     if finished_run(output, settings_of(config, sections), "training run"):
@@ -91,18 +101,12 @@ def run_train(
         )
     keep = "" if conditioned else config.baseline.sft_column
     data = read_labeled(settings.data, config.template.prompt_template(), conditioned, keep)
-    model, tokenizer = load_policy(config.model)
+    model, tokenizer = _start_model(config)
     samples = [
         sample
         for prompt, response in zip(data.prompts, data.responses, strict=True)
         if (sample := tokenize_sample(tokenizer, prompt, response, settings.max_length))
     ]
-    torch.manual_seed(settings.seed)  # adapter initialization
-    model = (
-        attach_lora(model, config.lora)
-        if config.lora.enabled
-        else unfreeze_top_layers(model, config.lora.top_layers)
-    )
     result = train(model, samples, settings, output, tokenizer.pad_token_id, resume, show_progress)
     save_weights(model, tokenizer, output)
     shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
@@ -111,6 +115,45 @@ def run_train(
         write_method(output, "sft")
     write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
     return output
+
+
+def _start_model(config: RicConfig) -> tuple[Any, Any]:
+    """The model to train, and its tokenizer: the ``train.init`` run's weights, trainable, or
+    ``model.source`` with a new adapter (or its top layers unfrozen)."""
+    from ric.models import attach_lora, load_policy, unfreeze_top_layers
+
+    if config.train.init:
+        start = load_trained(config.train.init, trainable=True)
+        return start.model, start.tokenizer
+    model, tokenizer = load_policy(config.model)
+    torch.manual_seed(config.train.seed)  # adapter initialization
+    if config.lora.enabled:
+        return attach_lora(model, config.lora), tokenizer
+    return unfreeze_top_layers(model, config.lora.top_layers), tokenizer
+
+
+def _continuing(config: RicConfig, conditioned: bool) -> RicConfig:
+    """``config`` with the model, adapter and template settings of the RiC run ``train.init``
+    names: the run learned to read its rewards through exactly those."""
+    if not conditioned:
+        raise ValueError(
+            "train.init continues a RiC run; the SFT baseline starts from model.source"
+        )
+    folder = run_folder(config.train.init)
+    if not (folder / METRICS_FILE).is_file():
+        raise ValueError(
+            f"train.init {config.train.init!r} is not a finished trained run (no "
+            f"{METRICS_FILE}); give a `ric train` or `ric online` output, or a shipped run "
+            "such as embedded-ric"
+        )
+    method = read_method(folder).name
+    if method != "ric":
+        raise ValueError(
+            f"train.init {config.train.init!r} is a {method!r} run: it continues a RiC run "
+            "(`ric train`, `ric online` or a shipped one such as embedded-ric)"
+        )
+    start = load_config(folder / CONFIG_FILE)
+    return replace(config, model=start.model, lora=start.lora, template=start.template)
 
 
 def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledData) -> dict:
