@@ -205,9 +205,11 @@ def test_train_init_continues_a_ric_run_with_its_own_settings(tiny_offline, tmp_
     recorded = load_config(tmp_path / "moved" / "config.yaml")
     assert recorded.lora.r == 4 and recorded.model.source == "tiny"  # the init's settings
     assert recorded.train.init == str(init)
-    weights = (tmp_path / "moved" / adapter).read_bytes()
-    continued(tmp_path / "moved", "0.003")  # the same command again: the finished run is kept
-    assert (tmp_path / "moved" / adapter).read_bytes() == weights
+    # The same command again: the finished run is kept (a retrained one would record other
+    # seconds in its metrics).
+    metrics = (tmp_path / "moved" / "metrics.json").read_text()
+    continued(tmp_path / "moved", "0.003")
+    assert (tmp_path / "moved" / "metrics.json").read_text() == metrics
 
 
 def test_train_init_refuses_a_baseline_run(tiny_offline, tmp_path, capsys):

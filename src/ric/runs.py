@@ -313,9 +313,9 @@ def export_lora(
     adapter of any rank, ``adapter/``) as a LoRA run (``adapter/``, rank ``rank``, weights in
     ``dtype``) that loads wherever a trained run does. Returns what ``output/metrics.json``
     records: how much of each weight change the rank kept, the adapter's size and the source
-    run's own metrics. ``portable``: record none of
-    this machine's paths (``PATH_SETTINGS``), for a run handed to others. Nothing is left at
-    ``output`` unless the whole run was written."""
+    run's own metrics. ``portable``: record none of this machine's paths (``PATH_SETTINGS``),
+    for a run handed to others. Nothing is left at ``output`` unless the whole run was
+    written."""
     import shutil
     import tempfile
 
