@@ -1,14 +1,31 @@
-"""Training throughput: ric's conditional-SFT loop vs TRL's SFTTrainer, same data and model.
+"""Training throughput: ric's conditional-SFT loop, packed and padded, vs TRL's SFTTrainer, with
+and without its packing; the same data, model, trainable weights and batch.
 
-Both fine-tune the same LoRA (the paper's r 64, alpha 128, dropout 0.05 on q_proj/v_proj) on the
-same conditioned (prompt, response) samples, batch 8, fp32, the same number of optimizer steps,
-loss on the response tokens only. TRL runs with its defaults for prompt-completion data (padding
-to the longest sample of a randomly drawn batch); ric groups samples of similar length into a
-batch. The figure is response tokens per second: the mean response length (tokens, EOS included)
-times the samples seen, over the wall-clock time of the training call. Repeats alternate between
-the two so that a noisy machine slows both alike; medians are reported.
+Contestants (each trains the same model for the same number of optimizer steps, fp32, loss on the
+response tokens only):
 
-    python benchmarks/bench_training.py --model smollm2 --steps 12 --repeats 2
+* ``ric packed``: ``train.packing: true`` (the default): a micro-batch's samples end to end in one
+  padding-free row, per-sample position ids, output layer only where a response token is predicted;
+* ``ric padded``: ``train.packing: false``, the loop before packing: right-padded rows of samples
+  grouped by length;
+* ``TRL``: SFTTrainer's defaults for prompt-completion data (rows padded to the longest of a random
+  batch of 8);
+* ``TRL packed``: SFTTrainer with ``packing=True`` (best-fit decreasing into rows of
+  ``8 x the mean sample length`` tokens, so a step holds about 8 samples as in the others;
+  padding-free, position ids per sample).
+
+Tasks: ``--task demo`` is the embedded demo's training: SmolLM2's pairs.jsonl (1,311 answers at
+every sentence length), prompts with two reward values, the top 10 layers fully trained,
+max_length 100. The values come from two cheap rewards (verbosity, positivity) rather than the
+demo's relevance model, so labeling is instant; the prompts have the demo's format and length.
+``--task lora`` is the paper's adapter (LoRA r 64 on q/v) on examples/qa_pairs.jsonl.
+
+The figure is response tokens per second: response tokens (EOS included) per optimizer step,
+expected over the data (8 x the mean; for TRL packed, the mean per packed row), times the steps,
+over the wall-clock time of the training call. Repeats cycle through the contestants so that a
+noisy machine slows all alike; medians are reported.
+
+    python benchmarks/bench_training.py --task demo --steps 20 --repeats 3
 """
 
 from __future__ import annotations
@@ -17,28 +34,46 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ric.config import LoraConfig, ModelConfig, TrainConfig, load_config
 from ric.data import label_dataset
-from ric.models import attach_lora, load_policy
+from ric.models import attach_lora, load_policy, unfreeze_top_layers
 from ric.models.samples import tokenize_sample
 from ric.training.offline import read_labeled
 from ric.training.sft import train
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
-LORA = LoraConfig()  # the paper's adapter
-MAX_LENGTH = 256
+ROOT = Path(__file__).parent.parent
+BATCH = 8
 
 
-def conditioned_pairs(workdir: Path) -> tuple[list[str], list[str]]:
-    """Label the shipped example data with two cheap rewards; return conditioned pairs."""
+@dataclass(frozen=True)
+class Task:
+    data: Path
+    max_length: int
+    lora: LoraConfig  # lora.enabled false: the top lora.top_layers layers are trained in full
+
+
+TASKS = {
+    "demo": Task(
+        ROOT / "src" / "ric" / "tasks" / "data" / "pairs.jsonl",
+        100,
+        LoraConfig(enabled=False, top_layers=10),
+    ),
+    "lora": Task(ROOT / "examples" / "qa_pairs.jsonl", 256, LoraConfig()),
+}
+
+
+def conditioned_pairs(task: Task, workdir: Path) -> tuple[list[str], list[str]]:
+    """Label the task's data with two cheap rewards; return conditioned pairs."""
     config = load_config(
         None,
         [
-            f"data.path={EXAMPLES}",
+            f"data.path={task.data}",
             f"label.output={workdir / 'label'}",
             "rewards=[{type: verbosity}, {type: positivity}]",
         ],
@@ -48,43 +83,56 @@ def conditioned_pairs(workdir: Path) -> tuple[list[str], list[str]]:
     return data.prompts, data.responses
 
 
-def time_ric(source: str, prompts, responses, steps: int, workdir: Path) -> float:
+def trainable_model(source: str, task: Task) -> tuple[Any, Any]:
     model, tokenizer = load_policy(ModelConfig(source=source))
-    samples = [
-        tokenize_sample(tokenizer, p, r, MAX_LENGTH)
-        for p, r in zip(prompts, responses, strict=True)
-    ]
     torch.manual_seed(0)
-    model = attach_lora(model, LORA)
+    if task.lora.enabled:
+        return attach_lora(model, task.lora), tokenizer
+    return unfreeze_top_layers(model, task.lora.top_layers), tokenizer
+
+
+def tokenized(tokenizer: Any, task: Task, pairs) -> list[Any]:
+    """The samples ric trains on (those whose prompt fits max_length)."""
+    samples = [
+        tokenize_sample(tokenizer, p, r, task.max_length) for p, r in zip(*pairs, strict=True)
+    ]
+    return [sample for sample in samples if sample is not None]
+
+
+def time_ric(source: str, task: Task, pairs, steps: int, workdir: Path, packing: bool) -> float:
+    model, tokenizer = trainable_model(source, task)
+    samples = tokenized(tokenizer, task, pairs)
     settings = TrainConfig(
         max_steps=steps,
-        batch_size=8,
+        batch_size=BATCH,
         learning_rate=1.41e-4,
         mixed_precision="fp32",
         save_steps=0,
         log_steps=0,
+        packing=packing,
     )
     start = time.perf_counter()
     train(model, samples, settings, workdir / "ric", tokenizer.pad_token_id, show_progress=False)
     return time.perf_counter() - start
 
 
-def time_trl(source: str, prompts, responses, steps: int, workdir: Path) -> float:
+def trl_trainer(source: str, task: Task, pairs, steps: int, workdir: Path, packing_row: int):
+    """SFTTrainer on the pairs; ``packing_row`` > 0: packed into rows of that many tokens."""
     from datasets import Dataset
-    from peft import LoraConfig as PeftLoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_policy(ModelConfig(source=source))
+    model, tokenizer = trainable_model(source, task)
     dataset = Dataset.from_list(
-        [{"prompt": p, "completion": r} for p, r in zip(prompts, responses, strict=True)]
+        [{"prompt": p, "completion": r} for p, r in zip(*pairs, strict=True)]
     )
     arguments = SFTConfig(
         output_dir=str(workdir / "trl"),
         max_steps=steps,
-        per_device_train_batch_size=8,
+        per_device_train_batch_size=1 if packing_row else BATCH,
         learning_rate=1.41e-4,
         lr_scheduler_type="linear",
-        max_length=MAX_LENGTH,
+        max_length=packing_row or task.max_length,
+        packing=bool(packing_row),
         gradient_checkpointing=False,  # off for small models (DESIGN §3), as ric does
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
@@ -94,59 +142,76 @@ def time_trl(source: str, prompts, responses, steps: int, workdir: Path) -> floa
         seed=0,
         disable_tqdm=True,
     )
-    peft_config = PeftLoraConfig(
-        r=LORA.r,
-        lora_alpha=LORA.alpha,
-        lora_dropout=LORA.dropout,
-        target_modules=LORA.target_modules,
-        task_type="CAUSAL_LM",
+    return SFTTrainer(
+        model=model, args=arguments, train_dataset=dataset, processing_class=tokenizer
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=arguments,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+
+
+def time_trl(trainer: Any) -> float:
     start = time.perf_counter()
     trainer.train()
     return time.perf_counter() - start
 
 
+def response_tokens_per_row(trainer: Any) -> float:
+    """The mean response tokens (loss tokens) of a row of TRL's (packed) training set."""
+    labels = trainer.train_dataset["labels"]
+    return statistics.mean(sum(label != -100 for label in row) for row in labels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 or tiny")
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method")
+    parser.add_argument("--task", default="demo", choices=sorted(TASKS))
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per contestant")
     args = parser.parse_args()
+    task = TASKS[args.task]
 
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        prompts, responses = conditioned_pairs(workdir)
+        pairs = conditioned_pairs(task, workdir)
         _, tokenizer = load_policy(ModelConfig(source=args.model))
-        response_tokens = [
-            len(tokenizer(r, add_special_tokens=False)["input_ids"]) + 1 for r in responses
-        ]
-        tokens_per_step = 8 * statistics.mean(response_tokens)  # expected, any batch order
+        samples = tokenized(tokenizer, task, pairs)
+        response = statistics.mean(sample.trained_tokens for sample in samples)
+        length = statistics.mean(len(sample.input_ids) for sample in samples)
+        packing_row = round(BATCH * length)
         print(
-            f"model {args.model}; {len(prompts)} samples; response tokens per sample "
-            f"{min(response_tokens)}-{max(response_tokens)} (mean "
-            f"{statistics.mean(response_tokens):.0f}); {torch.get_num_threads()} threads"
+            f"model {args.model}, task {args.task}: {len(samples)} samples, {length:.0f} tokens "
+            f"each on average ({response:.0f} response); TRL packs rows of {packing_row} tokens; "
+            f"{torch.get_num_threads()} threads"
         )
-        ric_times, trl_times = [], []
+        times: dict[str, list[float]] = {}
+        per_step = {"ric packed": BATCH * response, "ric padded": BATCH * response}
+        per_step["TRL"] = BATCH * response
         for repeat in range(args.repeats):
-            ric_times.append(time_ric(args.model, prompts, responses, args.steps, workdir))
-            trl_times.append(time_trl(args.model, prompts, responses, args.steps, workdir))
+            for packing in (True, False):
+                name = "ric packed" if packing else "ric padded"
+                seconds = time_ric(args.model, task, pairs, args.steps, workdir, packing)
+                times.setdefault(name, []).append(seconds)
+            for name, row in (("TRL", 0), ("TRL packed", packing_row)):
+                trainer = trl_trainer(args.model, task, pairs, args.steps, workdir, row)
+                if row:
+                    per_step[name] = response_tokens_per_row(trainer)
+                times.setdefault(name, []).append(time_trl(trainer))
             print(
-                f"repeat {repeat + 1}: ric {ric_times[-1]:.1f} s, TRL {trl_times[-1]:.1f} s "
-                f"for {args.steps} steps"
+                f"repeat {repeat + 1}: "
+                + ", ".join(f"{name} {values[-1]:.1f} s" for name, values in times.items())
+                + f" for {args.steps} steps"
             )
-    ric_rate = tokens_per_step * args.steps / statistics.median(ric_times)
-    trl_rate = tokens_per_step * args.steps / statistics.median(trl_times)
+    rates = {
+        name: per_step[name] * args.steps / statistics.median(values)
+        for name, values in times.items()
+    }
+    print(f"response tokens/s, median of {args.repeats}:")
+    for name, rate in rates.items():
+        print(f"  {name:<11} {rate:7.0f}  ({per_step[name]:.0f} response tokens per step)")
+    packed = rates["ric packed"]
     print(
-        f"ric: {ric_rate:.0f} response tokens/s; TRL SFTTrainer: {trl_rate:.0f} response tokens/s"
+        f"ric packed / ric padded: {packed / rates['ric padded']:.2f}x; "
+        f"ric packed / TRL packed: {packed / rates['TRL packed']:.2f}x; "
+        f"ric packed / TRL: {packed / rates['TRL']:.2f}x"
     )
-    print(f"ratio ric/TRL: {ric_rate / trl_rate:.2f}x (median of {args.repeats})")
 
 
 if __name__ == "__main__":

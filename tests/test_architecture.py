@@ -12,6 +12,7 @@ LAYERS = {
     "core": 0,
     "config": 1,
     "runtime": 1,
+    "parallel": 1,
     "rewards": 2,
     "models": 2,
     "data": 2,
@@ -40,7 +41,9 @@ def ric_imports(path: Path) -> set[str]:
     """Every ``ric.*`` module ``path`` imports, anywhere in the file."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ric"):
+        if isinstance(node, ast.ImportFrom) and node.module == "ric":  # from ric import parallel
+            found |= {f"ric.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ric"):
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("ric")}

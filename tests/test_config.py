@@ -109,3 +109,34 @@ def test_a_base_file_is_read_first_and_laid_under(tmp_path):
     (tmp_path / "exp.yaml").write_text("base: missing.yaml\n")
     with pytest.raises(ValueError, match=r"missing.yaml' does not exist"):
         load_config(tmp_path / "exp.yaml")
+
+
+ACCELERATE = Path(__file__).parent.parent / "configs" / "accelerate"
+
+
+@pytest.mark.parametrize(
+    ("name", "engine", "zero_stage"),
+    [
+        ("ddp.yaml", "MULTI_GPU", None),
+        ("fsdp.yaml", "FSDP", None),
+        ("deepspeed-zero2.yaml", "DEEPSPEED", 2),
+        ("deepspeed-zero3.yaml", "DEEPSPEED", 3),
+    ],
+)
+def test_accelerate_configs_load_with_accelerate(name, engine, zero_stage):
+    """What `accelerate launch --config_file` reads: accelerate's own loader and types."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ACCELERATE / name))
+    assert config.distributed_type.value == engine
+    assert config.num_machines == 1 and config.num_processes > 1 and not config.use_cpu
+    if zero_stage is not None:
+        assert config.deepspeed_config["zero_stage"] == zero_stage
+        assert config.deepspeed_config["gradient_accumulation_steps"] == 1
+    if engine == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
+
+
+def test_every_accelerate_config_is_tested():
+    names = {path.name for path in ACCELERATE.glob("*.yaml")}
+    assert names == {"ddp.yaml", "fsdp.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3.yaml"}

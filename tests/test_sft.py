@@ -8,7 +8,8 @@ import torch
 
 from ric.config import TrainConfig
 from ric.core import build_prompt
-from ric.models.samples import IGNORE_INDEX, collate, tokenize_sample
+from ric.models.packed_attention import packed_attention
+from ric.models.samples import IGNORE_INDEX, collate, pack, response_loss_sum, tokenize_sample
 from ric.models.tiny import build_tiny
 from ric.training.sft import epoch_batches, latest_checkpoint, resolve_mixed_precision, train
 
@@ -61,6 +62,79 @@ def test_collate_pads_right_and_masks_padding(tokenizer):
         n = len(sample.input_ids)
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
         assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
+
+
+def test_pack_puts_samples_end_to_end_with_positions_restarting(tokenizer):
+    samples = _samples(tokenizer)[:3]
+    batch = pack(samples)
+    total = sum(len(s.input_ids) for s in samples)
+    assert {key: tuple(value.shape) for key, value in batch.items()} == {
+        "input_ids": (1, total),
+        "position_ids": (1, total),
+        "labels": (1, total),
+    }
+    assert batch["input_ids"][0].tolist() == [t for s in samples for t in s.input_ids]
+    expected_positions = [i for s in samples for i in range(len(s.input_ids))]
+    assert batch["position_ids"][0].tolist() == expected_positions
+    labeled = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert labeled == sum(s.trained_tokens for s in samples)
+
+
+def test_packed_loss_equals_padded_loss_so_no_sample_attends_to_another(tokenizer):
+    """The padded batch isolates samples by construction (own row, padding masked); the packed
+    row holds them side by side. Equal per-token losses, and equal gradients, mean the packed
+    attention saw nothing of the neighbours."""
+    model, _ = build_tiny(seed=0)
+    samples = _samples(tokenizer)[:5]  # different lengths: the padded batch has padding
+    assert len({len(s.input_ids) for s in samples}) > 1
+    per_sample = []
+    for sample in samples:  # each alone: the ground truth
+        per_sample.append(response_loss_sum(model, collate([sample], 0)).item())
+    padded = response_loss_sum(model, collate(samples, tokenizer.pad_token_id))
+    masked = response_loss_sum(model, pack(samples))  # transformers' block-diagonal mask
+    assert masked.item() == pytest.approx(sum(per_sample), rel=1e-6)
+    with packed_attention(model):  # what training uses: attention cut per sample
+        assert model.config._attn_implementation == "ric_segments"
+        packed = response_loss_sum(model, pack(samples))
+    assert model.config._attn_implementation == "sdpa"  # restored for padded generation
+    assert packed.item() == pytest.approx(sum(per_sample), rel=1e-6)
+    assert padded.item() == pytest.approx(sum(per_sample), rel=1e-6)
+    padded.backward()
+    padded_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    packed.backward()
+    for padded_grad, param in zip(padded_grads, model.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, padded_grad, rtol=1e-4, atol=1e-6)
+    # Without the restart of positions the row is one long sequence: another loss.
+    joined = dict(pack(samples))
+    del joined["position_ids"]
+    joined["attention_mask"] = torch.ones_like(joined["input_ids"])
+    assert response_loss_sum(model, joined).item() != pytest.approx(sum(per_sample), rel=1e-5)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_packed_training_matches_padded_training(tokenizer, tmp_path, accumulation):
+    runs = {}
+    for packing in (True, False):
+        model, _ = build_tiny(seed=0)
+        settings = _settings(max_steps=6, log_steps=1, gradient_accumulation_steps=accumulation)
+        settings.packing = packing
+        result = train(
+            model,
+            _samples(tokenizer),
+            settings,
+            tmp_path / str(packing),
+            tokenizer.pad_token_id,
+            show_progress=False,
+        )
+        runs[packing] = (result, _trainable(model))
+    (packed, packed_weights), (padded, padded_weights) = runs[True], runs[False]
+    assert packed.response_tokens == padded.response_tokens
+    assert [s for s, _ in packed.losses] == [s for s, _ in padded.losses]
+    for (_, a), (_, b) in zip(packed.losses, padded.losses, strict=True):
+        assert a == pytest.approx(b, rel=1e-4)
+    for name, weight in packed_weights.items():
+        torch.testing.assert_close(weight, padded_weights[name], rtol=1e-3, atol=1e-5)
 
 
 def test_epoch_batches_cover_every_sample_once_and_are_deterministic():

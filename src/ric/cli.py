@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ric import parallel
 from ric.config import RicConfig, config_from_values, dump_config, iter_field_docs, read_values
 from ric.core import MAPPING_METHODS, build_prompt
 
@@ -720,6 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
+    if parallel.launched() and not parallel.is_main_process():
+        # One of several processes (accelerate launch): the main one prints and shows progress.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+        args.no_progress = True
     try:
         config = command_config(command, args) if command.builds_config else None
         command.run(args, config)

@@ -284,6 +284,11 @@ class TrainConfig:
     keep_checkpoints: int = doc_field(2, "checkpoints kept on disk (older ones are deleted)")
     log_steps: int = doc_field(10, "log the mean loss every N steps")
     seed: int = doc_field(0, "seed of data order, dropout and adapter initialization")
+    packing: bool = doc_field(
+        True,
+        "padding-free micro-batches: samples end to end, per-sample attention, output layer only "
+        "at response tokens (the same loss; false: right-padded rows)",
+    )
 
     def __post_init__(self) -> None:
         for key in (

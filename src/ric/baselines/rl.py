@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats, build_plain_prompt, check_preference
 from ric.data.io import STATS_FILE, write_atomic, write_text_atomic
@@ -74,6 +75,12 @@ def run_rl(
     from the newest complete checkpoint, with the reward history and seconds saved with it; a
     finished run with the same settings is returned as is (``ric.runs.finished_run``)."""
     import_optional("trl")  # before any work
+    if parallel.launched():
+        raise ValueError(
+            "the RL baselines run in one process for now (their reward history and checkpoints "
+            "are not yet gathered across processes): run `ric baseline` / `ric compare` without "
+            "accelerate launch or torchrun"
+        )
     settings = config.baseline
     data = settings.data or config.train.data
     if not data:

@@ -27,12 +27,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ric import parallel
 from ric.config import DataConfig, RewardConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats
 from ric.data.io import STATS_FILE, load_stats, save_stats, write_atomic, write_text_atomic
 from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs, read_pairs
-from ric.rewards import DataColumn, RewardFunction, create_reward
+from ric.rewards import DataColumn, RewardFunction, create_reward, score_split
 
 CACHE_DIR = ".label-cache"
 CONFIG_FILE = "config.yaml"
@@ -155,7 +156,7 @@ def _score_shard(
 
     (Shape and dtype are already checked by every scorer, see ric.rewards.base.score_checked.)
     """
-    scores = scorer.score(prompts, responses)
+    scores = score_split(scorer, prompts, responses)
     bad = np.nonzero(~np.isfinite(scores))[0]
     if bad.size:
         rows = (bad + start).tolist()
@@ -271,9 +272,13 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
         result[raw_column(name)] = raw[:, column]
         result[standardized_column(name)] = standardized[:, column]
     scored_path = output / f"scored.{config.label.output_format}"
-    write_atomic(scored_path, lambda tmp: _write_frame(result, tmp, config.label.output_format))
-    save_stats(stats, output / STATS_FILE)
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
+
+    def write_labeled() -> None:
+        write_atomic(scored_path, lambda tmp: _write_frame(result, tmp, config.label.output_format))
+        save_stats(stats, output / STATS_FILE)
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+
+    parallel.on_main(write_labeled)
     return LabelResult(
         scored_path=scored_path,
         stats_path=output / STATS_FILE,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ric import parallel
 from ric.data.io import write_atomic
 
 
@@ -45,10 +46,13 @@ class ShardCache:
         self, index: int, make: Callable[[], pd.DataFrame], reuse: bool = True
     ) -> tuple[pd.DataFrame, bool]:
         """Shard ``index``: read back when saved (and ``reuse``), else made and saved
-        atomically. Returns it and whether it was reused."""
+        atomically. Returns it and whether it was reused. In a multi-process run every process
+        calls it (``make`` may split its work between them); the main process saves."""
         path = self.path(index)
-        if reuse and path.is_file():
+        saved = reuse and path.is_file()
+        parallel.wait_for_everyone()  # all processes look before the main one may write it
+        if saved:
             return pd.read_parquet(path), True
         frame = make()
-        write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        parallel.on_main(lambda: write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False)))
         return frame, False

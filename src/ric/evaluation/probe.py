@@ -17,7 +17,7 @@ import numpy as np
 
 from ric.config import GenerationConfig
 from ric.models.generation import GenerationResult, generate_with_stats
-from ric.rewards import RewardFunction
+from ric.rewards import RewardFunction, score_split
 from ric.runs import TrainedPolicy
 
 
@@ -71,7 +71,7 @@ def behaviour_probe(
     count = stats.num_objectives
     targets, generated = probe_generations(policy, prompts, r_min, r_max, generation, show_progress)
     repeated = prompts * len(targets)
-    raw = np.column_stack([scorer.score(repeated, generated.texts) for scorer in scorers])
+    raw = np.column_stack([score_split(scorer, repeated, generated.texts) for scorer in scorers])
     shape = (count, 2, len(prompts), count)
     raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
     differences = probe_differences(standardized)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
 from ric.data.io import write_atomic, write_text_atomic
@@ -41,7 +42,7 @@ from ric.evaluation.probe import behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.models.generation import GenerationResult, generate_with_stats
-from ric.rewards import create_reward
+from ric.rewards import create_reward, score_split
 from ric.runs import TrainedPolicy, load_trained
 
 FRONT_PLOT = "front.png"
@@ -70,7 +71,7 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
     repeated_prompts = prompts * len(preferences)
     scorers = [create_reward(reward.type, reward.options) for reward in policy.reward_configs()]
     raw = np.column_stack(
-        [scorer.score(repeated_prompts, responses) for scorer in scorers]
+        [score_split(scorer, repeated_prompts, responses) for scorer in scorers]
     )  # (K * P, N)
     standardized = stats.standardize(raw)
     per_preference = (len(preferences), len(prompts), stats.num_objectives)
@@ -227,16 +228,20 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
     }
     output = Path(settings.output)
     summary = summary_table(result, names)
-    write_atomic(output / "samples.parquet", lambda tmp: result.samples.to_parquet(tmp))
-    write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
-    title = f"Empirical front, {result.num_prompts} held-out prompts"
-    plot_fronts(
-        {policy.method.name.replace("ric", "RiC"): (result.preferences, result.mean_raw)},
-        names,
-        output / FRONT_PLOT,
-        title,
-    )
-    write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    write_report(output, metrics, summary, config)
+
+    def write_evaluation() -> None:
+        write_atomic(output / "samples.parquet", lambda tmp: result.samples.to_parquet(tmp))
+        write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
+        title = f"Empirical front, {result.num_prompts} held-out prompts"
+        plot_fronts(
+            {policy.method.name.replace("ric", "RiC"): (result.preferences, result.mean_raw)},
+            names,
+            output / FRONT_PLOT,
+            title,
+        )
+        write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+        write_report(output, metrics, summary, config)
+
+    parallel.on_main(write_evaluation)
     return output

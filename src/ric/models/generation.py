@@ -26,18 +26,23 @@ it only observes, the results are the same with or without it.
 Reproducibility: ``torch.manual_seed(settings.seed)`` once per call, so the same call (same
 prompts, settings and model) gives the same texts. Sampled texts still depend on which prompts
 share a batch, as the random draws are made per batch.
+
+Several processes (``accelerate launch``): every process calls with the same prompts, generates
+every K-th one (``ric.parallel``; seed ``settings.seed`` + its index) and gets every result, in
+input order. Streaming (``on_token``) is for one process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
+from ric import parallel
 from ric.config import GenerationConfig
 
 if TYPE_CHECKING:
@@ -93,6 +98,29 @@ def generate_with_stats(
 ) -> GenerationResult:
     """Generate in length-sorted, left-padded batches; ``model`` is a causal LM (transformers or
     PEFT). Its train/eval mode is restored afterwards. ``on_token``: see the module docstring."""
+    if parallel.num_processes() == 1:
+        return _generate_here(model, tokenizer, prompts, settings, show_progress, on_token)
+    if on_token is not None:
+        raise ValueError("streaming generation (on_token) runs in a single process")
+    own_seed = replace(settings, seed=settings.seed + parallel.process_index())
+
+    def generate_share(share: list[str]) -> list[tuple[str, int, bool]]:
+        result = _generate_here(model, tokenizer, share, own_seed, show_progress)
+        return list(zip(result.texts, result.num_new_tokens, result.finished, strict=True))
+
+    rows = parallel.map_rows(list(prompts), generate_share)
+    return GenerationResult([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+def _generate_here(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: GenerationConfig,
+    show_progress: bool = False,
+    on_token: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
+    """``generate_with_stats`` in this process, for all of ``prompts``."""
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
     eos_ids = _eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]

@@ -23,6 +23,17 @@ class TokenizedSample:
     input_ids: tuple[int, ...]
     prompt_length: int
 
+    @property
+    def first_trained(self) -> int:
+        """The first position whose token the loss covers: a sample's first token is never
+        predicted (nothing of its own comes before it), even with an empty prompt."""
+        return max(self.prompt_length, 1)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Tokens the loss covers: the response and EOS."""
+        return len(self.input_ids) - self.first_trained
+
 
 def tokenize_sample(
     tokenizer: Any, prompt: str, response: str, max_length: int
@@ -51,3 +62,51 @@ def collate(samples: Sequence[TokenizedSample], pad_id: int) -> dict[str, torch.
         attention_mask[row, : len(ids)] = 1
         labels[row, sample.prompt_length : len(ids)] = ids[sample.prompt_length :]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pack(samples: Sequence[TokenizedSample]) -> dict[str, torch.Tensor]:
+    """``samples`` end to end in one row, padding-free: input_ids, position_ids and labels, each
+    (1, total tokens). The position ids restart at 0 with every sample, from which transformers
+    builds a per-sample causal mask (block-diagonal; flash-attention's variable-length kernel on a
+    GPU), so no sample attends to another. Each sample's first token is never a label, so no
+    sample is predicted from the one before it."""
+    input_ids = torch.tensor([token for sample in samples for token in sample.input_ids])
+    position_ids = torch.cat([torch.arange(len(sample.input_ids)) for sample in samples])
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    start = 0
+    for sample in samples:
+        end = start + len(sample.input_ids)
+        labels[start + sample.first_trained : end] = input_ids[start + sample.first_trained : end]
+        start = end
+    return {
+        "input_ids": input_ids[None],
+        "position_ids": position_ids[None],
+        "labels": labels[None],
+    }
+
+
+def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The summed cross-entropy of the labeled tokens of a ``collate`` or ``pack`` batch.
+
+    Packed, the logits are computed only where a labeled token is predicted (``logits_to_keep``):
+    with a large vocabulary the output layer is a good share of a small model's cost, and the
+    prompt's positions need none of it."""
+    labels = batch["labels"]
+    if "position_ids" in batch:
+        predicting = (labels[0, 1:] != IGNORE_INDEX).nonzero().squeeze(1)
+        logits = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            logits_to_keep=predicting,
+            use_cache=False,  # with a cache, transformers does not look for packed sequences
+        ).logits[0]
+        targets = labels[0, predicting + 1]
+    else:
+        output = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        )
+        logits = output.logits[:, :-1].flatten(0, 1)
+        targets = labels[:, 1:].flatten()
+    return torch.nn.functional.cross_entropy(
+        logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+    )

@@ -8,7 +8,7 @@
 Importing this package loads no model and no heavy library; each scorer does so when built.
 """
 
-from ric.rewards.base import RewardFunction
+from ric.rewards.base import RewardFunction, score_split
 from ric.rewards.builtin import DataColumn
 from ric.rewards.hf import HFRewardModel
 from ric.rewards.registry import available_rewards, create_reward, describe_rewards
@@ -22,4 +22,5 @@ __all__ = [
     "create_reward",
     "describe_rewards",
     "load_user_function",
+    "score_split",
 ]

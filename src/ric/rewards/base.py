@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ric import parallel
+
 
 @runtime_checkable
 class RewardFunction(Protocol):
@@ -65,3 +67,18 @@ def score_checked(
             f"expected ({batch},)"
         )
     return scores
+
+
+def score_split(
+    scorer: RewardFunction, prompts: Sequence[str], responses: Sequence[str]
+) -> np.ndarray:
+    """``scorer.score`` of the batch, the pairs split between the processes of a multi-process
+    run (``ric.parallel``) and gathered in order; every process calls it and gets every score.
+    With one process it is ``scorer.score``."""
+    pairs = list(zip(prompts, responses, strict=True))
+
+    def score_share(share: list[tuple[str, str]]) -> list[float]:
+        scores = scorer.score([p for p, _ in share], [r for _, r in share])
+        return [float(value) for value in scores]
+
+    return np.asarray(parallel.map_rows(pairs, score_share), dtype=np.float64)

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.data.io import write_text_atomic
 from ric.data.label import CONFIG_FILE
@@ -133,6 +134,10 @@ def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
         lines += [json.dumps(row, ensure_ascii=False) + "\n" for row in shard.to_dict("records")]
         progress.update(len(chunk))
     progress.close()
-    write_text_atomic(output / PAIRS_FILE, "".join(lines))
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
+
+    def write_pairs() -> None:
+        write_text_atomic(output / PAIRS_FILE, "".join(lines))
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+
+    parallel.on_main(write_pairs)
     return output

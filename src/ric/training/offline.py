@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ric import parallel
 from ric.config import RicConfig, dump_config, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
 from ric.data.io import STATS_FILE, write_text_atomic
@@ -108,12 +109,17 @@ def run_train(
         if (sample := tokenize_sample(tokenizer, prompt, response, settings.max_length))
     ]
     result = train(model, samples, settings, output, tokenizer.pad_token_id, resume, show_progress)
-    save_weights(model, tokenizer, output)
-    shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    if not conditioned:
-        write_method(output, "sft")
-    write_text_atomic(output / METRICS_FILE, json.dumps(_metrics(result, samples, data), indent=1))
+
+    def write_run() -> None:
+        save_weights(model, tokenizer, output)
+        shutil.copyfile(Path(settings.data) / STATS_FILE, output / STATS_FILE)
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+        if not conditioned:
+            write_method(output, "sft")
+        metrics = _metrics(result, samples, data)
+        write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
+
+    parallel.on_main(write_run)
     return output
 
 
@@ -167,6 +173,7 @@ def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledD
         "seconds": result.seconds,
         "response_tokens_per_second": result.response_tokens / max(result.seconds, 1e-9),
         "device": describe_device(),
+        "processes": parallel.num_processes(),
         "samples": len(samples),
         "samples_skipped_too_long": len(data.prompts) - len(samples),
         "objectives": list(data.stats.names),

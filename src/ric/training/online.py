@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ric import parallel
 from ric.config import OnlineConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
 from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
@@ -63,7 +64,7 @@ from ric.data.label import (
 from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
 from ric.models.samples import tokenize_sample
-from ric.rewards import create_reward
+from ric.rewards import create_reward, score_split
 from ric.runs import (
     METRICS_FILE,
     TrainedPolicy,
@@ -227,21 +228,20 @@ def _run_iteration(
         obtained[finished], settings.mors, settings.mors_quantile
     )
     buffer.loc[finished, "kept"] = kept_finished
-    write_atomic(folder / BUFFER_FILE, lambda tmp: buffer.to_parquet(tmp))
     mixed = _mix_original(original, names, settings, int(buffer["kept"].sum()), iteration)
-    write_text_atomic(
-        folder / THRESHOLDS_FILE,
-        json.dumps(
-            {
-                "mors": settings.mors,
-                "quantile": settings.mors_quantile,
-                "objectives": names,
-                "online": _as_list(online_thresholds),
-                "original": _as_list(mixed.thresholds),
-            },
-            indent=1,
-        ),
-    )
+    thresholds = {
+        "mors": settings.mors,
+        "quantile": settings.mors_quantile,
+        "objectives": names,
+        "online": _as_list(online_thresholds),
+        "original": _as_list(mixed.thresholds),
+    }
+
+    def write_selection() -> None:
+        write_atomic(folder / BUFFER_FILE, lambda tmp: buffer.to_parquet(tmp))
+        write_text_atomic(folder / THRESHOLDS_FILE, json.dumps(thresholds, indent=1))
+
+    parallel.on_main(write_selection)
     kept = buffer[buffer["kept"]]
     train_rows = pd.concat([kept[["prompt", "response"]], mixed.rows[["prompt", "response"]]])
     train_values = np.concatenate(
@@ -280,10 +280,8 @@ def _run_iteration(
         show_progress=show_progress,
     )
     seconds["train"] = time.perf_counter() - began
-    _save_policy(policy, previous, folder)
     record = replace(offline_config, online=settings, train=train_settings)
     record = replace(record, generation=config.generation, mapping=config.mapping)
-    write_text_atomic(folder / CONFIG_FILE, dump_config(record))
     this_iteration = buffer[buffer["iteration"] == iteration]
     metrics = {
         "iteration": iteration,
@@ -302,8 +300,15 @@ def _run_iteration(
         "resumed_from_step": result.resumed_from,
         "seconds": seconds,
         "device": describe_device(),
+        "processes": parallel.num_processes(),
     }
-    write_text_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=1))
+
+    def write_iteration() -> None:
+        _save_policy(policy, previous, folder)
+        write_text_atomic(folder / CONFIG_FILE, dump_config(record))
+        write_text_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=1))
+
+    parallel.on_main(write_iteration)
 
 
 def _generate_and_score(
@@ -335,7 +340,7 @@ def _generate_and_score(
             shard["response"], shard["finished"] = result.texts, result.finished
             prompts, responses = shard["prompt"].tolist(), shard["response"].tolist()
             for name, scorer in zip(names, scorers, strict=True):
-                shard[raw_column(name)] = scorer.score(prompts, responses)
+                shard[raw_column(name)] = score_split(scorer, prompts, responses)
             shard["iteration"] = iteration
             return shard
 

@@ -7,7 +7,15 @@ A plain accelerate loop, not TRL's SFTTrainer, for three reasons:
 * batches are grouped by length (padding is wasted compute) and their order is a pure function of
   (seed, epoch), so ``resume`` continues with exactly the batches an uninterrupted run would see;
 * one loop, readable top to bottom, serves both stages; accelerate still gives device placement,
-  mixed precision and multi-GPU.
+  mixed precision and several processes (DDP, FSDP, DeepSpeed: ``accelerate launch``);
+* ``train.packing`` (the default) puts a micro-batch's samples end to end in one padding-free row
+  with per-sample position ids, and computes the output layer only where a response token is
+  predicted (``ric.models.samples.pack``): the same loss as the padded batch, less compute.
+
+Data parallel: with K processes each one takes every K-th sample of every micro-batch, so the
+global batch, the data order and the loss are those of one process. The loss of a micro-batch is
+its summed token loss over the micro-batch's token count (known to every process from the
+samples, so no communication), times K because DDP averages the processes' gradients.
 
 The prompt is tokenized alone, exactly as generation tokenizes it, so the conditioned prompt the
 model is trained on and the one it is asked with are the same token ids.
@@ -15,6 +23,7 @@ model is trained on and the one it is asked with are the same token ids.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -24,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ric import parallel
 from ric.config import TrainConfig
 from ric.data.io import write_text_atomic
-from ric.models.samples import IGNORE_INDEX, TokenizedSample, collate
+from ric.models.packed_attention import packed_attention
+from ric.models.samples import TokenizedSample, collate, pack, response_loss_sum
 
 CHECKPOINTS = "checkpoints"
 LOG_FILE = "train_log.jsonl"
@@ -104,7 +114,10 @@ def train(
 
     if not samples:
         raise ValueError("no training samples (all prompts longer than train.max_length?)")
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(settings.mixed_precision), cpu=parallel.on_cpu()
+    )
+    _check_engine(accelerator, settings)
     torch.manual_seed(settings.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -118,60 +131,77 @@ def train(
         num_warmup_steps=settings.warmup_steps,
         num_training_steps=settings.max_steps,
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays unprepared: accelerate's would step once per process, and here the
+    # processes share one global batch per step.
+    model, optimizer = accelerator.prepare(model, optimizer)
     start_step, seconds_before, tokens = 0, 0.0, 0
     if resume:
         unwrapped = accelerator.unwrap_model(model)
         start_step, seconds_before, tokens = _load_latest_checkpoint(
             output, unwrapped, optimizer, scheduler
         )
-    _truncate_log(output, start_step)  # a killed run logged steps the checkpoint does not hold
+    if accelerator.is_main_process:  # a killed run logged steps the checkpoint does not hold
+        _truncate_log(output, start_step)
 
     lengths = [len(sample.input_ids) for sample in samples]
     batches_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
     accumulation = settings.gradient_accumulation_steps
     model.train()
     losses: list[tuple[int, float]] = []
-    window: list[float] = []
+    window = torch.zeros(2)  # this process's share of the summed micro-batch mean losses; count
     began = time.perf_counter()
     progress = tqdm(
-        total=settings.max_steps, initial=start_step, desc="train", disable=not show_progress
+        total=settings.max_steps,
+        initial=start_step,
+        desc="train",
+        disable=not show_progress or not accelerator.is_main_process,
     )
+    # Packed rows attend per sample (ric.models.packed_attention); generation afterwards pads.
+    attention = packed_attention(model) if settings.packing else contextlib.nullcontext()
     epoch_cache: dict[int, list[list[int]]] = {}
-    for step in range(start_step, settings.max_steps):
-        for micro in range(accumulation):
-            position = step * accumulation + micro
-            epoch, index = divmod(position, batches_per_epoch)
-            if epoch not in epoch_cache:  # keep only the current epoch's order
-                order = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
-                epoch_cache = {epoch: order}
-            batch = collate([samples[i] for i in epoch_cache[epoch][index]], pad_id)
-            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            loss = model(**batch).loss  # mean over this micro-batch's response tokens
-            accelerator.backward(loss / accumulation)
-            window.append(loss.item())
-            tokens += int((batch["labels"] != IGNORE_INDEX).sum())
-        if settings.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        progress.update(1)
-        # The last step always logs, so every run reports a final loss (also with log_steps 0).
-        if (settings.log_steps and done % settings.log_steps == 0) or done == settings.max_steps:
-            losses.append((done, float(np.mean(window))))
-            _append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
-            progress.set_postfix(loss=f"{losses[-1][1]:.4f}")
-            window = []
-        if settings.save_steps and done % settings.save_steps == 0 and done < settings.max_steps:
-            unwrapped = accelerator.unwrap_model(model)
-            seconds = seconds_before + time.perf_counter() - began
-            folder = _save_checkpoint(
-                output, (done, seconds, tokens), unwrapped, optimizer, scheduler, settings
-            )
-            if on_checkpoint is not None:
-                on_checkpoint(folder)
+    with attention:
+        for step in range(start_step, settings.max_steps):
+            for micro in range(accumulation):
+                epoch, index = divmod(step * accumulation + micro, batches_per_epoch)
+                if epoch not in epoch_cache:  # keep only the current epoch's order
+                    order = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
+                    epoch_cache = {epoch: order}
+                micro_batch = [samples[i] for i in epoch_cache[epoch][index]]
+                synced = micro == accumulation - 1  # gradients are averaged once per step
+                window += _backward_share(accelerator, model, micro_batch, settings, pad_id, synced)
+                tokens += sum(sample.trained_tokens for sample in micro_batch)
+            if settings.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            progress.update(1)
+            # The last step always logs, so every run reports a final loss (also with log_steps 0).
+            if done == settings.max_steps or (
+                settings.log_steps and done % settings.log_steps == 0
+            ):
+                summed, count = accelerator.reduce(window.to(accelerator.device), "sum").tolist()
+                losses.append((done, summed / count))  # the mean of the micro-batches' mean losses
+                if accelerator.is_main_process:
+                    _append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
+                progress.set_postfix(loss=f"{losses[-1][1]:.4f}")
+                window = torch.zeros(2)
+            if (
+                settings.save_steps
+                and done % settings.save_steps == 0
+                and done < settings.max_steps
+            ):
+                seconds = seconds_before + time.perf_counter() - began
+                if accelerator.is_main_process:
+                    unwrapped = accelerator.unwrap_model(model)
+                    progress_made = (done, seconds, tokens)
+                    _save_checkpoint(
+                        output, progress_made, unwrapped, optimizer, scheduler, settings
+                    )
+                accelerator.wait_for_everyone()
+                if on_checkpoint is not None:
+                    on_checkpoint(_checkpoint_folder(output, done))
     progress.close()
     return TrainResult(
         steps=settings.max_steps,
@@ -180,6 +210,58 @@ def train(
         response_tokens=tokens,
         seconds=seconds_before + time.perf_counter() - began,
     )
+
+
+def _check_engine(accelerator: Any, settings: TrainConfig) -> None:
+    """Refuse the launch setups this loop would get wrong, before any work: it saves the main
+    process's full copy of the trainable weights (which FSDP and ZeRO-3 shard away), and it
+    accumulates micro-batches itself (DeepSpeed steps its optimizer at every backward)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    stage = (
+        accelerator.state.deepspeed_plugin.zero_stage if kind == DistributedType.DEEPSPEED else 0
+    )
+    if kind == DistributedType.FSDP or stage == 3:
+        raise ValueError(
+            f"`ric train` and `ric online` run data-parallel (DDP or DeepSpeed ZeRO-2), not "
+            f"{'FSDP' if kind == DistributedType.FSDP else 'ZeRO-3'}: they save weights from the "
+            "main process's full copy, which parameter sharding removes. Launch with "
+            "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml"
+        )
+    if stage and settings.gradient_accumulation_steps > 1:
+        raise ValueError(
+            "with DeepSpeed set train.gradient_accumulation_steps to 1 (got "
+            f"{settings.gradient_accumulation_steps}): DeepSpeed steps at every backward; raise "
+            "train.batch_size or the number of processes instead"
+        )
+
+
+def _backward_share(
+    accelerator: Any,
+    model: torch.nn.Module,
+    micro_batch: list[TokenizedSample],
+    settings: TrainConfig,
+    pad_id: int,
+    synced: bool,
+) -> torch.Tensor:
+    """Backpropagate this process's share of a micro-batch (every K-th sample of K processes);
+    return its part of the micro-batch's mean token loss and of the micro-batch count, which the
+    processes sum at logging time. ``synced``: the last micro-batch of a step, whose backward
+    averages the gradients across processes (the others skip that communication)."""
+    processes = accelerator.num_processes
+    batch_tokens = sum(sample.trained_tokens for sample in micro_batch)
+    share, weight = micro_batch[accelerator.process_index :: processes], 1.0
+    if not share:  # fewer samples than processes: take part in the step, add nothing
+        share, weight = micro_batch[:1], 0.0
+    batch = pack(share) if settings.packing else collate(share, pad_id)
+    batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+    accumulation = settings.gradient_accumulation_steps
+    with contextlib.nullcontext() if synced else accelerator.no_sync(model):
+        loss_sum = response_loss_sum(model, batch) * weight
+        # DDP averages over processes; the step wants the sum over the micro-batch's tokens.
+        accelerator.backward(loss_sum * processes / (batch_tokens * accumulation))
+    return torch.tensor([loss_sum.item() / batch_tokens, 1.0 / processes])
 
 
 def _append_log(output: Path, step: int, loss: float, lr: float, began: float) -> None:
@@ -206,6 +288,10 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def _checkpoint_folder(output: Path, step: int) -> Path:
+    return output / CHECKPOINTS / f"step-{step:08d}"
+
+
 def _save_checkpoint(
     output: Path,
     progress: tuple[int, float, int],
@@ -213,14 +299,14 @@ def _save_checkpoint(
     optimizer: Any,
     scheduler: Any,
     settings: TrainConfig,
-) -> Path:
+) -> None:
     """Write ``checkpoints/step-N`` atomically (temp dir, then rename); prune old ones.
     ``progress``: the step, and the seconds and response tokens trained so far."""
     step, seconds, tokens = progress
     from safetensors.torch import save_file
 
     root = output / CHECKPOINTS
-    final = root / f"step-{step:08d}"
+    final = _checkpoint_folder(output, step)
     partial = root / f".partial-step-{step:08d}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -241,7 +327,6 @@ def _save_checkpoint(
     partial.rename(final)
     for old in sorted(root.glob("step-*"))[: -settings.keep_checkpoints]:
         shutil.rmtree(old)
-    return final
 
 
 def latest_checkpoint(output: Path) -> Path | None:
