@@ -7,7 +7,7 @@ A plain accelerate loop, not TRL's SFTTrainer, for three reasons:
 * batches are grouped by length (padding is wasted compute) and their order is a pure function of
   (seed, epoch), so ``resume`` continues with exactly the batches an uninterrupted run would see;
 * one loop, readable top to bottom, serves both stages; accelerate still gives device placement,
-  mixed precision and several processes (DDP, FSDP, DeepSpeed: ``accelerate launch``);
+  mixed precision and several processes (DDP or DeepSpeed ZeRO-2: ``accelerate launch``);
 * ``train.packing`` (the default) puts a micro-batch's samples end to end in one padding-free row
   with per-sample position ids, and computes the output layer only where a response token is
   predicted (``ric.models.samples.pack``): the same loss as the padded batch, less compute.
