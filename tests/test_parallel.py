@@ -98,6 +98,68 @@ def test_one_process_helpers_are_identity():
     assert parallel.map_rows(["a", "b"], lambda rows: [row * 2 for row in rows]) == ["aa", "bb"]
 
 
+SPLIT_SCRIPT = """
+import json
+
+from ric import parallel
+
+# Each row records which process worked on it; the gathered list must be in input order.
+rows = parallel.map_rows(
+    list(range(7)), lambda share: [[i, parallel.process_index()] for i in share]
+)
+print(json.dumps({"rank": parallel.process_index(), "rows": rows}))
+"""
+
+
+def test_rows_are_split_between_processes_and_gathered_in_input_order(tmp_path):
+    script = tmp_path / "split.py"
+    script.write_text(SPLIT_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    result = _run([*launcher, "--nproc_per_node=2", str(script)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(report["rank"] for report in reports) == [0, 1]
+    expected = [[i, i % 2] for i in range(7)]  # every 2nd row on each process, in order again
+    assert all(report["rows"] == expected for report in reports)  # every process gets all
+
+
+def test_engines_that_shard_parameters_or_step_per_backward_are_refused():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from ric.config import TrainConfig
+    from ric.training.sft import _check_engine
+
+    def accelerator(kind, stage=0):
+        plugin = SimpleNamespace(zero_stage=stage)
+        return SimpleNamespace(
+            distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin)
+        )
+
+    settings = TrainConfig()
+    with pytest.raises(ValueError, match="not FSDP"):
+        _check_engine(accelerator(DistributedType.FSDP), settings)
+    with pytest.raises(ValueError, match="not ZeRO-3"):
+        _check_engine(accelerator(DistributedType.DEEPSPEED, 3), settings)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps to 1 \\(got 2\\)"):
+        _check_engine(
+            accelerator(DistributedType.DEEPSPEED, 2), TrainConfig(gradient_accumulation_steps=2)
+        )
+    _check_engine(accelerator(DistributedType.DEEPSPEED, 2), settings)  # ZeRO-2: accepted
+    _check_engine(accelerator(DistributedType.MULTI_GPU), settings)
+
+
+def test_rl_baselines_refuse_a_multi_process_launch(monkeypatch, tmp_path):
+    from ric.baselines.rl import run_rl
+    from ric.config import RicConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="RL baselines run in one process"):
+        run_rl(RicConfig(), [0.5, 0.5], tmp_path / "morlhf")
+    assert not (tmp_path / "morlhf").exists()
+
+
 def test_two_process_training_matches_one_process(labeled, tmp_path):
     one = tmp_path / "one"
     assert main(_train_args(labeled, one)) == 0
