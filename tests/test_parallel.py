@@ -100,6 +100,8 @@ def test_one_process_helpers_are_identity():
 
 SPLIT_SCRIPT = """
 import json
+import sys
+from pathlib import Path
 
 from ric import parallel
 
@@ -107,7 +109,8 @@ from ric import parallel
 rows = parallel.map_rows(
     list(range(7)), lambda share: [[i, parallel.process_index()] for i in share]
 )
-print(json.dumps({"rank": parallel.process_index(), "rows": rows}))
+report = {"rank": parallel.process_index(), "rows": rows}
+Path(sys.argv[1], f"rank-{parallel.process_index()}.json").write_text(json.dumps(report))
 """
 
 
@@ -115,10 +118,10 @@ def test_rows_are_split_between_processes_and_gathered_in_input_order(tmp_path):
     script = tmp_path / "split.py"
     script.write_text(SPLIT_SCRIPT)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    result = _run([*launcher, "--nproc_per_node=2", str(script)])
+    result = _run([*launcher, "--nproc_per_node=2", str(script), str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
-    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert sorted(report["rank"] for report in reports) == [0, 1]
+    reports = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank-*.json"))]
+    assert [report["rank"] for report in reports] == [0, 1]
     expected = [[i, i % 2] for i in range(7)]  # every 2nd row on each process, in order again
     assert all(report["rows"] == expected for report in reports)  # every process gets all
 

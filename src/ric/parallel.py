@@ -34,9 +34,16 @@ def on_cpu() -> bool:
 @cache
 def _state() -> Any:
     """accelerate's process state (made once; reads the launcher's environment variables)."""
+    import atexit
+
     from accelerate import PartialState
 
-    return PartialState(cpu=on_cpu())
+    state = PartialState(cpu=on_cpu())
+    if state.num_processes > 1:
+        # A process group still alive at interpreter exit aborts it ("terminate called without an
+        # active exception", exit -6) once its communication threads are torn down.
+        atexit.register(state.destroy_process_group)
+    return state
 
 
 def launched() -> bool:
