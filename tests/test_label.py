@@ -290,6 +290,15 @@ def test_contrast_pairs_give_each_prompt_responses_of_other_prompts():
     pd.testing.assert_frame_equal(again, paired)  # seeded
     with pytest.raises(ValueError, match="at least 2 distinct prompts"):
         with_contrast_pairs(frame.assign(prompt="same?"), DataConfig(), per_row=1)
+    # A fraction adds one pair to that share of the rows (drawn), on top of the whole pairs.
+    partial = with_contrast_pairs(frame, DataConfig(), per_row=1.4, seed=3)
+    added = partial[partial[CONTRAST_COLUMN]]
+    assert len(added) == len(frame) + 2
+    assert added["prompt"].iloc[:5].tolist() == frame["prompt"].tolist()
+    assert set(added["prompt"].iloc[5:]) <= set(frame["prompt"])
+    for _, row in added.iterrows():
+        assert donors.loc[row["response"], "prompt"] != row["prompt"]
+    assert len(with_contrast_pairs(frame, DataConfig(), per_row=0.2)) == len(frame) + 1
 
 
 def test_label_scores_the_contrast_rows_as_pairs(tmp_path):

@@ -100,11 +100,12 @@ class LabelConfig:
     shard_size: int = doc_field(1024, "rows scored and saved per shard (the unit of resume)")
     output_format: str = doc_field("parquet", "scored data format: parquet or jsonl")
     reuse_scores: bool = doc_field(True, "load shards scored by earlier runs (false: rescore all)")
-    contrast_pairs: int = doc_field(
-        0,
+    contrast_pairs: float = doc_field(
+        0.0,
         "rows added per row that pair its prompt with another prompt's response (an off-topic "
         "answer, scored like any row), so prompt-dependent rewards such as relevance vary at "
-        "every length and a model learns to follow them alone (0: none)",
+        "every length and a model learns to follow them alone (0: none; a fraction such as "
+        "0.25 adds one to that share of the rows)",
     )
 
     def __post_init__(self) -> None:

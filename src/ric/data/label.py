@@ -169,13 +169,14 @@ def _score_shard(
 
 
 def with_contrast_pairs(
-    frame: pd.DataFrame, columns: DataConfig, per_row: int, seed: int = 0
+    frame: pd.DataFrame, columns: DataConfig, per_row: float, seed: int = 0
 ) -> pd.DataFrame:
-    """``frame``, then ``per_row`` rows per row that pair its prompt with the response of a
-    row whose prompt differs (drawn with ``seed``), marked true in ``CONTRAST_COLUMN``. Other
-    columns come from the response's row. Why: in data where every response answers its own
-    prompt, a prompt-dependent reward such as relevance moves with length alone; an off-topic
-    answer at each length shows a model what a low value of it looks like, the others held."""
+    """``frame``, then ``per_row`` rows per row (on average: 0.25 adds one to a quarter of the
+    rows, drawn with ``seed``) that pair its prompt with the response of a row whose prompt
+    differs (drawn with ``seed``), marked true in ``CONTRAST_COLUMN``. Other columns come from
+    the response's row. Why: in data where every response answers its own prompt, a
+    prompt-dependent reward such as relevance moves with length alone; an off-topic answer at
+    each length shows a model what a low value of it looks like, the others held."""
     if CONTRAST_COLUMN in frame.columns:
         raise ValueError(
             f"the data already has a column {CONTRAST_COLUMN!r}, which label.contrast_pairs "
@@ -186,13 +187,18 @@ def with_contrast_pairs(
     if len(set(prompts)) < 2:
         raise ValueError("label.contrast_pairs needs at least 2 distinct prompts in the data")
     rng = np.random.default_rng(seed)
+    whole, fraction = divmod(per_row, 1.0)
+    shares = [1.0] * int(whole) + ([fraction] if fraction else [])
     added = []
-    for _ in range(per_row):
-        donors = rng.integers(0, len(frame), size=len(frame))
-        while (same := prompts[donors] == prompts).any():  # redraw the prompt's own responses
+    for share in shares:
+        count = round(share * len(frame))
+        every = share == 1.0
+        rows = np.arange(count) if every else np.sort(rng.choice(len(frame), count, replace=False))
+        donors = rng.integers(0, len(frame), size=count)
+        while (same := prompts[donors] == prompts[rows]).any():  # redraw its own responses
             donors[same] = rng.integers(0, len(frame), size=int(same.sum()))
         contrast = marked.iloc[donors].reset_index(drop=True)
-        contrast[columns.prompt_column] = prompts
+        contrast[columns.prompt_column] = prompts[rows]
         added.append(contrast.assign(**{CONTRAST_COLUMN: True}))
     return pd.concat([marked, *added], ignore_index=True)
 
