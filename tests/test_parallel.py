@@ -153,14 +153,13 @@ def test_engines_that_shard_parameters_or_step_per_backward_are_refused():
     _check_engine(accelerator(DistributedType.MULTI_GPU), settings)
 
 
-def test_rl_baselines_refuse_a_multi_process_launch(monkeypatch, tmp_path):
-    from ric.baselines.rl import run_rl
-    from ric.config import RicConfig
+def test_an_rl_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch):
+    from ric.baselines.rl import _per_process_batch
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="RL baselines run in one process"):
-        run_rl(RicConfig(), [0.5, 0.5], tmp_path / "morlhf")
-    assert not (tmp_path / "morlhf").exists()
+    monkeypatch.setattr(parallel, "num_processes", lambda: 3)
+    with pytest.raises(ValueError, match=r"= 4 completions per step do not split evenly over 3"):
+        _per_process_batch(4)
+    assert _per_process_batch(6) == 2
 
 
 def test_two_process_training_matches_one_process(labeled, tmp_path):
@@ -214,29 +213,105 @@ def _worker(launcher, rank):
     return None
 
 
-def test_killed_worker_run_resumes_to_the_uninterrupted_result(labeled, tmp_path):
-    settings = ["train.save_steps=3", "train.max_steps=9", "train.log_steps=1"]
-    straight = tmp_path / "straight"
-    assert _run(_launch(_train_args(labeled, straight, *settings))).returncode == 0
-
-    out = tmp_path / "killed"
+def _kill_after_checkpoint(arguments, checkpoints, pattern, rank):
+    """Launch `ric <arguments>` in 2 processes and SIGKILL the one of ``rank`` as soon as the
+    folder ``checkpoints`` holds a path matching ``pattern``; the launcher then stops the other."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = _launch(_train_args(labeled, out, *settings))
+    command = _launch(arguments)
     launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while launcher.poll() is None and time.monotonic() < deadline:
-        if any((out / "checkpoints").glob("step-*")):
+        if any(checkpoints.glob(pattern)):
             break
         time.sleep(0.01)
-    worker = _worker(launcher, 1)  # not the main process: the one that writes nothing
+    worker = _worker(launcher, rank)
     assert worker is not None and launcher.poll() is None, "the run ended before the kill"
     worker.send_signal(signal.SIGKILL)
     launcher.communicate(timeout=120)
     assert launcher.returncode != 0  # the launcher stops the others when one dies
+
+
+KILLED = ["train.save_steps=3", "train.max_steps=9", "train.log_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def straight(labeled, tmp_path_factory):
+    """The 2-process run of ``KILLED`` that no kill interrupted."""
+    out = tmp_path_factory.mktemp("straight")
+    assert _run(_launch(_train_args(labeled, out, *KILLED))).returncode == 0
+    return out
+
+
+@pytest.mark.parametrize("rank", [0, 1], ids=["main", "worker"])
+def test_a_run_with_a_killed_process_resumes_to_the_uninterrupted_result(
+    labeled, straight, tmp_path, rank
+):
+    out = tmp_path / "killed"
+    # The main process may die while it writes (checkpoints are written aside, then renamed).
+    _kill_after_checkpoint(_train_args(labeled, out, *KILLED), out / "checkpoints", "step-*", rank)
     assert not (out / "metrics.json").exists()
 
-    resumed = _run(_launch([*_train_args(labeled, out, *settings), "--resume"]))
+    resumed = _run(_launch([*_train_args(labeled, out, *KILLED), "--resume"]))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_step"] in (3, 6)
     _assert_same_training(out, straight)
+
+
+RL = [
+    *TINY,
+    "generation.max_new_tokens=6",
+    "baseline.num_generations=2",
+    "baseline.prompts_per_step=2",
+    "baseline.save_steps=1",
+]
+
+
+def _rl_args(data, out, *extra):
+    arguments = ["baseline", "morlhf", "--data", str(data), "--output", str(out)]
+    flags = ["--model", "tiny", "--preference", "0.5,0.5", "--no-progress"]
+    return [*arguments, *flags, *_settings([*RL, *extra])]
+
+
+def _progress(run, step):
+    import numpy as np
+
+    return np.load(run / "checkpoints" / f"checkpoint-{step}" / "ric_progress.npz")
+
+
+def _log_steps(run):
+    return [json.loads(line)["step"] for line in (run / "train_log.jsonl").open()]
+
+
+def test_two_process_rl_scores_the_global_batch_and_writes_once(labeled, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_rl_args(labeled, one, "baseline.max_steps=3")) == 0
+    result = _run(_launch(_rl_args(labeled, two, "baseline.max_steps=3")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("MORLHF model for") == 1  # only the main process prints
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 3
+    # Every step scored the configured 2 prompts x 2 completions, gathered from both processes:
+    # the reward history of one process's run, not half of it.
+    assert _progress(two, 3)["lengths"].tolist() == _progress(one, 3)["lengths"].tolist() == [4] * 3
+    assert metrics["reward_start"]["batches"] == 3
+    assert _log_steps(two) == _log_steps(one) == [1, 2, 3, 3]  # the last: TRL's run summary
+    assert _weights(two).keys() == _weights(one).keys()
+    assert any(
+        float(value.abs().max()) > 0 for name, value in _weights(two).items() if "lora_B" in name
+    )
+
+
+def test_a_killed_rl_worker_resumes_from_the_last_checkpoint(labeled, tmp_path):
+    out = tmp_path / "killed"
+    arguments = _rl_args(labeled, out, "baseline.max_steps=40")
+    _kill_after_checkpoint(arguments, out / "checkpoints", "checkpoint-*/ric_progress.npz", rank=1)
+    assert not (out / "metrics.json").exists()
+
+    resumed = _run(_launch(_rl_args(labeled, out, "baseline.max_steps=40")))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed"] is True and metrics["steps"] == 40 and metrics["processes"] == 2
+    # The history saved with the checkpoint was carried on: one global batch per step.
+    assert _progress(out, 40)["lengths"].tolist() == [4] * 40
+    assert _log_steps(out) == [*range(1, 41), 40]

@@ -84,13 +84,21 @@ def gather_shares(share: list[T], total: int) -> list[T]:
     count = num_processes()
     if count == 1:
         return share
-    from accelerate.utils import gather_object
-
-    shares = gather_object([share])  # one list per process, in process order
+    shares = gather_objects(share)
     merged: list[Any] = [None] * total
     for index, part in enumerate(shares):
         merged[index::count] = part
     return merged
+
+
+def gather_objects(value: T) -> list[T]:
+    """Every process's ``value``, in process order (``[value]`` with one process). Collective:
+    every process must call it, and every process gets the whole list."""
+    if num_processes() == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([value]))
 
 
 def map_rows(items: Sequence[T], work: Callable[[list[T]], list[R]]) -> list[R]:

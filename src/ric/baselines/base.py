@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.data.io import STATS_FILE, write_text_atomic
 from ric.data.label import CONFIG_FILE
@@ -16,8 +17,12 @@ def write_base(config: RicConfig, output: Path) -> Path:
     the label run's stats (``train.data``) and ``method.json``; ``ric evaluate`` loads it."""
     if not config.train.data:
         raise ValueError("no stats: set train.data to the `ric label` output to evaluate with")
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(config.train.data) / STATS_FILE, output / STATS_FILE)
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    write_method(output, "base")
+
+    def write_folder() -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(config.train.data) / STATS_FILE, output / STATS_FILE)
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+        write_method(output, "base")
+
+    parallel.on_main(write_folder)
     return output

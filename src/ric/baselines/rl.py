@@ -12,6 +12,10 @@ second copy of the model is held.
 A Rewarded Soups member is the same run at a one-hot preference. Output directory: the layout of
 a `ric train` output (adapter/, stats.json, config.yaml, metrics.json, train_log.jsonl) plus
 ``method.json``; ``checkpoints/`` holds TRL's checkpoints, and a rerun resumes from the newest.
+
+Several processes (``accelerate launch``): TRL's trainer is data-parallel; each process generates
+and scores its share of the step's completions, the reward history gathers every share, and only
+the main process writes ric's files.
 """
 
 from __future__ import annotations
@@ -75,12 +79,6 @@ def run_rl(
     from the newest complete checkpoint, with the reward history and seconds saved with it; a
     finished run with the same settings is returned as is (``ric.runs.finished_run``)."""
     import_optional("trl")  # before any work
-    if parallel.launched():
-        raise ValueError(
-            "the RL baselines run in one process for now (their reward history and checkpoints "
-            "are not yet gathered across processes): run `ric baseline` / `ric compare` without "
-            "accelerate launch or torchrun"
-        )
     settings = config.baseline
     data = settings.data or config.train.data
     if not data:
@@ -97,9 +95,12 @@ def run_rl(
     init = Path(settings.init) if settings.init else None
     if init is not None and not (init / CONFIG_FILE).is_file():
         raise ValueError(f"baseline.init {str(init)!r} is not a `ric baseline sft` output")
+    per_process = _per_process_batch(settings.prompts_per_step * settings.num_generations)
     model, tokenizer = load_start(config, init)
 
-    checkpoint = _latest_complete_checkpoint(output / CHECKPOINTS)
+    folder = output / CHECKPOINTS
+    parallel.on_main(lambda: _drop_incomplete_checkpoints(folder))
+    checkpoint = _latest_checkpoint(folder)
     progress = _Progress.read(checkpoint, stats.num_objectives)
     trainer = _trainer(
         config,
@@ -108,6 +109,7 @@ def run_rl(
         _prompts(frame, columns.prompt_column, config),
         _reward_function(stats, weights, progress.history),
         output,
+        per_process,
         show_progress,
     )
     trainer.add_callback(_save_progress_callback(progress))
@@ -115,17 +117,18 @@ def run_rl(
     seconds = progress.seconds()
     history, resume = progress.history, checkpoint is not None
 
-    trainer.model.save_pretrained(output / ADAPTER_DIR)
-    tokenizer.save_pretrained(output / ADAPTER_DIR)
-    shutil.copyfile(Path(data) / STATS_FILE, output / STATS_FILE)
-    write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    write_method(output, "morlhf", weights.tolist(), init)
-    log = trainer.state.log_history
-    write_text_atomic(output / LOG_FILE, "".join(json.dumps(entry) + "\n" for entry in log))
-    write_text_atomic(
-        output / METRICS_FILE,
-        json.dumps(_metrics(trainer, history, stats, weights, seconds, resume), indent=1),
-    )
+    def write_run() -> None:
+        trainer.model.save_pretrained(output / ADAPTER_DIR)
+        tokenizer.save_pretrained(output / ADAPTER_DIR)
+        shutil.copyfile(Path(data) / STATS_FILE, output / STATS_FILE)
+        write_text_atomic(output / CONFIG_FILE, dump_config(config))
+        write_method(output, "morlhf", weights.tolist(), init)
+        log = trainer.state.log_history
+        write_text_atomic(output / LOG_FILE, "".join(json.dumps(entry) + "\n" for entry in log))
+        metrics = _metrics(trainer, history, stats, weights, seconds, resume)
+        write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
+
+    parallel.on_main(write_run)
     return output
 
 
@@ -176,12 +179,34 @@ def _save_npz(path: Path, rewards: np.ndarray, lengths: list[int], seconds: floa
         np.savez(handle, rewards=rewards, lengths=np.asarray(lengths), seconds=seconds)
 
 
-def _latest_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest TRL checkpoint whose progress file was written (TRL writes checkpoints in
-    place, so a kill can leave one half-written); newer incomplete ones are removed."""
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+def _per_process_batch(global_batch: int) -> int:
+    """Completions each process scores per step, so that K processes make the configured
+    global batch (``baseline.prompts_per_step`` x ``num_generations``), as one process does."""
+    processes = parallel.num_processes()
+    if global_batch % processes:
+        raise ValueError(
+            f"baseline.prompts_per_step x baseline.num_generations = {global_batch} completions "
+            f"per step do not split evenly over {processes} processes: make it a multiple of "
+            f"{processes}, or launch a number of processes that divides {global_batch}"
+        )
+    return global_batch // processes
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _drop_incomplete_checkpoints(folder: Path) -> None:
+    """Remove the newest TRL checkpoints whose progress file was not written (TRL writes
+    checkpoints in place, so a kill can leave one half-written)."""
+    checkpoints = _checkpoints(folder)
     while checkpoints and not (checkpoints[-1] / PROGRESS_FILE).is_file():
         shutil.rmtree(checkpoints.pop())
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint (complete once ``_drop_incomplete_checkpoints`` ran)."""
+    checkpoints = _checkpoints(folder)
     return checkpoints[-1] if checkpoints else None
 
 
@@ -190,7 +215,8 @@ def _save_progress_callback(progress: _Progress) -> Any:
 
     class SaveProgress(TrainerCallback):  # type: ignore[misc]
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            progress.write(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            parallel.on_main(lambda: progress.write(checkpoint))
 
     return SaveProgress()
 
@@ -202,7 +228,8 @@ def _reward_function(stats: RewardStats, weights: np.ndarray, history: list[np.n
         prompts: list[str], completions: list[str], raw_prompt: list[str], **_: Any
     ) -> list[float]:
         raw = np.column_stack([scorer.score(raw_prompt, completions) for scorer in scorers])
-        history.append(raw)
+        # The step's whole batch, from every process (TRL calls this on each one, for its part).
+        history.append(np.concatenate(parallel.gather_objects(raw)))
         return scalarize(raw, stats, weights).tolist()
 
     return scalarized_reward
@@ -215,10 +242,12 @@ def _trainer(
     dataset: Any,
     reward_function: Any,
     output: Path,
+    per_process: int,
     show_progress: bool,
 ) -> Any:
     """TRL's trainer for ``baseline.algorithm``; it puts a fresh LoRA adapter on ``model`` and
-    takes the reference log-probabilities with the adapter disabled (the starting model)."""
+    takes the reference log-probabilities with the adapter disabled (the starting model).
+    ``per_process``: completions per step in each process (``_per_process_batch``)."""
     from transformers import PrinterCallback
 
     trl = import_optional("trl")
@@ -233,7 +262,7 @@ def _trainer(
     on_cpu = next(model.parameters()).device.type == "cpu"
     arguments = config_class(
         output_dir=str(output / CHECKPOINTS),
-        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        per_device_train_batch_size=per_process,
         num_generations=settings.num_generations,
         max_completion_length=config.generation.max_new_tokens,
         temperature=config.generation.temperature,
@@ -292,6 +321,7 @@ def _metrics(
         "algorithm": type(trainer).__name__,
         "preference": weights.tolist(),
         "steps": trainer.state.global_step,
+        "processes": parallel.num_processes(),
         "resumed": resumed,
         "seconds": seconds,
         "device": describe_device(),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ric import parallel
 from ric.config import RicConfig
 from ric.data.io import STATS_FILE, load_stats
 from ric.data.label import CONFIG_FILE
@@ -47,11 +48,15 @@ def assemble_soup(output: Path, members: Sequence[str | Path]) -> Path:
     if len(inits) != 1:
         raise ValueError(f"the members start from different models: {sorted(map(str, inits))}")
     ordered = [runs[order.index(i)] for i in range(len(runs))]
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(runs[0] / STATS_FILE, output / STATS_FILE)
-    shutil.copyfile(runs[0] / CONFIG_FILE, output / CONFIG_FILE)
     start = inits.pop()
-    write_method(output, "soups", init=start, members=ordered)
+
+    def write_folder() -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(runs[0] / STATS_FILE, output / STATS_FILE)
+        shutil.copyfile(runs[0] / CONFIG_FILE, output / CONFIG_FILE)
+        write_method(output, "soups", init=start, members=ordered)
+
+    parallel.on_main(write_folder)
     return output
 
 

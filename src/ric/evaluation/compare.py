@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.data.io import STATS_FILE, load_stats, write_text_atomic
 from ric.data.label import CONFIG_FILE
@@ -95,33 +96,37 @@ def evaluate_models(
         )
     assert names is not None
     table = pd.DataFrame(rows)
-    write_text_atomic(output / COMPARISON_TABLE, table.to_csv(index=False))
-    title = f"Empirical fronts, {config.evaluate.num_prompts} held-out prompts"
-    plot_fronts(fronts, names, output / COMPARISON_PLOT, title)
-    links = [
-        f"[{folder.relative_to(output)}]({folder.relative_to(output)}/{REPORT_FILE})"
-        for label, members in groups.items()
-        for folder in _member_folders(output, label, members)
-    ]
-    lines = [
-        "# RiC comparison report",
-        "",
-        f"Every model swept on the same {config.evaluate.num_prompts} held-out prompts, grid "
-        f"`{config.evaluate.grid}` and mapping `{config.mapping.method}`; hypervolume against "
-        f"the reference point {[round(v, 4) for v in reference]} (raw reward units). RiC and "
-        "Rewarded Soups give one point per preference of the grid, each MORLHF model one point "
-        "at its own preference, base and SFT one point (no preference).",
-        "",
-        f"![fronts]({COMPARISON_PLOT})",
-        "",
-        markdown_table(table.drop(columns="model")),
-        "",
-        "Per-model reports: " + ", ".join(links),
-        "",
-        appendix,
-    ]
     path = output / REPORT_FILE
-    write_text_atomic(path, "\n".join(lines))
+
+    def write_comparison() -> None:
+        write_text_atomic(output / COMPARISON_TABLE, table.to_csv(index=False))
+        title = f"Empirical fronts, {config.evaluate.num_prompts} held-out prompts"
+        plot_fronts(fronts, names, output / COMPARISON_PLOT, title)
+        links = [
+            f"[{folder.relative_to(output)}]({folder.relative_to(output)}/{REPORT_FILE})"
+            for label, members in groups.items()
+            for folder in _member_folders(output, label, members)
+        ]
+        lines = [
+            "# RiC comparison report",
+            "",
+            f"Every model swept on the same {config.evaluate.num_prompts} held-out prompts, grid "
+            f"`{config.evaluate.grid}` and mapping `{config.mapping.method}`; hypervolume against "
+            f"the reference point {[round(v, 4) for v in reference]} (raw reward units). RiC and "
+            "Rewarded Soups give one point per preference of the grid, each MORLHF model one point "
+            "at its own preference, base and SFT one point (no preference).",
+            "",
+            f"![fronts]({COMPARISON_PLOT})",
+            "",
+            markdown_table(table.drop(columns="model")),
+            "",
+            "Per-model reports: " + ", ".join(links),
+            "",
+            appendix,
+        ]
+        write_text_atomic(path, "\n".join(lines))
+
+    parallel.on_main(write_comparison)
     return path
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ric import parallel
 from ric.baselines.base import write_base
 from ric.baselines.rl import default_preferences, preference_folder, run_rl
 from ric.baselines.soups import assemble_soup
@@ -112,7 +113,7 @@ def run_compare(
     )
     stage("evaluating every model")
     evaluation = output / "evaluate"
-    write_text_atomic(evaluation / COST_TABLE, costs.to_csv(index=False))
+    parallel.on_main(lambda: write_text_atomic(evaluation / COST_TABLE, costs.to_csv(index=False)))
     appendix = "\n".join(
         [
             "## Cost (the paper's Table 2)",

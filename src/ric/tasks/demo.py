@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from ric import parallel
 from ric.config import RicConfig, config_from_values
 from ric.data import label_dataset
 from ric.data.io import write_text_atomic
@@ -121,5 +122,6 @@ def run_demo(
     report = compare_iterations(config, output / "evaluate", show_progress)
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = sum(seconds.values())
-    write_text_atomic(output / "demo.json", json.dumps({"smoke": smoke, "seconds": seconds}))
+    timing = json.dumps({"smoke": smoke, "seconds": seconds})
+    parallel.on_main(lambda: write_text_atomic(output / "demo.json", timing))
     return report
