@@ -40,17 +40,24 @@ def segment_sdpa(
         raise ValueError("packed attention needs one packed row and its position_ids")
     length = query.shape[2]
     starts = [*(position_ids[0] == 0).nonzero().flatten().tolist(), length]
+    sizes = [end - start for start, end in pairwise(starts)]
+    # split, not slicing: a slice's backward fills a zero tensor of the whole row per sample.
     parts = [
         torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
+            sample_query,
+            sample_key,
+            sample_value,
             is_causal=True,
             dropout_p=dropout if module.training else 0.0,
             scale=scaling,
             enable_gqa=query.shape[1] != key.shape[1],
         )
-        for start, end in pairwise(starts)
+        for sample_query, sample_key, sample_value in zip(
+            query.split(sizes, dim=2),
+            key.split(sizes, dim=2),
+            value.split(sizes, dim=2),
+            strict=True,
+        )
     ]
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 

@@ -99,7 +99,7 @@ def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
             position_ids=batch["position_ids"],
             logits_to_keep=predicting,
             use_cache=False,  # with a cache, transformers does not look for packed sequences
-        ).logits[0]
+        ).logits.flatten(0, 1)  # a view: indexing row 0 would fill a zero grad of the logits
         targets = labels[0, predicting + 1]
     else:
         output = model(
