@@ -12,7 +12,9 @@ Backends:
 * ``hf static``: the same batches with a static KV cache (``cache_implementation="static"``);
 * ``hf static+compile``: and ``torch.compile`` of the decoding step (``CompileConfig``);
 * ``continuous``: transformers' continuous batching (``model.generate_batch``: paged KV cache, a
-  finished row's slot refilled at once).
+  finished row's slot refilled at once);
+* ``vllm``: ``generate_with_stats`` with ``generation.backend: vllm`` (only where vLLM is
+  installed, on a CUDA device; building the engine is part of its warm-up).
 
 Repeats cycle through the backends; medians are reported, and each backend's ratio to ``hf
 batched``. The first call of each backend (compilation, warm-up) is timed apart and left out.
@@ -23,10 +25,12 @@ batched``. The first call of each backend (compilation, warm-up) is timed apart 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +113,17 @@ def continuous(model: Any, tokenizer: Any, prompts: list[str], settings: Generat
     return sum(len(output.generated_tokens) for output in outputs.values())
 
 
+def vllm(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationConfig) -> int:
+    return hf_batched(model, tokenizer, prompts, replace(settings, backend="vllm"))
+
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 BACKENDS: dict[str, Callable[..., int]] = {
     "hf batched": hf_batched,
     "hf static": hf_static(compiled=False),
     "hf static+compile": hf_static(compiled=True),
     "continuous": continuous,
+    **({"vllm": vllm} if HAS_VLLM else {}),
 }
 
 
@@ -139,6 +149,8 @@ def main() -> None:
         batch_size=args.batch_size,
     )
     names = args.backend or list(BACKENDS)
+    if not HAS_VLLM and args.backend is None:
+        print("vLLM is not installed (pip install vllm; CUDA builds only): its row is skipped")
     print(
         f"model {args.model} on {model.device}, {torch.get_num_threads()} threads; "
         f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, batch {args.batch_size}"

@@ -5,6 +5,7 @@ would be valid, exit status 2, no traceback, and no half-written artifact."""
 import errno
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,12 @@ CASES = [
         ["exactly one of --preference"],
     ),
     Case("generate with no prompt", lambda p: generate(p)[:3], ["no prompts"]),
+    Case(
+        "the vLLM backend where vLLM is not installed",
+        lambda p: generate(p, "--preference", "0.5,0.5", "--set", "generation.backend=vllm"),
+        ["generation.backend: vllm", 'python -m pip install "ric[vllm]"'],
+        lambda paths, mp: mp.setitem(sys.modules, "vllm", None),  # what `import vllm` then sees
+    ),
     Case(
         "a model folder that is not a run",
         lambda p: [*evaluate(p)[:1], "--model", str(p.tmp / "folder"), *evaluate(p)[3:]],

@@ -39,6 +39,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("linear", "constant", "cosine")
 MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
+GENERATION_BACKENDS = ("hf", "vllm")
 RL_ALGORITHMS = ("grpo", "rloo")
 OUT_OF_BOUNDS = ("clamp", "refuse")
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -239,8 +240,21 @@ class GenerationConfig:
     min_new_tokens: int = doc_field(1, "suppress EOS for the first tokens (paper: 1)")
     batch_size: int = doc_field(16, "prompts generated together (left-padded)")
     seed: int = doc_field(0, "sampling seed")
+    backend: str = doc_field(
+        "hf", "hf (transformers generate; always works) or vllm (pip install vllm; CUDA only)"
+    )
+    vllm_gpu_memory: float = doc_field(
+        0.5,
+        "share of GPU memory the vLLM engine may take (its gpu_memory_utilization); the model "
+        "being trained stays on the GPU beside it",
+    )
 
     def __post_init__(self) -> None:
+        check_choice("generation.backend", self.backend, GENERATION_BACKENDS)
+        if not 0.0 < self.vllm_gpu_memory <= 1.0:
+            raise ValueError(
+                f"generation.vllm_gpu_memory must be in (0, 1], got {self.vllm_gpu_memory}"
+            )
         if self.max_new_tokens < 1:
             raise ValueError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:

@@ -11,6 +11,7 @@ OPTIONAL = {
     "trl": ("rl", "the RL baselines (`ric baseline morlhf|soups`, `ric compare`)"),
     "fastapi": ("serve", "the HTTP server (`ric serve`)"),
     "uvicorn": ("serve", "the HTTP server (`ric serve`)"),
+    "vllm": ("vllm", "generations with `generation.backend: vllm` (CUDA GPUs only)"),
 }
 
 

@@ -30,12 +30,17 @@ share a batch, as the random draws are made per batch.
 Several processes (``accelerate launch``): every process calls with the same prompts, generates
 every K-th one (``ric.parallel``; seed ``settings.seed`` + its index) and gets every result, in
 input order. Streaming (``on_token``) is for one process.
+
+Backends (``settings.backend``): ``hf``, the above, and ``vllm`` (``ric.models.vllm_backend``),
+which generates the new tokens of every prompt on a vLLM engine; the same prompt ids go in and
+the same EOS cut, decoding and cleaning come out. Streaming is ``hf`` only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -98,14 +103,21 @@ def generate_with_stats(
 ) -> GenerationResult:
     """Generate in length-sorted, left-padded batches; ``model`` is a causal LM (transformers or
     PEFT). Its train/eval mode is restored afterwards. ``on_token``: see the module docstring."""
+    if settings.backend == "vllm" and on_token is not None:
+        raise ValueError("streaming generation (on_token) needs generation.backend=hf, not vllm")
+    generate_here: Callable[..., GenerationResult] = (
+        _generate_on_vllm
+        if settings.backend == "vllm"
+        else partial(_generate_here, on_token=on_token)
+    )
     if parallel.num_processes() == 1:
-        return _generate_here(model, tokenizer, prompts, settings, show_progress, on_token)
+        return generate_here(model, tokenizer, prompts, settings, show_progress)
     if on_token is not None:
         raise ValueError("streaming generation (on_token) runs in a single process")
     own_seed = replace(settings, seed=settings.seed + parallel.process_index())
 
     def generate_share(share: list[str]) -> list[tuple[str, int, bool]]:
-        result = _generate_here(model, tokenizer, share, own_seed, show_progress)
+        result = generate_here(model, tokenizer, share, own_seed, show_progress)
         return list(zip(result.texts, result.num_new_tokens, result.finished, strict=True))
 
     rows = parallel.map_rows(list(prompts), generate_share)
@@ -153,6 +165,31 @@ def _generate_here(
         progress.close()
         model.train(was_training)
     return GenerationResult(texts, counts, finished)
+
+
+def _generate_on_vllm(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: GenerationConfig,
+    show_progress: bool = False,
+) -> GenerationResult:
+    """``_generate_here`` on vLLM: the same prompt ids in, the same EOS cut, decoding and
+    cleaning of the new tokens out."""
+    from ric.models.vllm_backend import generate_token_ids
+
+    _check_stop_strings(settings.stop_strings)
+    prompt_ids = _tokenize_prompts(tokenizer, prompts)
+    if not prompt_ids:
+        return GenerationResult([], [], [])
+    eos_ids = _eos_token_ids(model, tokenizer)
+    new_ids, finished = generate_token_ids(
+        model, tokenizer, prompt_ids, eos_ids, settings, show_progress
+    )
+    kept = [truncate_at_eos(row, eos_ids) for row in new_ids]
+    decoded = tokenizer.batch_decode(kept, skip_special_tokens=True)
+    texts = [clean_response(text, settings.stop_strings) for text in decoded]
+    return GenerationResult(texts, [len(ids) for ids in kept], finished)
 
 
 @torch.inference_mode()
