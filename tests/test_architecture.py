@@ -27,9 +27,16 @@ LAYERS = {
     "__main__": 7,  # `python -m ric`
 }
 # Imports within a layer that the design intends: relabeling scores with the rewards, `ric
-# prepare`'s length filter counts tokens with the policy's tokenizer, and the SFT and RL
-# baselines run the training stage's own loop.
-WITHIN_LAYER = {("data", "rewards"), ("data", "models"), ("baselines", "training")}
+# prepare`'s length filter counts tokens with the policy's tokenizer, the SFT and RL baselines
+# run the training stage's own loop, and text-to-image RiC keeps its checkpoints in the training
+# stage's format and measures its sweep with the evaluation stage's functions.
+WITHIN_LAYER = {
+    ("data", "rewards"),
+    ("data", "models"),
+    ("baselines", "training"),
+    ("image", "training"),
+    ("image", "evaluation"),
+}
 
 
 def module_name(path: Path) -> str:

@@ -125,6 +125,25 @@ def weightless_run(paths: Paths, mp: pytest.MonkeyPatch) -> None:
     shutil.copytree(paths.train, paths.tmp / "weightless", ignore=shutil.ignore_patterns("adapter"))
 
 
+def image_folder(paths: Paths, mp: pytest.MonkeyPatch, missing: bool = False) -> None:
+    """``images/``: two PNGs and their metadata.jsonl; with ``missing`` the second is gone."""
+    from PIL import Image
+
+    folder = paths.tmp / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(folder / name)
+    rows = [{"file_name": "a.png", "caption": "a red"}, {"file_name": "b.png", "caption": "b"}]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if missing:
+        (folder / "b.png").unlink()
+
+
+def image_label(paths: Paths, *extra: str) -> list[str]:
+    data = str(paths.tmp / "images")
+    return ["image", "label", "--data", data, "--output", str(paths.out), "--no-progress", *extra]
+
+
 def unknown_key(paths: Paths) -> list[str]:
     return label(paths, "--config", paths.write("c.yaml", "trian:\n  max_steps: 5\n"))
 
@@ -343,6 +362,50 @@ CASES = [
             *("--dtype", "float8"),
         ],
         ["'float8'", "float16, bfloat16, float32"],
+    ),
+    Case(
+        "an unknown image reward",
+        lambda p: image_label(p, "--reward", "beauty"),
+        ["unknown image reward 'beauty'", "compressibility", "sharpness"],
+        image_folder,
+    ),
+    Case(
+        "an image the captions file names that does not exist",
+        lambda p: image_label(p, "--reward", "compressibility"),
+        ["b.png"],
+        lambda paths, mp: image_folder(paths, mp, missing=True),
+    ),
+    Case(
+        "an image folder without a captions file",
+        lambda p: image_label(p, "--reward", "compressibility"),
+        ["metadata.jsonl", "captions.jsonl", "captions.csv"],
+        lambda paths, mp: (paths.tmp / "images").mkdir(),
+    ),
+    Case(
+        "image train on a folder that is not a `ric image label` output",
+        lambda p: ["image", "train", "--data", str(p.label), "--output", str(p.out)],
+        ["is not a `ric image label` output: its scored.parquet has no row, image and caption"],
+    ),
+    Case(
+        "LoRA on the embedded image model",
+        lambda p: [
+            *("image", "train", "--data", str(p.label), "--output", str(p.out)),
+            *("--set", "lora.enabled=true"),
+        ],
+        ["lora.enabled needs a pretrained model.source"],
+    ),
+    Case(
+        "a caption dropout of 1 or more",
+        lambda p: image_label(p, "--set", "train.caption_dropout=1.5"),
+        ["train.caption_dropout must be in [0, 1), got 1.5"],
+    ),
+    Case(
+        "image generate with a folder that is not an image run",
+        lambda p: [
+            *("image", "generate", "--model", str(p.train), "--caption", "a red circle"),
+            *("--preference", "0.5,0.5", "--output", str(p.out)),
+        ],
+        ["is not a `ric image train` output"],
     ),
     Case(
         "a full disk while writing the labeled data",

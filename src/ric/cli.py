@@ -21,6 +21,7 @@ import numpy as np
 from ric import parallel
 from ric.config import RicConfig, config_from_values, dump_config, iter_field_docs, read_values
 from ric.core import MAPPING_METHODS, build_prompt
+from ric.image.config import ImageRicConfig
 
 
 def parse_floats(text: str) -> list[float]:
@@ -102,6 +103,25 @@ def run_train(args: argparse.Namespace, config: RicConfig) -> None:
     print(f"output: {output}")
 
 
+def desired_rewards(args: argparse.Namespace, mapping: Any, stats: Any) -> np.ndarray:
+    """The desired rewards (N,) from exactly one of --preference (mapped with ``mapping`` over
+    the range of ``stats``) and --rewards (explicit, standardized units)."""
+    if (args.preference is None) == (args.rewards is None):
+        raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
+    n = stats.num_objectives
+    given = "--rewards" if args.rewards is not None else "--preference"
+    values = args.rewards if args.rewards is not None else args.preference
+    if len(values) != n:
+        raise ValueError(
+            f"{given} has {len(values)} values; the model has {n} objectives "
+            f"({', '.join(stats.names)})"
+        )
+    if args.rewards is not None:
+        return np.asarray(args.rewards, dtype=float)
+    r_min, r_max = mapping.reward_range(stats, n)
+    return mapping.desired_rewards(args.preference, r_min, r_max)
+
+
 def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
     from ric.data.sources import read_prompts
     from ric.models.generation import generate_with_stats
@@ -113,24 +133,10 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
     if not prompts:
         raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
     policy = load_trained(args.model, merged=True)
-    n = policy.stats.num_objectives
     if not policy.method.conditioned:
         _generate_baseline(args, config, policy, prompts)
         return
-    if (args.preference is None) == (args.rewards is None):
-        raise ValueError("give exactly one of --preference (mapped) or --rewards (explicit)")
-    given = "--rewards" if args.rewards is not None else "--preference"
-    values = args.rewards if args.rewards is not None else args.preference
-    if len(values) != n:
-        raise ValueError(
-            f"{given} has {len(values)} values; the model has {n} objectives "
-            f"({', '.join(policy.stats.names)})"
-        )
-    if args.rewards is not None:
-        desired = np.asarray(args.rewards, dtype=float)
-    else:
-        r_min, r_max = config.mapping.reward_range(policy.stats, n)
-        desired = config.mapping.desired_rewards(args.preference, r_min, r_max)
+    desired = desired_rewards(args, config.mapping, policy.stats)
     conditioned = policy.conditioned_prompts(prompts, desired)
     result = generate_with_stats(policy.model, policy.tokenizer, conditioned, config.generation)
     records = [
@@ -372,6 +378,113 @@ def run_config(args: argparse.Namespace, config: RicConfig) -> None:
     print(dump_config(config), end="")
 
 
+def run_image_label(args: argparse.Namespace, config: ImageRicConfig) -> None:
+    from ric.image.label import label_images, read_image_labels
+
+    output = label_images(config, show_progress=not args.no_progress)
+    stats = read_image_labels(output).stats
+    print(f"scored {stats.count} images with {', '.join(stats.names)}")
+    for name, mean, std in zip(stats.names, stats.mean, stats.std, strict=True):
+        print(f"  {name}: mean {mean:.4g}, std {std:.4g}")
+    print(f"output: {output}")
+
+
+def run_image_train(args: argparse.Namespace, config: ImageRicConfig) -> None:
+    from ric.image.train import train_image_model
+
+    result = train_image_model(config, resume=args.resume, show_progress=not args.no_progress)
+    print(
+        f"trained {result.steps} steps (from step {result.resumed_from}), final loss "
+        f"{result.final_loss:.4f}, {result.seconds:.0f} s\noutput: {result.output}"
+    )
+
+
+def run_image_generate(args: argparse.Namespace, config: ImageRicConfig) -> None:
+    from ric.image.data import read_captions
+    from ric.image.evaluate import caption_seeds, generate_for_targets
+    from ric.image.train import load_trained_image_model
+
+    captions = list(args.caption or [])
+    if args.captions:
+        captions += read_captions(args.captions, config.evaluate.prompt_column, None)
+    if not captions:
+        raise ValueError("no captions: pass --caption TEXT (repeatable) or --captions FILE")
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
+    model = load_trained_image_model(args.model)
+    desired = desired_rewards(args, config.mapping, model.stats)
+    texts, images = generate_for_targets(
+        model, config, captions, desired[None], args.num_images, not args.no_progress, "generate"
+    )
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    seeds = caption_seeds(len(captions), args.num_images, config.generation.seed).tolist()
+    records = []
+    for index, (text, image, seed) in enumerate(zip(texts, images, seeds, strict=True)):
+        file = output / f"{index // args.num_images:03d}-{index % args.num_images}.png"
+        image.save(file)
+        records.append(
+            {
+                "caption": captions[index // args.num_images],
+                "preference": args.preference,
+                "desired_rewards": desired.tolist(),
+                "conditioned_caption": text,
+                "seed": seed,
+                "file": str(file),
+                "generation": vars(config.generation),
+            }
+        )
+    _write_records(records, str(output / "generations.jsonl"))
+
+
+def run_image_evaluate(args: argparse.Namespace, config: ImageRicConfig) -> None:
+    from ric.image.evaluate import evaluate_image_model
+
+    output = evaluate_image_model(config, show_progress=not args.no_progress)
+    metrics = json.loads((output / "metrics.json").read_text())
+    _print_image_metrics(metrics)
+    print(f"report: {output / 'report.md'}")
+
+
+def _print_image_metrics(metrics: dict) -> None:
+    steer = metrics["steerability"]
+    print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
+    for name, values in steer.items():
+        rho = values["w1_vs_obtained"]
+        move = (metrics.get("probe") or {}).get(name, {}).get("difference_sd")
+        print(
+            f"  {name}: Spearman(w1, mean) {'n/a' if rho is None else f'{rho:+.2f}'}"
+            + ("" if move is None else f", probe {move:+.2f} sd")
+        )
+
+
+def run_image_demo(args: argparse.Namespace, config: None) -> None:
+    from ric.tasks.image_demo import run_image_demo
+
+    report = run_image_demo(
+        Path(args.output), args.smoke, args.overrides, show_progress=not args.no_progress
+    )
+    _print_image_metrics(json.loads((report.parent / "metrics.json").read_text()))
+    timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
+    print(f"image demo finished in {timing['total']:.0f} s; report: {report}")
+
+
+def run_image_rewards(args: argparse.Namespace, config: None) -> None:
+    from ric.image.rewards import describe_image_rewards
+
+    for name, description in describe_image_rewards().items():
+        print(f"{name:16s} {description}")
+    print(f"{'pkg.mod:func':16s} your own function f(captions, images) -> scores")
+
+
+def run_image_config(args: argparse.Namespace, config: ImageRicConfig) -> None:
+    if args.fields:
+        for key, type_name, default, doc in iter_field_docs(ImageRicConfig):
+            print(f"{key:30s} {type_name:18s} default {default!r:12s} {doc}")
+        return
+    print(dump_config(config), end="")
+
+
 @dataclass(frozen=True)
 class Flag:
     """One command-line flag. ``key``: the config key its value sets (None: the command reads
@@ -419,6 +532,9 @@ class Command:
     builds_config: bool = True  # False: the command lays --set over its own task
     # The trained run whose recorded settings govern the command: a config key, or "--model".
     trained_run: str | None = None
+    config_class: type = RicConfig  # ImageRicConfig for `ric image ...`
+    # The sections a trained run's recording governs (None: the text runs' RUN_SETTINGS).
+    run_sections: tuple[str, ...] | None = None
 
 
 OUTPUT = Flag("--output", "output directory")
@@ -662,12 +778,106 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ric", description="Multi-objective alignment with Rewards-in-Context (RiC)."
-    )
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, command in COMMANDS.items():
+IMAGE_RUN_SECTIONS = ("mapping", "generation")
+IMAGE_COMMANDS: dict[str, Command] = {
+    "label": Command(
+        run_image_label,
+        "score (image, caption) rows with image rewards",
+        "Score the images with the configured rewards; write the scored table + stats.json.",
+        (
+            Flag(
+                "--data",
+                "a folder with a captions file, a JSONL/Parquet/CSV of image paths, a saved HF "
+                "dataset or a hub name",
+                "data.path",
+            ),
+            Flag("--output", "output directory", "label.output"),
+            Flag(
+                "--reward",
+                "image reward type (repeatable); replaces the config's",
+                "rewards",
+                action="append",
+                to_config=lambda types: [{"type": kind} for kind in types],
+            ),
+        ),
+        config_class=ImageRicConfig,
+    ),
+    "train": Command(
+        run_image_train,
+        "reward-conditioned fine-tuning of the UNet (the paper's text-to-image RiC)",
+        "Train on a `ric image label` output with the rewards appended to each caption.",
+        (
+            Flag("--data", "a `ric image label` output directory", "train.data"),
+            Flag("--output", "output directory", "train.output"),
+            Flag("--model", "embedded, a Stable Diffusion folder or hub id", "model.source"),
+            Flag(
+                "--resume", "continue from the newest checkpoint in --output", action="store_true"
+            ),
+        ),
+        config_class=ImageRicConfig,
+    ),
+    "generate": Command(
+        run_image_generate,
+        "images for captions at a preference or explicit rewards",
+        "Write PNGs and generations.jsonl to --output (settings recorded in each line). "
+        "Mapping and generation settings are the run's own unless you set them.",
+        (
+            Flag("--model", "a `ric image train` output directory", required=True),
+            Flag("--caption", "a caption (repeatable)", action="append"),
+            Flag("--captions", "a file of captions (JSONL, Parquet, CSV, or .txt lines)"),
+            Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats),
+            Flag("--rewards", "explicit desired rewards, standardized units", type=parse_floats),
+            Flag("--num-images", "images per caption, seeds seed..seed+n-1", type=int, default=1),
+            Flag("--output", "directory for the images", required=True),
+        ),
+        trained_run="--model",
+        config_class=ImageRicConfig,
+        run_sections=IMAGE_RUN_SECTIONS,
+    ),
+    "evaluate": Command(
+        run_image_evaluate,
+        "sweep preferences on held-out captions: front, hypervolume, steerability, image grid",
+        "Mapping and generation settings are the run's own unless you set them.",
+        (
+            Flag("--model", "a `ric image train` output directory", "evaluate.model"),
+            Flag("--prompts", "held-out captions (JSONL, Parquet, CSV, .txt)", "evaluate.prompts"),
+            Flag("--output", "output directory", "evaluate.output"),
+        ),
+        trained_run="evaluate.model",
+        config_class=ImageRicConfig,
+        run_sections=IMAGE_RUN_SECTIONS,
+    ),
+    "demo": Command(
+        run_image_demo,
+        "draw the embedded image set -> label -> train from scratch -> evaluate",
+        "The whole text-to-image pipeline on shapes drawn in code; prints where the report is.",
+        (
+            Flag("--output", "output directory (runs/image-demo)", default="runs/image-demo"),
+            Flag("--smoke", "a few images and steps (< 1 minute)", action="store_true"),
+        ),
+        config_file=False,
+        builds_config=False,
+    ),
+    "rewards": Command(
+        run_image_rewards,
+        "list the available image reward scorers",
+        config_file=False,
+        overrides=False,
+        progress=False,
+        builds_config=False,
+    ),
+    "config": Command(
+        run_image_config,
+        "print the resolved image config, or every field with its doc",
+        flags=(Flag("--fields", "list every field and its doc", action="store_true"),),
+        progress=False,
+        config_class=ImageRicConfig,
+    ),
+}
+
+
+def _add_commands(subparsers: Any, commands: dict[str, Command]) -> None:
+    for name, command in commands.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.description)
         for flag in command.flags:
             flag.add_to(sub)
@@ -684,10 +894,31 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="KEY=VALUE",
                 help="override a config key, e.g. --set label.shard_size=256 (repeatable)",
             )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ric", description="Multi-objective alignment with Rewards-in-Context (RiC)."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_commands(subparsers, COMMANDS)
+    image = subparsers.add_parser(
+        "image",
+        help="text-to-image RiC: label, train, generate, evaluate, demo",
+        description="Rewards-in-Context for diffusion models (DESIGN 1.7), on `ric image` "
+        "configs (`ric image config --fields`).",
+    )
+    _add_commands(image.add_subparsers(dest="image_command", required=True), IMAGE_COMMANDS)
     return parser
 
 
-def command_config(command: Command, args: argparse.Namespace) -> RicConfig:
+def chosen_command(args: argparse.Namespace) -> Command:
+    if args.command == "image":
+        return IMAGE_COMMANDS[args.image_command]
+    return COMMANDS[args.command]
+
+
+def command_config(command: Command, args: argparse.Namespace) -> Any:
     """The config file, then --set overrides, then the command's flags; for a command that uses
     a trained run, laid over the run's recorded settings (ric.runs.layered_config)."""
     flags = [
@@ -696,16 +927,17 @@ def command_config(command: Command, args: argparse.Namespace) -> RicConfig:
         if flag.key and (value := flag.config_value(args)) is not None
     ]
     values = read_values(getattr(args, "config", None), [*args.overrides, *flags])
+    cls = command.config_class
     if command.trained_run is None:
-        return config_from_values(values)
-    from ric.runs import layered_config
+        return config_from_values(values, cls=cls)
+    from ric.runs import RUN_SETTINGS, layered_config
 
     run = (
         args.model
         if command.trained_run == "--model"
-        else reduce(getattr, command.trained_run.split("."), config_from_values(values))
+        else reduce(getattr, command.trained_run.split("."), config_from_values(values, cls=cls))
     )
-    layered = layered_config(values, run or None)
+    layered = layered_config(values, run or None, cls, command.run_sections or RUN_SETTINGS)
     if layered.from_run:
         shown = ", ".join(f"{key}={value}" for key, value in layered.from_run.items())
         print(f"ric: settings recorded by the run {run}: {shown}", file=sys.stderr)
@@ -720,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
-    command = COMMANDS[args.command]
+    command = chosen_command(args)
     if parallel.launched() and not parallel.is_main_process():
         # One of several processes (accelerate launch): the main one prints and shows progress.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)

@@ -583,10 +583,15 @@ class RicConfig:
     serve: ServeConfig = doc_field(None, "OpenAI-compatible HTTP server")
 
     def __post_init__(self) -> None:
-        # Sections default to their own defaults; doc_field(None) keeps the docs in one place.
-        for name, annotation in typing.get_type_hints(type(self)).items():
-            if getattr(self, name) is None and dataclasses.is_dataclass(annotation):
-                setattr(self, name, annotation())
+        fill_default_sections(self)
+
+
+def fill_default_sections(config: Any) -> None:
+    """Give every section left at None its own defaults (doc_field(None) keeps the docs in one
+    place)."""
+    for name, annotation in typing.get_type_hints(type(config)).items():
+        if getattr(config, name) is None and dataclasses.is_dataclass(annotation):
+            setattr(config, name, annotation())
 
 
 def _describe(annotation: Any) -> str:

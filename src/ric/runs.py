@@ -239,7 +239,7 @@ def save_weights(model: Any, tokenizer: Any, output: Path) -> Path:
     return folder
 
 
-def settings_of(config: RicConfig, sections: Sequence[str]) -> dict[str, Any]:
+def settings_of(config: Any, sections: Sequence[str]) -> dict[str, Any]:
     """The dotted-key values of ``config`` under ``sections`` (e.g. ``train``, ``mapping.p``),
     without output folders and checkpoint bookkeeping: what made a run's result, as
     ``finished_run`` compares it."""
@@ -280,20 +280,30 @@ def finished_run(folder: Path, requested: Mapping[str, Any], what: str) -> bool:
 class LayeredConfig:
     """A config for using a trained run, and where its run-governed settings came from."""
 
-    config: RicConfig
+    config: Any  # a RicConfig, or the config class the run was made with
     from_run: dict[str, Any]  # dotted key -> value, recorded by the run (non-default ones)
     from_user: dict[str, Any]  # dotted key -> value, set by the user's file, --set or a flag
 
 
-def layered_config(user_values: dict[str, Any], run: str | Path | None) -> LayeredConfig:
-    """The config to use ``run`` with: its recorded ``RUN_SETTINGS`` (mapping, generation,
-    ``train.max_length``), then everything the user set (``user_values``: their file and
-    overrides, as ``ric.config.read_values`` gives them). Without a run: the user's config."""
+def layered_config(
+    user_values: dict[str, Any],
+    run: str | Path | None,
+    cls: type = RicConfig,
+    sections: Sequence[str] = RUN_SETTINGS,
+) -> LayeredConfig:
+    """The config (``cls``) to use ``run`` with: its recorded ``sections`` (for text runs
+    mapping, generation, ``train.max_length``), then everything the user set (``user_values``:
+    their file and overrides, as ``ric.config.read_values`` gives them). Without a run: the
+    user's config."""
+    unlayered = LayeredConfig(config_from_values(user_values, cls=cls), {}, {})
     if run is None or not (run_folder(run) / CONFIG_FILE).is_file():
-        return LayeredConfig(config_from_values(user_values), {}, {})  # load_trained explains
-    recorded = settings_of(load_config(run_folder(run) / CONFIG_FILE), RUN_SETTINGS)
-    defaults = settings_of(RicConfig(), RUN_SETTINGS)
-    user = {key: value for key, value in flatten(user_values).items() if _under(key, RUN_SETTINGS)}
+        return unlayered  # loading the run explains what is missing
+    try:
+        recorded = settings_of(load_config(run_folder(run) / CONFIG_FILE, cls=cls), sections)
+    except ValueError:  # another kind of run (a text run given to `ric image`): loading explains
+        return unlayered
+    defaults = settings_of(cls(), sections)
+    user = {key: value for key, value in flatten(user_values).items() if _under(key, sections)}
     values = copy.deepcopy(user_values)
     for key, value in recorded.items():
         *parents, leaf = key.split(".")
@@ -303,7 +313,7 @@ def layered_config(user_values: dict[str, Any], run: str | Path | None) -> Layer
         if isinstance(section, dict) and key not in user:  # a non-mapping: from_dict names it
             section.setdefault(leaf, value)
     from_run = {k: v for k, v in recorded.items() if k not in user and v != defaults.get(k)}
-    return LayeredConfig(config_from_values(values), from_run, user)
+    return LayeredConfig(config_from_values(values, cls=cls), from_run, user)
 
 
 def export_lora(

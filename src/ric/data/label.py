@@ -119,7 +119,7 @@ class LabelResult:
     shards_reused: int  # units loaded from the cache of an earlier run
 
 
-def _check_rewards(rewards: list[RewardConfig]) -> None:
+def check_rewards(rewards: list[RewardConfig]) -> None:
     if not rewards:
         raise ValueError(
             "no rewards configured: add e.g. `rewards: [{type: relevance}, {type: verbosity}]` "
@@ -208,7 +208,7 @@ def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
     ``config.label.output`` (layout and resume rule in the module docstring)."""
     if not config.label.output:
         raise ValueError("no output directory: set label.output (or pass --output)")
-    _check_rewards(config.rewards)
+    check_rewards(config.rewards)
     frame = read_pairs(config.data)  # validates columns and rows before anything is written
     if config.label.contrast_pairs:
         frame = with_contrast_pairs(frame, config.data, config.label.contrast_pairs)

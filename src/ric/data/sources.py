@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ric.config import DataConfig
+
+if TYPE_CHECKING:
+    import datasets
 
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
@@ -29,22 +33,31 @@ def resolve_format(config: DataConfig) -> str:
     return "hf"  # a saved dataset directory or a hub name
 
 
-def _read_hf(config: DataConfig) -> pd.DataFrame:
+SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``datasets``' save_to_disk."""
+    return path.is_dir() and any((path / marker).exists() for marker in SAVED_DATASET_MARKERS)
+
+
+def load_hf_dataset(path: str, split: str) -> datasets.Dataset:
+    """``split`` of a saved dataset folder (a single saved split is taken whole) or of a hub
+    dataset; the text and image readers share it so both accept the same sources."""
     import datasets  # heavy import, only for this source
 
-    path = Path(config.path)
-    saved_markers = ("dataset_dict.json", "state.json")  # what save_to_disk writes
-    if path.is_dir() and any((path / marker).exists() for marker in saved_markers):
-        loaded = datasets.load_from_disk(str(path))
+    if is_saved_dataset(Path(path)):
+        loaded = datasets.load_from_disk(path)
         if isinstance(loaded, datasets.DatasetDict):
-            if config.split not in loaded:
-                raise ValueError(
-                    f"split {config.split!r} not in {config.path!r}; available: {list(loaded)}"
-                )
-            loaded = loaded[config.split]
-    else:
-        loaded = datasets.load_dataset(config.path, split=config.split)
-    return loaded.to_pandas()
+            if split not in loaded:
+                raise ValueError(f"split {split!r} not in {path!r}; available: {list(loaded)}")
+            loaded = loaded[split]
+        return loaded
+    return datasets.load_dataset(path, split=split)
+
+
+def _read_hf(config: DataConfig) -> pd.DataFrame:
+    return load_hf_dataset(config.path, config.split).to_pandas()
 
 
 def read_table(config: DataConfig) -> pd.DataFrame:
@@ -67,15 +80,21 @@ def read_table(config: DataConfig) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def check_columns(available: Collection[object], columns: Sequence[str], source: str) -> None:
+    """Raise ValueError naming the first of ``columns`` not in ``available``, and listing those
+    that are, so a misspelt column is fixed in one go."""
+    for column in columns:
+        if column not in available:
+            raise ValueError(
+                f"column {column!r} not found in {source!r}; columns there: "
+                f"{', '.join(map(str, available)) or '(none)'}"
+            )
+
+
 def check_text_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
     """Raise ValueError for a missing column (listing those there are), no rows, or rows whose
     value is not a string."""
-    for column in columns:
-        if column not in frame.columns:
-            raise ValueError(
-                f"column {column!r} not found in {source!r}; columns there: "
-                f"{', '.join(map(str, frame.columns)) or '(none)'}"
-            )
+    check_columns(frame.columns, columns, source)
     if len(frame) == 0:
         raise ValueError(f"input {source!r} holds no rows")
     for column in columns:

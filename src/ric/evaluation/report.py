@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -27,8 +29,16 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: RicConfig) -> Path:
-    """Write ``output/report.md`` from the sweep's metrics and summary table."""
+def write_report(
+    output: Path,
+    metrics: dict,
+    summary: pd.DataFrame,
+    config: RicConfig | Any,
+    extra: Sequence[str] = (),
+) -> Path:
+    """Write ``output/report.md`` from the sweep's metrics and summary table. ``config``: a
+    RicConfig, or any config with mapping, generation and evaluate sections (the image sweep's);
+    ``extra``: markdown lines placed after the front plot (the image grid)."""
     front = metrics["front"]
     steer_rows = [
         f"| {name} | {_format(v['desired_vs_obtained'])} | {_format(v['weight_vs_obtained'])} "
@@ -88,6 +98,7 @@ def write_report(output: Path, metrics: dict, summary: pd.DataFrame, config: Ric
         "",
         "![front](front.png)",
         "",
+        *extra,
         "## Front",
         "",
         f"Hypervolume **{front['hypervolume']:.4g}** against reference point "

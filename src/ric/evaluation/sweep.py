@@ -157,11 +157,24 @@ def _generate(
 
 def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
     """One row per preference: w_i, desired_i (standardized), mean raw and standardized r_i."""
+    return summary_frame(
+        result.preferences, result.desired, result.mean_raw, result.mean_standardized, names
+    )
+
+
+def summary_frame(
+    preferences: np.ndarray,
+    desired: np.ndarray,
+    mean_raw: np.ndarray,
+    mean_standardized: np.ndarray,
+    names: list[str],
+) -> pd.DataFrame:
+    """``summary_table`` from its (K, N) arrays (the image sweep has no SweepResult)."""
     blocks = {
-        "w": result.preferences,
-        "desired": result.desired,
-        "mean": result.mean_raw,
-        "mean_standardized": result.mean_standardized,
+        "w": preferences,
+        "desired": desired,
+        "mean": mean_raw,
+        "mean_standardized": mean_standardized,
     }
     columns = {
         f"{prefix}_{name}": values[:, i]

@@ -61,6 +61,15 @@ class UserReward:
 
 def load_user_function(spec: str, options: Mapping[str, Any] | None = None) -> RewardFunction:
     """Import ``"package.module:attribute"`` and make a reward scorer of it (see module doc)."""
+    return UserReward(spec, load_user_score(spec, options))
+
+
+def load_user_score(
+    spec: str, options: Mapping[str, Any] | None = None, inputs: str = "prompts, responses"
+) -> Callable[[list[Any], list[Any]], ArrayLike]:
+    """Import ``"package.module:attribute"`` and return its unchecked ``score(a, b)`` callable
+    (see module doc); ``inputs`` names its two arguments in errors. The image rewards wrap the
+    same user code with their own checks."""
     options = dict(options or {})
     target = _import_attribute(spec)
     if inspect.isclass(target):
@@ -68,17 +77,17 @@ def load_user_function(spec: str, options: Mapping[str, Any] | None = None) -> R
         instance = target(**options)
         if not callable(getattr(instance, "score", None)):
             raise ValueError(f"reward {spec!r}: class {target.__name__} has no score method")
-        return UserReward(spec, instance.score)
+        return instance.score
     if callable(getattr(target, "score", None)):
         if options:
             raise ValueError(f"reward {spec!r} is an object, not a class: it takes no options")
-        return UserReward(spec, target.score)
+        return target.score
     if callable(target):
         check_options(spec, target, options, leading=2)
-        return UserReward(spec, lambda prompts, responses: target(prompts, responses, **options))
+        return lambda first, second: target(first, second, **options)
     raise ValueError(
         f"reward {spec!r} is of type {type(target).__name__}: expected a class, a function "
-        "f(prompts, responses) or an object with a score method"
+        f"f({inputs}) or an object with a score method"
     )
 
 

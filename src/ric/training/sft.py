@@ -137,11 +137,11 @@ def train(
     start_step, seconds_before, tokens = 0, 0.0, 0
     if resume:
         unwrapped = accelerator.unwrap_model(model)
-        start_step, seconds_before, tokens = _load_latest_checkpoint(
+        start_step, seconds_before, tokens = load_latest_checkpoint(
             output, unwrapped, optimizer, scheduler
         )
     if accelerator.is_main_process:  # a killed run logged steps the checkpoint does not hold
-        _truncate_log(output, start_step)
+        truncate_log(output, start_step)
 
     lengths = [len(sample.input_ids) for sample in samples]
     batches_per_epoch = len(epoch_batches(lengths, settings.batch_size, settings.seed, 0))
@@ -184,7 +184,7 @@ def train(
                 summed, count = accelerator.reduce(window.to(accelerator.device), "sum").tolist()
                 losses.append((done, summed / count))  # the mean of the micro-batches' mean losses
                 if accelerator.is_main_process:
-                    _append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
+                    append_log(output, done, losses[-1][1], scheduler.get_last_lr()[0], began)
                 progress.set_postfix(loss=f"{losses[-1][1]:.4f}")
                 window = torch.zeros(2)
             if (
@@ -196,12 +196,17 @@ def train(
                 if accelerator.is_main_process:
                     unwrapped = accelerator.unwrap_model(model)
                     progress_made = (done, seconds, tokens)
-                    _save_checkpoint(
-                        output, progress_made, unwrapped, optimizer, scheduler, settings
+                    save_checkpoint(
+                        output,
+                        progress_made,
+                        unwrapped,
+                        optimizer,
+                        scheduler,
+                        settings.keep_checkpoints,
                     )
                 accelerator.wait_for_everyone()
                 if on_checkpoint is not None:
-                    on_checkpoint(_checkpoint_folder(output, done))
+                    on_checkpoint(checkpoint_folder(output, done))
     progress.close()
     return TrainResult(
         steps=settings.max_steps,
@@ -264,14 +269,14 @@ def _backward_share(
     return torch.tensor([loss_sum.item() / batch_tokens, 1.0 / processes])
 
 
-def _append_log(output: Path, step: int, loss: float, lr: float, began: float) -> None:
+def append_log(output: Path, step: int, loss: float, lr: float, began: float) -> None:
     output.mkdir(parents=True, exist_ok=True)
     record = {"step": step, "loss": loss, "lr": lr, "seconds": time.perf_counter() - began}
     with (output / LOG_FILE).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
-def _truncate_log(output: Path, step: int) -> None:
+def truncate_log(output: Path, step: int) -> None:
     """Keep only the log records up to ``step`` (all of them gone for a fresh start)."""
     log = output / LOG_FILE
     if not log.is_file():
@@ -288,25 +293,25 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _checkpoint_folder(output: Path, step: int) -> Path:
+def checkpoint_folder(output: Path, step: int) -> Path:
     return output / CHECKPOINTS / f"step-{step:08d}"
 
 
-def _save_checkpoint(
+def save_checkpoint(
     output: Path,
     progress: tuple[int, float, int],
     model: torch.nn.Module,
     optimizer: Any,
     scheduler: Any,
-    settings: TrainConfig,
+    keep: int,
 ) -> None:
-    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); prune old ones.
+    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); keep the newest ``keep``.
     ``progress``: the step, and the seconds and response tokens trained so far."""
     step, seconds, tokens = progress
     from safetensors.torch import save_file
 
     root = output / CHECKPOINTS
-    final = _checkpoint_folder(output, step)
+    final = checkpoint_folder(output, step)
     partial = root / f".partial-step-{step:08d}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -325,7 +330,7 @@ def _save_checkpoint(
     )
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    for old in sorted(root.glob("step-*"))[: -settings.keep_checkpoints]:
+    for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old)
 
 
@@ -335,7 +340,7 @@ def latest_checkpoint(output: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def _load_latest_checkpoint(
+def load_latest_checkpoint(
     output: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
 ) -> tuple[int, float, int]:
     """Restore the newest checkpoint; return its step and the seconds and response tokens
