@@ -370,10 +370,11 @@ def run_rewards(args: argparse.Namespace, config: None) -> None:
     print(f"{'pkg.mod:func':14s} your own function f(prompts, responses) -> scores, or a class")
 
 
-def run_config(args: argparse.Namespace, config: RicConfig) -> None:
+def run_config(args: argparse.Namespace, config: Any) -> None:
+    """The resolved config (a RicConfig, or `ric image`'s ImageRicConfig), or its fields."""
     if args.fields:
-        for key, type_name, default, doc in iter_field_docs(RicConfig):
-            print(f"{key:26s} {type_name:18s} default {default!r:12s} {doc}")
+        for key, type_name, default, doc in iter_field_docs(type(config)):
+            print(f"{key:30s} {type_name:18s} default {default!r:12s} {doc}")
         return
     print(dump_config(config), end="")
 
@@ -475,14 +476,6 @@ def run_image_rewards(args: argparse.Namespace, config: None) -> None:
     for name, description in describe_image_rewards().items():
         print(f"{name:16s} {description}")
     print(f"{'pkg.mod:func':16s} your own function f(captions, images) -> scores")
-
-
-def run_image_config(args: argparse.Namespace, config: ImageRicConfig) -> None:
-    if args.fields:
-        for key, type_name, default, doc in iter_field_docs(ImageRicConfig):
-            print(f"{key:30s} {type_name:18s} default {default!r:12s} {doc}")
-        return
-    print(dump_config(config), end="")
 
 
 @dataclass(frozen=True)
@@ -867,7 +860,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
         builds_config=False,
     ),
     "config": Command(
-        run_image_config,
+        run_config,
         "print the resolved image config, or every field with its doc",
         flags=(Flag("--fields", "list every field and its doc", action="store_true"),),
         progress=False,

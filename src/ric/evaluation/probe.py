@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ric.config import GenerationConfig
+from ric.core import RewardStats
 from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import RewardFunction, score_split
 from ric.runs import TrainedPolicy
@@ -67,12 +68,20 @@ def behaviour_probe(
 ) -> dict[str, dict[str, float]]:
     """Per objective: desired and obtained means (raw and standardized) at the low and high end,
     and ``difference_sd`` (high minus low, in training standard deviations)."""
-    stats, prompts = policy.stats, list(prompts)
-    count = stats.num_objectives
+    prompts = list(prompts)
     targets, generated = probe_generations(policy, prompts, r_min, r_max, generation, show_progress)
     repeated = prompts * len(targets)
     raw = np.column_stack([score_split(scorer, repeated, generated.texts) for scorer in scorers])
-    shape = (count, 2, len(prompts), count)
+    return probe_summary(policy.stats, targets, raw)
+
+
+def probe_summary(
+    stats: RewardStats, targets: np.ndarray, raw: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """The probe's numbers from its targets (2N, N) and the raw rewards (2N * P, N) of what
+    was generated for them (target-major), for text or images alike."""
+    count = stats.num_objectives
+    shape = (count, 2, len(raw) // (2 * count), count)
     raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
     differences = probe_differences(standardized)
     return {

@@ -201,6 +201,13 @@ def _sensitivity(policy: TrainedPolicy, count: int) -> dict | None:
     )
 
 
+def reference_point(configured: list[float] | None, stats: RewardStats) -> np.ndarray:
+    """The hypervolume reference point: ``evaluate.reference`` if set, else the default."""
+    if configured is not None:
+        return np.asarray(configured, dtype=float)
+    return np.asarray(default_reference(stats))
+
+
 def default_reference(stats: RewardStats) -> list[float]:
     """The hypervolume reference point when none is set: the labeled data's minimum of each
     objective, in raw units (every point a model reaches on average should dominate it)."""
@@ -221,11 +228,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
     result = sweep(config, policy, show_progress)
     stats = result.stats
     names = list(stats.names)
-    reference = (
-        np.asarray(settings.reference, dtype=float)
-        if settings.reference is not None
-        else default_reference(stats)
-    )
+    reference = reference_point(settings.reference, stats)
     metrics = {
         "model": settings.model,
         "objectives": names,

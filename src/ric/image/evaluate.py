@@ -37,9 +37,9 @@ from ric.data.label import CONFIG_FILE, raw_column, standardized_column, stats_r
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, steerability
 from ric.evaluation.plots import format_preference, plot_fronts
-from ric.evaluation.probe import probe_differences, probe_targets
+from ric.evaluation.probe import probe_summary, probe_targets
 from ric.evaluation.report import write_report
-from ric.evaluation.sweep import FRONT_PLOT, METRICS_FILE, default_reference, summary_frame
+from ric.evaluation.sweep import FRONT_PLOT, METRICS_FILE, reference_point, summary_frame
 from ric.image.config import ImageRicConfig
 from ric.image.data import read_captions
 from ric.image.pipeline import fit_caption, sample_images
@@ -113,22 +113,7 @@ def image_probe(
         model, config, captions, targets, per_caption, show_progress, "probe"
     )
     repeated = [c for c in captions for _ in range(per_caption)] * len(targets)
-    raw = score_all(stats, repeated, images)
-    shape = (count, 2, len(captions) * per_caption, count)
-    raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
-    differences = probe_differences(standardized)
-    return {
-        name: {
-            "desired_low": float(targets[2 * i, i]),
-            "desired_high": float(targets[2 * i + 1, i]),
-            "obtained_low": float(standardized[i, 0, :, i].mean()),
-            "obtained_high": float(standardized[i, 1, :, i].mean()),
-            "obtained_low_raw": float(raw[i, 0, :, i].mean()),
-            "obtained_high_raw": float(raw[i, 1, :, i].mean()),
-            "difference_sd": float(differences[i]),
-        }
-        for i, name in enumerate(stats.names)
-    }
+    return probe_summary(stats, targets, score_all(stats, repeated, images))
 
 
 def draw_image_grid(
@@ -209,11 +194,7 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
     for i, name in enumerate(names):
         samples[raw_column(name)] = raw[:, i]
         samples[standardized_column(name)] = standardized[:, i]
-    reference = (
-        np.asarray(settings.reference, dtype=float)
-        if settings.reference is not None
-        else default_reference(stats)
-    )
+    reference = reference_point(settings.reference, stats)
     metrics = {
         "model": settings.model,
         "objectives": names,

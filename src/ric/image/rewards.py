@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ric.rewards.base import as_scores
 from ric.rewards.user import check_options, load_user_score
 from ric.runtime import default_device, quiet_transformers
 
@@ -73,18 +74,7 @@ def score_images_checked(
             raise ValueError(f"image {index} is {type(image).__name__}, not a PIL image")
     if not images:
         return np.zeros(0, dtype=np.float64)
-    raw = score(list(captions), list(images))
-    try:
-        scores = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"reward {name!r} returned values that are not numbers: {error}"
-        ) from error
-    if scores.shape != (len(images),):
-        raise ValueError(
-            f"reward {name!r} returned shape {scores.shape} for {len(images)} (caption, image) "
-            f"pairs; expected ({len(images)},)"
-        )
+    scores = as_scores(name, score(list(captions), list(images)), len(images), "(caption, image)")
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise ValueError(

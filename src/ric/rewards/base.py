@@ -54,17 +54,22 @@ def score_checked(
     batch = check_batch(prompts, responses)
     if batch == 0:
         return np.zeros(0, dtype=np.float64)
-    raw = score(list(prompts), list(responses))
+    return as_scores(name, score(list(prompts), list(responses)), batch, "(prompt, response)")
+
+
+def as_scores(name: str, raw: ArrayLike, count: int, pair: str) -> np.ndarray:
+    """A scorer's output as float64 of shape (count,), or a ValueError naming the scorer ``name``
+    and what it was given (``count`` ``pair`` pairs)."""
     try:
         scores = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"reward {name!r} returned values that are not numbers: {error}"
         ) from error
-    if scores.shape != (batch,):
+    if scores.shape != (count,):
         raise ValueError(
-            f"reward {name!r} returned shape {scores.shape} for {batch} (prompt, response) pairs; "
-            f"expected ({batch},)"
+            f"reward {name!r} returned shape {scores.shape} for {count} {pair} pairs; "
+            f"expected ({count},)"
         )
     return scores
 
