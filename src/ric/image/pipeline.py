@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class ImagePipeline:
     resolution: int
     vae: Any = None
     source: str = ""  # what the untrained parts were built or loaded from
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
