@@ -366,6 +366,22 @@ def label_scores(labels, image, caption):
     ]
 
 
+def test_label_and_train_through_the_cli(shapes, tmp_path, capsys):
+    label = ["image", "label", "--data", str(shapes / "images"), "--output", str(tmp_path / "l")]
+    rewards = ["--reward", "compressibility", "--reward", "colourfulness", "--no-progress"]
+    assert main([*label, *rewards]) == 0
+    out = capsys.readouterr().out
+    assert "scored 96 images with compressibility, colourfulness" in out
+    train = ["image", "train", "--data", str(tmp_path / "l"), "--output", str(tmp_path / "t")]
+    settings = ["train.max_steps=2", "train.batch_size=2", "train.save_steps=1"]
+    assert main([*train, "--no-progress", *(f"--set={s}" for s in settings)]) == 0
+    assert "trained 2 steps (from step 0)" in capsys.readouterr().out
+    assert load_trained_image_model(tmp_path / "t").stats.names == (
+        "compressibility",
+        "colourfulness",
+    )
+
+
 def test_label_reuses_its_shards_and_refuses_mixed_folders(shapes, tmp_path):
     import shutil
 

@@ -138,8 +138,10 @@ class ImageTrainConfig:
     caption_dropout: float = doc_field(
         0.05, "probability of training on the empty caption, for classifier-free guidance"
     )
-    train_text_encoder: bool = doc_field(
-        False, "also train the text encoder (the embedded model, trained from scratch, needs it)"
+    train_text_encoder: bool | None = doc_field(
+        None,
+        "also train the text encoder (None: yes for the embedded model, which is built from "
+        "scratch; no for a pretrained one, as in the paper)",
     )
     random_flip: bool = doc_field(False, "flip images left-right at random")
     save_steps: int = doc_field(200, "save a resumable checkpoint every N steps")

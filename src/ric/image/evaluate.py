@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ric.config import dump_config
-from ric.core import RewardStats, build_prompt
+from ric.core import RewardStats
 from ric.data.io import write_atomic, write_text_atomic
 from ric.data.label import CONFIG_FILE, raw_column, standardized_column, stats_rewards
 from ric.evaluation.grid import resolve_grid
@@ -42,9 +42,9 @@ from ric.evaluation.report import write_report
 from ric.evaluation.sweep import FRONT_PLOT, METRICS_FILE, reference_point, summary_frame
 from ric.image.config import ImageRicConfig
 from ric.image.data import read_captions
-from ric.image.pipeline import fit_caption, sample_images
+from ric.image.pipeline import sample_images
 from ric.image.rewards import create_image_reward
-from ric.image.train import TrainedImageModel, load_trained_image_model
+from ric.image.train import TrainedImageModel, conditioned_captions, load_trained_image_model
 
 IMAGES_DIR = "images"
 IMAGE_GRID_FILE = "image_grid.png"
@@ -66,13 +66,9 @@ def generate_for_targets(
 ) -> tuple[list[str], list[Image.Image]]:
     """Conditioned captions and images for every (target row, caption, image j), target-major:
     the same seeds under every target."""
-    template = model.config.template.prompt_template()
     repeated = [caption for caption in captions for _ in range(images_per_caption)]
-    texts = [
-        fit_caption(model.pipeline, caption, lambda c, r=row: build_prompt(c, r, template))
-        for row in np.asarray(targets).tolist()
-        for caption in repeated
-    ]
+    rewards = np.repeat(np.asarray(targets, dtype=float), len(repeated), axis=0)
+    texts = conditioned_captions(model.pipeline, model.config, repeated * len(targets), rewards)
     seeds = np.tile(
         caption_seeds(len(captions), images_per_caption, config.generation.seed), len(targets)
     )

@@ -117,12 +117,20 @@ def start_pipeline(
     return pipeline
 
 
+def trains_text_encoder(config: ImageRicConfig) -> bool:
+    """``train.train_text_encoder``, or by default: only for the embedded model, whose text
+    encoder starts random (a pretrained CLIP stays as released, as in the paper)."""
+    if config.train.train_text_encoder is not None:
+        return config.train.train_text_encoder
+    return config.model.source == EMBEDDED_IMAGE_MODEL
+
+
 def trainable_modules(pipeline: ImagePipeline, config: ImageRicConfig) -> torch.nn.ModuleDict:
     """Freeze what does not train, add the LoRA adapter if asked, and return the trained parts
     under fixed names (the checkpoint's parameter names)."""
     if pipeline.vae is not None:
         pipeline.vae.requires_grad_(False)
-    pipeline.text_encoder.requires_grad_(config.train.train_text_encoder)
+    pipeline.text_encoder.requires_grad_(trains_text_encoder(config))
     if config.lora.enabled:
         from peft import LoraConfig
 
@@ -138,7 +146,7 @@ def trainable_modules(pipeline: ImagePipeline, config: ImageRicConfig) -> torch.
     else:
         pipeline.unet.requires_grad_(True)
     modules = {"unet": pipeline.unet}
-    if config.train.train_text_encoder:
+    if trains_text_encoder(config):
         modules["text_encoder"] = pipeline.text_encoder
     return torch.nn.ModuleDict(modules)
 
@@ -305,8 +313,9 @@ def save_trained(
     partial = output / f".partial-{MODEL_DIR}"
     shutil.rmtree(partial, ignore_errors=True)
     embedded = config.model.source == EMBEDDED_IMAGE_MODEL
+    # The embedded model exists nowhere else: every part is saved, trained or not.
     parts = ["tokenizer", "scheduler"] if embedded else []
-    if config.train.train_text_encoder or embedded:
+    if trains_text_encoder(config) or embedded:
         parts.append("text_encoder")
     if config.lora.enabled:
         (partial / LORA_DIR).mkdir(parents=True)
