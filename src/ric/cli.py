@@ -534,6 +534,11 @@ OUTPUT = Flag("--output", "output directory")
 NO_PROGRESS = Flag("--no-progress", "hide progress bars", action="store_true")
 SMOKE = Flag("--smoke", "tiny in-code model and a data slice (< 1 minute)", action="store_true")
 MODEL_SOURCE = Flag("--model", "smollm2, tiny, a local directory or a hub id", "model.source")
+RESUME = Flag("--resume", "continue from the newest checkpoint in --output", action="store_true")
+PREFERENCE = Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats)
+EXPLICIT_REWARDS = Flag(
+    "--rewards", "explicit desired rewards, standardized units", type=parse_floats
+)
 
 
 COMMANDS: dict[str, Command] = {
@@ -578,9 +583,7 @@ COMMANDS: dict[str, Command] = {
             Flag("--output", "output directory", "train.output"),
             MODEL_SOURCE,
             Flag("--init", "a RiC run to continue on this data, e.g. embedded-ric", "train.init"),
-            Flag(
-                "--resume", "continue from the newest checkpoint in --output", action="store_true"
-            ),
+            RESUME,
         ),
     ),
     "generate": Command(
@@ -592,8 +595,8 @@ COMMANDS: dict[str, Command] = {
             Flag("--model", "a `ric train` output directory", required=True),
             Flag("--prompt", "a prompt (repeatable)", action="append"),
             Flag("--prompts", "a file of prompts (JSONL, Parquet, CSV)"),
-            Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats),
-            Flag("--rewards", "explicit desired rewards, standardized units", type=parse_floats),
+            PREFERENCE,
+            EXPLICIT_REWARDS,
             Flag("--output", "also write the JSON lines to this file"),
         ),
         progress=False,
@@ -803,9 +806,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
             Flag("--data", "a `ric image label` output directory", "train.data"),
             Flag("--output", "output directory", "train.output"),
             Flag("--model", "embedded, a Stable Diffusion folder or hub id", "model.source"),
-            Flag(
-                "--resume", "continue from the newest checkpoint in --output", action="store_true"
-            ),
+            RESUME,
         ),
         config_class=ImageRicConfig,
     ),
@@ -818,8 +819,8 @@ IMAGE_COMMANDS: dict[str, Command] = {
             Flag("--model", "a `ric image train` output directory", required=True),
             Flag("--caption", "a caption (repeatable)", action="append"),
             Flag("--captions", "a file of captions (JSONL, Parquet, CSV, or .txt lines)"),
-            Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats),
-            Flag("--rewards", "explicit desired rewards, standardized units", type=parse_floats),
+            PREFERENCE,
+            EXPLICIT_REWARDS,
             Flag("--num-images", "images per caption, seeds seed..seed+n-1", type=int, default=1),
             Flag("--output", "directory for the images", required=True),
         ),
