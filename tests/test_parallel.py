@@ -126,6 +126,17 @@ def test_rows_are_split_between_processes_and_gathered_in_input_order(tmp_path):
     assert all(report["rows"] == expected for report in reports)  # every process gets all
 
 
+@pytest.mark.parametrize("command", ["serve", "image train"])
+def test_one_process_commands_refuse_a_launch_of_several_once(command, tmp_path):
+    output = tmp_path / "out"
+    arguments = {"serve": ["--model", str(tmp_path)], "image train": ["--output", str(output)]}
+    result = _run(_launch([*command.split(), *arguments[command]]))
+    assert result.returncode != 0
+    message = f"`ric {command}` runs as one process, but it was launched as 2"
+    assert result.stderr.count(message) == 1, result.stderr[-3000:]  # from the main process only
+    assert not output.exists()
+
+
 def test_engines_that_shard_parameters_or_step_per_backward_are_refused():
     from types import SimpleNamespace
 

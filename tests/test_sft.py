@@ -11,7 +11,13 @@ from ric.core import build_prompt
 from ric.models.packed_attention import packed_attention
 from ric.models.samples import IGNORE_INDEX, collate, pack, response_loss_sum, tokenize_sample
 from ric.models.tiny import build_tiny
-from ric.training.sft import epoch_batches, latest_checkpoint, resolve_mixed_precision, train
+from ric.training.sft import (
+    adamw,
+    epoch_batches,
+    latest_checkpoint,
+    resolve_mixed_precision,
+    train,
+)
 
 PAIRS = [
     (build_prompt("What is a fox?", [1.0, -1.0]), "A fox is a small wild animal."),
@@ -145,6 +151,25 @@ def test_epoch_batches_cover_every_sample_once_and_are_deterministic():
     assert batches != epoch_batches(lengths, batch_size=3, seed=1, epoch=1)
     for batch in batches:  # grouped by length inside a group
         assert [lengths[i] for i in batch] == sorted(lengths[i] for i in batch)
+
+
+def test_optimizer_is_fused_adamw_with_the_reference_update():
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(5))]
+    copies = [torch.nn.Parameter(weight.detach().clone()) for weight in weights]
+    initial = [weight.detach().clone() for weight in weights]
+    fused = adamw(weights, learning_rate=0.01, weight_decay=0.1)
+    reference = torch.optim.AdamW(copies, lr=0.01, weight_decay=0.1, foreach=False)
+    assert fused.param_groups[0]["fused"] is True  # CPU has torch's fused kernel
+    for _ in range(3):
+        gradients = [torch.randn_like(weight) for weight in weights]
+        for optimizer, group in ((fused, weights), (reference, copies)):
+            for weight, gradient in zip(group, gradients, strict=True):
+                weight.grad = gradient.clone()
+            optimizer.step()
+    for weight, copy, before in zip(weights, copies, initial, strict=True):
+        assert (weight - before).abs().min() > 1e-3  # every weight moved
+        torch.testing.assert_close(weight, copy, rtol=0, atol=1e-6)
 
 
 def _settings(**overrides):

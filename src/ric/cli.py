@@ -205,7 +205,7 @@ def _write_records(records: list[dict], output: str | None) -> None:
     if output:
         from ric.data.io import write_text_atomic
 
-        write_text_atomic(Path(output), lines)
+        parallel.on_main(lambda: write_text_atomic(Path(output), lines))
     print(lines, end="")
 
 
@@ -528,6 +528,9 @@ class Command:
     config_class: type = RicConfig  # ImageRicConfig for `ric image ...`
     # The sections a trained run's recording governs (None: the text runs' RUN_SETTINGS).
     run_sections: tuple[str, ...] | None = None
+    # Refuses `accelerate launch`/`torchrun` with several processes: it would serve, or do all
+    # the work and write, once per process.
+    one_process: bool = False
 
 
 OUTPUT = Flag("--output", "output directory")
@@ -730,6 +733,7 @@ COMMANDS: dict[str, Command] = {
         ),
         progress=False,
         trained_run="--model",
+        one_process=True,
     ),
     "export-lora": Command(
         run_export_lora,
@@ -756,6 +760,7 @@ COMMANDS: dict[str, Command] = {
         overrides=False,
         progress=False,
         builds_config=False,
+        one_process=True,
     ),
     "rewards": Command(
         run_rewards,
@@ -797,6 +802,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
             ),
         ),
         config_class=ImageRicConfig,
+        one_process=True,
     ),
     "train": Command(
         run_image_train,
@@ -809,6 +815,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
             RESUME,
         ),
         config_class=ImageRicConfig,
+        one_process=True,
     ),
     "generate": Command(
         run_image_generate,
@@ -827,6 +834,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
         trained_run="--model",
         config_class=ImageRicConfig,
         run_sections=IMAGE_RUN_SECTIONS,
+        one_process=True,
     ),
     "evaluate": Command(
         run_image_evaluate,
@@ -840,6 +848,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
         trained_run="evaluate.model",
         config_class=ImageRicConfig,
         run_sections=IMAGE_RUN_SECTIONS,
+        one_process=True,
     ),
     "demo": Command(
         run_image_demo,
@@ -851,6 +860,7 @@ IMAGE_COMMANDS: dict[str, Command] = {
         ),
         config_file=False,
         builds_config=False,
+        one_process=True,
     ),
     "rewards": Command(
         run_image_rewards,
@@ -947,6 +957,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     command = chosen_command(args)
+    if parallel.launched() and command.one_process:
+        if parallel.is_main_process():  # one message, not one per process
+            name = " ".join(filter(None, (args.command, getattr(args, "image_command", None))))
+            print(
+                f"ric: error: `ric {name}` runs as one process, but it was launched as "
+                f"{parallel.num_processes()}; run it without accelerate launch or torchrun",
+                file=sys.stderr,
+            )
+        parallel.wait_for_everyone()  # a first exit gets the others killed: let the main say why
+        return 2
     if parallel.launched() and not parallel.is_main_process():
         # One of several processes (accelerate launch): the main one prints and shows progress.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)

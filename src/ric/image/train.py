@@ -56,6 +56,7 @@ from ric.image.pipeline import (
 from ric.runtime import default_device
 from ric.training.sft import (
     CHECKPOINTS,
+    adamw,
     append_log,
     load_latest_checkpoint,
     save_checkpoint,
@@ -208,9 +209,7 @@ def train_image_model(
     captions = conditioned_captions(pipeline, config, labels.captions, labels.standardized())
     trained = trainable_modules(pipeline, config)
     parameters = [p for p in trained.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
+    optimizer = adamw(parameters, settings.learning_rate, settings.weight_decay)
     schedule = get_scheduler(
         settings.lr_schedule,
         optimizer,
