@@ -9,6 +9,8 @@ Backends:
 
 * ``hf batched``: ric's ``generate_with_stats`` (length-sorted, left-padded ``model.generate``
   batches, dynamic KV cache): today's path, the reference;
+* ``hf bfloat16``: ``hf batched`` on a bfloat16 copy of the weights (``model.dtype: bfloat16``):
+  half the bytes read per decoding step, which bounds decoding at these batch sizes;
 * ``hf static``: the same batches with a static KV cache (``cache_implementation="static"``);
 * ``hf static+compile``: and ``torch.compile`` of the decoding step (``CompileConfig``);
 * ``continuous``: transformers' continuous batching (``model.generate_batch``: paged KV cache, a
@@ -25,6 +27,7 @@ batched``. The first call of each backend (compilation, warm-up) is timed apart 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import statistics
@@ -62,6 +65,18 @@ def online_prompts(count: int) -> list[str]:
 def hf_batched(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationConfig) -> int:
     result = generate_with_stats(model, tokenizer, prompts, settings)
     return sum(result.num_new_tokens)
+
+
+def hf_bfloat16() -> Callable[..., int]:
+    """``hf batched`` on a bfloat16 copy of the model, made on the first call."""
+    copies: dict[int, Any] = {}
+
+    def generate(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationConfig) -> int:
+        if id(model) not in copies:
+            copies[id(model)] = copy.deepcopy(model).to(torch.bfloat16)
+        return hf_batched(copies[id(model)], tokenizer, prompts, settings)
+
+    return generate
 
 
 def sampling(settings: GenerationConfig, tokenizer: Any) -> dict[str, Any]:
@@ -120,6 +135,7 @@ def vllm(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationCon
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 BACKENDS: dict[str, Callable[..., int]] = {
     "hf batched": hf_batched,
+    "hf bfloat16": hf_bfloat16(),
     "hf static": hf_static(compiled=False),
     "hf static+compile": hf_static(compiled=True),
     "continuous": continuous,

@@ -163,3 +163,30 @@ def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp
     assert json.loads(captured.out)["generation"]["max_new_tokens"] == 3
     assert "settings you set: generation.max_new_tokens=3" in captured.err
     assert json.loads(captured.out)["generation"]["do_sample"] is False  # still the run's
+
+
+def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(tiny_offline, tmp_path, capsys):
+    import torch
+
+    from ric.config import load_config
+    from ric.runs import load_trained
+
+    run = tmp_path / "bf16-run"
+    recorded = ["model.dtype=bfloat16", "train.max_steps=2", "lora.r=4", "lora.alpha=8"]
+    train = ["train", "--data", str(tiny_offline / "label"), "--output", str(run), "--model"]
+    assert main([*train, "tiny", "--no-progress", *(f"--set={s}" for s in recorded)]) == 0
+    assert load_trained(run, merged=True).model.dtype == torch.bfloat16  # the run's own
+    assert load_trained(run, merged=True, dtype="float32").model.dtype == torch.float32
+    with pytest.raises(ValueError, match="model.dtype"):
+        load_trained(run, dtype="float8")
+
+    evaluate = ["evaluate", "--model", str(run), "--prompts", str(EXAMPLES), "--no-progress"]
+    ask = ["--set", "evaluate.num_prompts=1", "--set", "evaluate.grid=explicit"]
+    ask += ["--set", "evaluate.preferences=[[1,0],[0,1]]"]
+    assert main([*evaluate, "--output", str(tmp_path / "as-run"), *ask]) == 0
+    assert "model.dtype=bfloat16" in capsys.readouterr().err  # recorded by the run
+    assert load_config(tmp_path / "as-run" / "config.yaml").model.dtype == "bfloat16"
+    out = tmp_path / "float32"
+    assert main([*evaluate, "--output", str(out), *ask, "--set", "model.dtype=float32"]) == 0
+    assert "settings you set: model.dtype=float32" in capsys.readouterr().err
+    assert load_config(out / "config.yaml").model.dtype == "float32"

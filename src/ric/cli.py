@@ -132,7 +132,9 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
         prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
     if not prompts:
         raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
-    policy = load_trained(args.model, merged=True)
+    policy = load_trained(
+        args.model, merged=True, dtype=config.model.dtype, device=config.model.device
+    )
     if not policy.method.conditioned:
         _generate_baseline(args, config, policy, prompts)
         return
@@ -592,8 +594,8 @@ COMMANDS: dict[str, Command] = {
     "generate": Command(
         run_generate,
         "generate with a trained model for a preference or explicit rewards",
-        "Print one JSON line per prompt (settings recorded in each). Mapping and generation "
-        "settings are the run's own unless you set them.",
+        "Print one JSON line per prompt (settings recorded in each). Mapping, generation, "
+        "model.dtype and model.device settings are the run's own unless you set them.",
         (
             Flag("--model", "a `ric train` output directory", required=True),
             Flag("--prompt", "a prompt (repeatable)", action="append"),
@@ -608,7 +610,8 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         run_evaluate,
         "sweep preferences on held-out prompts: front, hypervolume, steerability, report",
-        "Mapping and generation settings are the run's own unless you set them.",
+        "Mapping, generation, model.dtype and model.device settings are the run's own unless "
+        "you set them.",
         (
             Flag("--model", "a `ric train` output directory", "evaluate.model"),
             Flag("--prompts", "held-out prompts (JSONL, Parquet, CSV, HF)", "evaluate.prompts"),
@@ -723,8 +726,9 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(
         run_serve,
         "serve a trained model over an OpenAI-compatible HTTP API, steered per request",
-        "Each request sets its own preference (or desired rewards) in the body. Mapping and "
-        "generation settings are the run's own unless you set them; serve.* holds batching "
+        "Each request sets its own preference (or desired rewards) in the body. Mapping, "
+        "generation, model.dtype and model.device settings are the run's own unless you set "
+        "them; serve.* holds batching "
         "and guardrails.",
         (
             Flag("--model", "a `ric train` or `ric online` output directory", required=True),

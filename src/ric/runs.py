@@ -57,7 +57,7 @@ LAYERS_DIR = "layers"
 METRICS_FILE = "metrics.json"
 METHOD_FILE = "method.json"
 # What a trained run records and its users inherit unless they set it (see layered_config).
-RUN_SETTINGS = ("mapping", "generation", "train.max_length")
+RUN_SETTINGS = ("mapping", "generation", "train.max_length", "model.dtype", "model.device")
 # Settings that change where and how often a run saves, never its result.
 BOOKKEEPING = frozenset({"output", "save_steps", "keep_checkpoints", "log_steps"})
 METHODS = ("ric", "base", "sft", "morlhf", "soups")
@@ -154,13 +154,19 @@ class TrainedPolicy:
 
 
 def load_trained(
-    directory: str | Path, trainable: bool = False, merged: bool = False
+    directory: str | Path,
+    trainable: bool = False,
+    merged: bool = False,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> TrainedPolicy:
     """Load a `ric train` or `ric baseline` output (adapter on its starting model, or the full
     model); with ``trainable`` the adapter's weights (or the full model's) can be fine-tuned
     further; with ``merged`` a LoRA adapter is folded into the weights, for generation only
     (measured: greedy SmolLM2 generation with `embedded-ric` 1.07x faster merged, median of 3,
-    2 CPU cores). A soup comes back as its starting model; ``soup_model`` mixes its members in."""
+    2 CPU cores). A soup comes back as its starting model; ``soup_model`` mixes its members in.
+    ``dtype`` and ``device`` (``model.dtype``, ``model.device``) replace the run's own: how to
+    run it, not what it is."""
     from ric.models import (
         load_adapter,
         load_layers,
@@ -178,6 +184,11 @@ def load_trained(
             f"output): it has no {CONFIG_FILE}"
         )
     config = load_config(folder / CONFIG_FILE)
+    config.model = replace(
+        config.model,
+        dtype=config.model.dtype if dtype is None else dtype,
+        device=config.model.device if device is None else device,
+    )
     stats = load_stats(folder / STATS_FILE)
     method = read_method(folder)
     has_adapter = (folder / ADAPTER_DIR).is_dir()
@@ -216,7 +227,7 @@ def load_start(config: RicConfig, init: Path | None) -> tuple[Any, Any]:
 
     if init is None:
         return load_policy(config.model)
-    start = load_trained(init)
+    start = load_trained(init, dtype=config.model.dtype, device=config.model.device)
     model = merge_adapter(start.model) if isinstance(start.model, PeftModel) else start.model
     return model, start.tokenizer
 
@@ -292,9 +303,9 @@ def layered_config(
     sections: Sequence[str] = RUN_SETTINGS,
 ) -> LayeredConfig:
     """The config (``cls``) to use ``run`` with: its recorded ``sections`` (for text runs
-    mapping, generation, ``train.max_length``), then everything the user set (``user_values``:
-    their file and overrides, as ``ric.config.read_values`` gives them). Without a run: the
-    user's config."""
+    mapping, generation, ``train.max_length``, ``model.dtype`` and ``model.device``), then
+    everything the user set (``user_values``: their file and overrides, as
+    ``ric.config.read_values`` gives them). Without a run: the user's config."""
     unlayered = LayeredConfig(config_from_values(user_values, cls=cls), {}, {})
     if run is None or not (run_folder(run) / CONFIG_FILE).is_file():
         return unlayered  # loading the run explains what is missing

@@ -24,7 +24,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.optimize import linprog, minimize
 
 SIMPLEX_TOLERANCE = 1e-6
 MAPPING_METHODS = ("linear", "p_norm", "p_inf", "convex")
@@ -90,6 +89,9 @@ def convex_z(w: np.ndarray, p: float, lam: np.ndarray, ordered: bool = True) -> 
     program with one nonlinear constraint (SLSQP with exact gradients). z <= 1 follows from
     lam >= 1 and the norm constraint.
     """
+    # Imported here: scipy.optimize costs 0.4 s, which every `ric` command would pay otherwise.
+    from scipy.optimize import linprog, minimize
+
     n = w.size
     if ordered:
         ranking = np.argsort(-w, kind="stable")  # zeta: objectives by descending preference

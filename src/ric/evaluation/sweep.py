@@ -224,7 +224,9 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
         raise ValueError("no model: set evaluate.model (or pass --model) to a `ric train` output")
     if not settings.prompts:
         raise ValueError("no held-out prompts: set evaluate.prompts (or pass --prompts)")
-    policy = load_trained(settings.model, merged=True)
+    policy = load_trained(
+        settings.model, merged=True, dtype=config.model.dtype, device=config.model.device
+    )
     result = sweep(config, policy, show_progress)
     stats = result.stats
     names = list(stats.names)

@@ -30,7 +30,8 @@ def build_app(run: str | Path, config: RicConfig) -> Any:
             "cannot be steered per request; `ric serve` serves RiC runs (`ric train`, "
             "`ric online`)"
         )
-    return create_app(load_trained(folder, merged=True), config, folder.resolve().name)
+    policy = load_trained(folder, merged=True, dtype=config.model.dtype, device=config.model.device)
+    return create_app(policy, config, folder.resolve().name)
 
 
 def serve(run: str | Path, config: RicConfig) -> None:

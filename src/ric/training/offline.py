@@ -129,7 +129,9 @@ def _start_model(config: RicConfig) -> tuple[Any, Any]:
     from ric.models import attach_lora, load_policy, unfreeze_top_layers
 
     if config.train.init:
-        start = load_trained(config.train.init, trainable=True)
+        start = load_trained(
+            config.train.init, trainable=True, dtype=config.model.dtype, device=config.model.device
+        )
         return start.model, start.tokenizer
     model, tokenizer = load_policy(config.model)
     torch.manual_seed(config.train.seed)  # adapter initialization

@@ -197,7 +197,9 @@ def _run_iteration(
     plan, _ = ShardCache.under(folder, "plan", plan_settings).compute(
         0, lambda: plan_iteration(prompts, config, stats, iteration)
     )
-    policy = load_trained(previous, trainable=True)
+    policy = load_trained(
+        previous, trainable=True, dtype=config.model.dtype, device=config.model.device
+    )
     shards = ShardCache.under(
         folder,
         "parts",
@@ -206,6 +208,7 @@ def _run_iteration(
             "shard_size": settings.shard_size,
             "generation": asdict(config.generation),
             "model": str(previous.resolve()),
+            "dtype": config.model.dtype,
         },
     )
     generated = _generate_and_score(policy, plan, config, shards, iteration, show_progress)
