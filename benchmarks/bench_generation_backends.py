@@ -10,7 +10,8 @@ Backends:
 * ``hf batched``: ric's ``generate_with_stats`` (length-sorted, left-padded ``model.generate``
   batches, dynamic KV cache): today's path, the reference;
 * ``hf bfloat16``: ``hf batched`` on a bfloat16 copy of the weights (``model.dtype: bfloat16``):
-  half the bytes read per decoding step, which bounds decoding at these batch sizes;
+  half the bytes read per decoding step, and native bfloat16 multiply-adds where the hardware has
+  them (AVX512-BF16 or AMX on a CPU, any recent GPU);
 * ``hf static``: the same batches with a static KV cache (``cache_implementation="static"``);
 * ``hf static+compile``: and ``torch.compile`` of the decoding step (``CompileConfig``);
 * ``continuous``: transformers' continuous batching (``model.generate_batch``: paged KV cache, a

@@ -282,6 +282,14 @@ def test_sampling_is_seeded_per_image(trained):
     assert not np.array_equal(np.asarray(other[0]), np.asarray(alone[0]))
 
 
+def test_a_trained_image_run_loads_in_the_dtype_asked(trained):
+    assert load_trained_image_model(trained).pipeline.unet.dtype == torch.float32  # the run's
+    half = load_trained_image_model(trained, dtype="bfloat16").pipeline
+    assert half.unet.dtype == torch.bfloat16 and half.text_encoder.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"model\.dtype: 'int8' is not valid"):
+        load_trained_image_model(trained, dtype="int8")
+
+
 def test_generate_cli_writes_images_and_records(trained, tmp_path, capsys):
     args = [
         "image",

@@ -414,7 +414,7 @@ def run_image_generate(args: argparse.Namespace, config: ImageRicConfig) -> None
         raise ValueError("no captions: pass --caption TEXT (repeatable) or --captions FILE")
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-    model = load_trained_image_model(args.model)
+    model = load_trained_image_model(args.model, config.model.dtype, config.model.device)
     desired = desired_rewards(args, config.mapping, model.stats)
     texts, images = generate_for_targets(
         model, config, captions, desired[None], args.num_images, not args.no_progress, "generate"
@@ -783,7 +783,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-IMAGE_RUN_SECTIONS = ("mapping", "generation")
+IMAGE_RUN_SECTIONS = ("mapping", "generation", "model.dtype", "model.device")
 IMAGE_COMMANDS: dict[str, Command] = {
     "label": Command(
         run_image_label,
@@ -825,7 +825,8 @@ IMAGE_COMMANDS: dict[str, Command] = {
         run_image_generate,
         "images for captions at a preference or explicit rewards",
         "Write PNGs and generations.jsonl to --output (settings recorded in each line). "
-        "Mapping and generation settings are the run's own unless you set them.",
+        "Mapping, generation, model.dtype and model.device settings are the run's own unless "
+        "you set them.",
         (
             Flag("--model", "a `ric image train` output directory", required=True),
             Flag("--caption", "a caption (repeatable)", action="append"),
@@ -843,7 +844,8 @@ IMAGE_COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         run_image_evaluate,
         "sweep preferences on held-out captions: front, hypervolume, steerability, image grid",
-        "Mapping and generation settings are the run's own unless you set them.",
+        "Mapping, generation, model.dtype and model.device settings are the run's own unless "
+        "you set them.",
         (
             Flag("--model", "a `ric image train` output directory", "evaluate.model"),
             Flag("--prompts", "held-out captions (JSONL, Parquet, CSV, .txt)", "evaluate.prompts"),

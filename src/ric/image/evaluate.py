@@ -150,7 +150,7 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
     for key, hint in (("output", "--output"), ("model", "--model"), ("prompts", "--prompts")):
         if not getattr(settings, key):
             raise ValueError(f"no {key}: set evaluate.{key} (or pass {hint})")
-    model = load_trained_image_model(settings.model)
+    model = load_trained_image_model(settings.model, config.model.dtype, config.model.device)
     captions = read_captions(settings.prompts, settings.prompt_column, settings.num_prompts)
     stats, names = model.stats, list(model.stats.names)
     count, per_caption = stats.num_objectives, settings.images_per_prompt

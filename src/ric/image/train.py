@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -341,8 +341,11 @@ class TrainedImageModel:
     config: ImageRicConfig  # the training run's config: its template, mapping and generation
 
 
-def load_trained_image_model(run: str | Path, device: str | None = None) -> TrainedImageModel:
-    """Load a `ric image train` output: the trained parts over what they were trained from."""
+def load_trained_image_model(
+    run: str | Path, dtype: str | None = None, device: str | None = None
+) -> TrainedImageModel:
+    """Load a `ric image train` output: the trained parts over what they were trained from.
+    ``dtype`` and ``device`` (``model.dtype``, ``model.device``) replace the run's own."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -351,22 +354,26 @@ def load_trained_image_model(run: str | Path, device: str | None = None) -> Trai
     if not (model / PIPELINE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise ValueError(f"{str(folder)!r} is not a `ric image train` output (no {MODEL_DIR}/)")
     config = load_config(folder / CONFIG_FILE, cls=ImageRicConfig)
-    dtype = DTYPES[config.model.dtype]
-    device = device or config.model.device
+    config.model = replace(
+        config.model,
+        dtype=config.model.dtype if dtype is None else dtype,
+        device=config.model.device if device is None else device,
+    )
+    weights_dtype, device = DTYPES[config.model.dtype], config.model.device
     complete = all((model / part).is_dir() for part in ("unet", "text_encoder", "tokenizer"))
     if complete:
-        pipeline = load_pipeline(str(model), dtype, device)
+        pipeline = load_pipeline(str(model), weights_dtype, device)
     else:
         description = json.loads((model / PIPELINE_FILE).read_text())
-        pipeline = load_pipeline(description["source"], dtype, device)
+        pipeline = load_pipeline(description["source"], weights_dtype, device)
         pipeline.resolution = int(description["resolution"])
         if (model / "unet").is_dir():
             pipeline.unet = UNet2DConditionModel.from_pretrained(
-                model / "unet", torch_dtype=dtype
+                model / "unet", torch_dtype=weights_dtype
             ).to(pipeline.device)
         if (model / "text_encoder").is_dir():
             pipeline.text_encoder = CLIPTextModel.from_pretrained(
-                model / "text_encoder", torch_dtype=dtype
+                model / "text_encoder", torch_dtype=weights_dtype
             ).to(pipeline.device)
     if (model / LORA_DIR).is_dir():
         from peft import LoraConfig
