@@ -165,9 +165,13 @@ def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp
     assert json.loads(captured.out)["generation"]["do_sample"] is False  # still the run's
 
 
-def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(tiny_offline, tmp_path, capsys):
+def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(
+    tiny_offline, tmp_path, capsys, monkeypatch
+):
     import torch
 
+    import ric.evaluation.sweep
+    import ric.runs
     from ric.config import load_config
     from ric.runs import load_trained
 
@@ -180,6 +184,15 @@ def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(tiny_offline, t
     with pytest.raises(ValueError, match=r"model\.dtype: 'float8' is not valid"):
         load_trained(run, dtype="float8")
 
+    loaded = []  # the dtype of each model the commands below load (the real loader, observed)
+
+    def observed_load(*args, **kwargs):
+        policy = load_trained(*args, **kwargs)
+        loaded.append(policy.model.dtype)
+        return policy
+
+    monkeypatch.setattr(ric.evaluation.sweep, "load_trained", observed_load)
+    monkeypatch.setattr(ric.runs, "load_trained", observed_load)
     evaluate = ["evaluate", "--model", str(run), "--prompts", str(EXAMPLES), "--no-progress"]
     ask = ["--set", "evaluate.num_prompts=1", "--set", "evaluate.grid=explicit"]
     ask += ["--set", "evaluate.preferences=[[1,0],[0,1]]"]
@@ -190,3 +203,6 @@ def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(tiny_offline, t
     assert main([*evaluate, "--output", str(out), *ask, "--set", "model.dtype=float32"]) == 0
     assert "settings you set: model.dtype=float32" in capsys.readouterr().err
     assert load_config(out / "config.yaml").model.dtype == "float32"
+    ask = ["generate", "--model", str(run), "--prompt", "q", "--preference", "0.5,0.5"]
+    assert main([*ask, "--set", "model.dtype=float32"]) == 0
+    assert loaded == [torch.bfloat16, torch.float32, torch.float32]
