@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ric.config import LoraConfig, ModelConfig, TrainConfig, load_config
-from ric.data import label_dataset
+from ric.data.label import label_dataset
 from ric.models import attach_lora, load_policy, unfreeze_top_layers
 from ric.models.samples import tokenize_sample
 from ric.training.offline import read_labeled

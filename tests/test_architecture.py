@@ -2,6 +2,8 @@
 inside a function) points to a lower layer, and no modules import each other in a cycle."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,20 @@ def test_no_import_cycles():
     for module in GRAPH:
         if module not in state:
             visit(module, [module])
+
+
+def test_a_first_answer_does_not_import_labeling(tiny_offline):
+    """`ric generate --prompt` loads a run and generates; pandas and the scorers serve labeling
+    and prompt files (a third of a second of every first answer), so it must not import them."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['ric', 'generate', '--model', {str(tiny_offline / 'train')!r}, "
+        "'--preference', '0.5,0.5', '--prompt', 'Why?', '--set', 'generation.max_new_tokens=2']\n"
+        "try:\n    runpy.run_module('ric', run_name='__main__')\nexcept SystemExit as end:\n"
+        "    assert not end.code, end.code\n"
+        "print(sorted(m for m in ('pandas', 'ric.data.label', 'ric.rewards') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -23,8 +23,7 @@ from ric.baselines.soups import assemble_soup
 from ric.cli import main
 from ric.config import load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, parse_prompt
-from ric.data.io import load_stats
-from ric.data.label import stats_rewards
+from ric.data.io import load_stats, stats_rewards
 from ric.evaluation.sweep import run_evaluate
 from ric.models.soups import soup_model
 from ric.rewards import create_reward

@@ -56,7 +56,7 @@ def test_map_with_stats_file(tmp_path, capsys):
     import numpy as np
 
     from ric import RewardStats
-    from ric.data import save_stats
+    from ric.data.io import save_stats
 
     raw = np.random.default_rng(0).normal(size=(200, 3))
     save_stats(RewardStats.fit(raw, ["a", "b", "c"]), tmp_path / "stats.json")

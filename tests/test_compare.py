@@ -33,6 +33,13 @@ def test_every_method_is_evaluated_on_the_same_reference(compared):
         "RiC online 1",
     ]
     assert table["points"].tolist() == [1, 1, 3, 11, 11, 11]
+    # each front's 95% interval over resampled prompts; a one-model front's is its evaluation's
+    assert (table["hypervolume_low"] <= table["hypervolume_high"]).all()
+    offline = json.loads((compared / "evaluate" / "RiC-offline" / "metrics.json").read_text())
+    row = table[table.label == "RiC offline"].iloc[0]
+    assert [row.hypervolume_low, row.hypervolume_high] == pytest.approx(
+        offline["intervals"]["hypervolume"]
+    )
     references = {
         json.dumps(json.loads(path.read_text())["front"]["reference"])
         for path in (compared / "evaluate").rglob("metrics.json")

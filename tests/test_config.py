@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ric.config import RicConfig, dump_config, iter_field_docs, load_config
+from ric.config import ModelConfig, RicConfig, dump_config, iter_field_docs, load_config, placed
 from ric.tasks.demo import demo_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -55,6 +55,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("online.targets=corner", "online.targets: 'corner' is not valid; choose one of front"),
         ("online.original_fraction=-1", "online.original_fraction must be >= 0"),
         ("lora.top_layers=-2", "lora.top_layers must be >= 0"),
+        ("evaluate.resamples=-1", "evaluate.resamples must be >= 0 (0: off), got -1"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -140,3 +141,13 @@ def test_accelerate_configs_load_with_accelerate(name, engine, zero_stage):
 def test_every_accelerate_config_is_tested():
     names = {path.name for path in ACCELERATE.glob("*.yaml")}
     assert names == {"ddp.yaml", "fsdp.yaml", "deepspeed-zero2.yaml", "deepspeed-zero3.yaml"}
+
+
+def test_placed_replaces_only_what_is_given():
+    recorded = ModelConfig(source="tiny", dtype="bfloat16", device="cpu")
+    assert placed(recorded, None, None) == recorded
+    assert placed(recorded, "float32", None) == ModelConfig(source="tiny", device="cpu")
+    assert placed(recorded, None, "meta").device == "meta"
+    assert placed(recorded, None, "meta").dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"model\.dtype"):
+        placed(recorded, "float8", None)

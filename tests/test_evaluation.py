@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from ric.config import load_config
+from ric.core import hypervolume
 from ric.evaluation.grid import PAPER_GRID_3, resolve_grid, simplex_lattice
-from ric.evaluation.metrics import front_summary, rank_correlation, steerability
+from ric.evaluation.metrics import (
+    front_summary,
+    rank_correlation,
+    resampled_intervals,
+    steerability,
+)
 from ric.evaluation.plots import format_preference, plot_fronts
 from ric.evaluation.report import write_report
 from ric.evaluation.sweep import SweepResult, summary_table
@@ -100,12 +106,65 @@ def test_report_holds_plot_tables_and_settings(tmp_path):
                 "obtained_low_raw": low,
                 "obtained_high_raw": high,
                 "difference_sd": 1.25,
+                "difference_se": error,
             }
-            for name, low, high in (("a", 0.5, 0.75), ("b", -30.0, -12.0))
+            for name, low, high, error in (("a", 0.5, 0.75, None), ("b", -30.0, -12.0, 0.25))
         },
+    }
+    metrics["intervals"] = {
+        "resamples": 1000,
+        "hypervolume": [0.5, 1.5],
+        "w1_vs_obtained": {"a": [0.9, 1.0], "b": None},
     }
     text = write_report(tmp_path, metrics, summary, load_config()).read_text()
     assert "![front](front.png)" in text
-    assert "## Behavioural probe" in text and "| b | -2.00 / +2.00 | -30 | -12 | +1.25 |" in text
+    assert "**3.45** (95% interval 0.5 to 1.5) against reference point" in text
+    assert "| a | +1.00 | +1.00 | +1.00 (95% interval +0.90 to +1.00) |" in text
+    assert "| b | +1.00 | +1.00 | -1.00 |" in text
+    assert "resample the 4 held-out prompts 1000 times" in text
+    assert "## Behavioural probe" in text
+    assert "| a | -2.00 / +2.00 | 0.5 | 0.75 | +1.25 sd |" in text  # no standard error known
+    # 1.25 +- 1.96 x 0.25
+    assert "| b | -2.00 / +2.00 | -30 | -12 | +1.25 sd (95% interval +0.76 to +1.74) |" in text
     assert "| w_a | w_b |" in text and text.count("\n| 0.") >= 10
     assert '"temperature": 0.7' in text
+
+
+def test_resampled_intervals_by_hand():
+    """Two prompts: a draw holds prompt 0 twice, prompt 1 twice, or one of each (probability
+    1/4, 1/4, 1/2), so with enough draws the 95% interval runs from the lowest of those three
+    values to the highest."""
+    preferences = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    per_prompt = np.zeros((3, 2, 2))  # (preference, prompt, objective), raw
+    per_prompt[:, 0] = [[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]]  # prompt 0: a clean trade-off
+    per_prompt[:, 1] = [[2.0, 2.0], [1.0, 3.0], [3.0, 1.0]]  # prompt 1: out of order
+    reference = np.zeros(2)
+    result = resampled_intervals(per_prompt, preferences, reference, ["r1", "r2"], 2000)
+    values = [hypervolume(per_prompt[:, 0], reference), hypervolume(per_prompt[:, 1], reference)]
+    values.append(hypervolume(per_prompt.mean(axis=1), reference))
+    assert result["resamples"] == 2000
+    assert result["hypervolume"] == pytest.approx([min(values), max(values)])
+    # Spearman(w_1, mean r1): +1 with prompt 0 alone, +0.5 with prompt 1 alone or with both
+    assert result["w1_vs_obtained"]["r1"] == pytest.approx([0.5, 1.0])
+    assert result["w1_vs_obtained"]["r2"] == pytest.approx([-1.0, -0.5])
+    # the same answers to every prompt: no noise, the intervals are the point values
+    same = np.repeat(per_prompt[:, :1], 5, axis=1)
+    flat = resampled_intervals(same, preferences, reference, ["r1", "r2"], 50)
+    assert flat["hypervolume"] == pytest.approx([values[0], values[0]])
+    assert flat["w1_vs_obtained"]["r1"] == pytest.approx([1.0, 1.0])
+    # one preference: Spearman is undefined in every draw, so it has no interval
+    single = resampled_intervals(per_prompt[:1], preferences[:1], reference, ["r1", "r2"], 50)
+    assert single["w1_vs_obtained"] == {"r1": None, "r2": None}
+    assert single["hypervolume"] == pytest.approx([3.0, 4.0])  # 1 x 3, 2 x 2; 1.5 x 2.5 between
+
+
+def test_resampled_spearman_is_scipys_rank_correlation_row_by_row():
+    from ric.evaluation.metrics import _rank_correlations
+
+    asked = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.5, 0.7, 1.0])  # a tie, as grids can have
+    obtained = np.random.default_rng(1).integers(0, 4, size=(200, 8)).astype(float)  # ties
+    obtained[0] = 2.0  # a constant row: undefined
+    expected = [rank_correlation(asked, row) for row in obtained]
+    expected_values = np.array([np.nan if rho is None else rho for rho in expected])
+    np.testing.assert_allclose(_rank_correlations(asked, obtained), expected_values)
+    assert np.isnan(_rank_correlations(np.full(8, 0.5), obtained)).all()  # asked is constant

@@ -88,6 +88,7 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
         "metrics.json",
         "report.md",
         "config.yaml",
+        "probe_samples.parquet",
     }
     samples = pd.read_parquet(out / "samples.parquet")
     assert len(samples) == 11 * 3  # the paper's 11-point grid x 3 prompts
@@ -104,6 +105,10 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     reference = metrics["front"]["reference"]
     assert metrics["front"]["hypervolume"] == pytest.approx(hypervolume(means, reference))
     assert set(metrics["steerability"]) == {"verbosity", "positivity"}
+    intervals = metrics["intervals"]  # over 1000 resamples of the 3 prompts
+    assert intervals["resamples"] == 1000
+    low, high = intervals["hypervolume"]
+    assert low <= high
     assert "![front](front.png)" in (out / "report.md").read_text()
     # every sample says whether it ended; 12 tokens of an untrained model never do
     assert samples["finished"].dtype == bool and not samples["finished"].any()
@@ -113,8 +118,16 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     move = (probe["obtained_high_raw"] - probe["obtained_low_raw"]) / stats["std"][0]
     assert probe["difference_sd"] == pytest.approx(move)
     assert probe["desired_low"] < probe["desired_high"]
+    # ...from the answers it saved: 2 objectives x 2 ends x 3 prompts
+    answers = pd.read_parquet(out / "probe_samples.parquet")
+    assert len(answers) == 12
+    asked_low = answers[(answers.probed == "verbosity") & (answers.end == "low")]
+    assert asked_low["reward_verbosity"].mean() == pytest.approx(probe["obtained_low_raw"])
     printed = capsys.readouterr().out
     assert "verbosity: asked low / high gives" in printed and "per response" in printed
+    hypervolume_line = next(line for line in printed.splitlines() if line.startswith("hypervolume"))
+    assert f"(95% interval {low:.4g} to {high:.4g})" in hypervolume_line
+    assert "moves" in printed and "95% interval" in printed.split("asked low / high")[1]
     gaps = metrics["reward_sensitivity"]["positivity"]
     assert gaps["sequence_gap"] == pytest.approx(
         gaps["sequence_loss_shuffled"] - gaps["sequence_loss_true"]

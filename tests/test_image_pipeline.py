@@ -343,8 +343,10 @@ def test_evaluate_cli_writes_the_sweep(trained, shapes, tmp_path, capsys):
         "evaluate.grid_captions=2",
     ]
     assert main(args) == 0
-    assert "hypervolume" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     metrics = json.loads((output / "metrics.json").read_text())
+    low, high = metrics["intervals"]["hypervolume"]  # over resampled captions
+    assert low <= high and f"(95% interval {low:.4g} to {high:.4g})" in printed
     assert metrics["num_preferences"] == 11 and set(metrics["probe"]) == {
         "compressibility",
         "sharpness",
@@ -365,7 +367,7 @@ def test_evaluate_cli_writes_the_sweep(trained, shapes, tmp_path, capsys):
 
 
 def label_scores(labels, image, caption):
-    from ric.data.label import stats_rewards
+    from ric.data.io import stats_rewards
     from ric.image.rewards import create_image_reward
 
     return [

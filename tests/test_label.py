@@ -15,7 +15,8 @@ import yaml
 
 from ric.cli import main
 from ric.config import load_config
-from ric.data import label_dataset, load_stats
+from ric.data.io import load_stats
+from ric.data.label import label_dataset
 
 TESTS = Path(__file__).parent
 ROWS = [{"prompt": f"question {i}?", "response": "word " * (i % 7 + 1), "id": i} for i in range(40)]
@@ -250,7 +251,7 @@ def test_cli_label_writes_outputs(tmp_path, capsys):
 
 def test_reward_identity_round_trips():
     from ric.config import RewardConfig
-    from ric.data.label import reward_from_identity, reward_identity
+    from ric.data.io import reward_from_identity, reward_identity
 
     reward = RewardConfig(type="hf", name="helpful", options={"model": "org/rm", "logit": 1})
     assert reward_from_identity("helpful", reward_identity(reward)) == reward

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from ric.cli import main
-from ric.evaluation.probe import behaviour_probe, probe_differences, probe_targets
+from ric.evaluation.probe import (
+    behaviour_probe,
+    probe_differences,
+    probe_standard_errors,
+    probe_targets,
+)
 from ric.evaluation.sensitivity import response_loss, reward_sensitivity
 from ric.runs import load_trained
 
@@ -104,6 +109,9 @@ def test_probe_targets_and_moves_by_hand():
     obtained[1, 0, :, 1] = [-1.0, -1.0, -1.0]  # objective 1 asked low: mean -1
     obtained[0, 1, :, 1] = 9.0  # other objectives' values do not count
     np.testing.assert_allclose(probe_differences(obtained), [2.0, 1.0])
+    # paired per-prompt differences: objective 0 [1, 2, 3] (sd 1), objective 1 [1, 1, 1] (sd 0)
+    np.testing.assert_allclose(probe_standard_errors(obtained), [1 / np.sqrt(3), 0.0])
+    assert probe_standard_errors(obtained[:, :, :1]) == [None, None]  # one prompt: unknown
 
 
 def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):
@@ -115,8 +123,17 @@ def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):
     r_min, r_max = stats.reward_range("quantile")
     greedy = GenerationConfig(do_sample=False, max_new_tokens=64)
     prompts = [f"Question number {i}?" for i in range(100, 104)]  # unseen
-    probe = behaviour_probe(
+    result = behaviour_probe(
         policy, prompts, r_min, r_max, greedy, [create_reward("verbosity", {})]
-    )["verbosity"]
+    )
+    probe = result.summary["verbosity"]
     assert probe["obtained_low_raw"] == len(SHORT) and probe["obtained_high_raw"] == len(LONG)
     assert probe["difference_sd"] == pytest.approx((len(LONG) - len(SHORT)) / stats.std[0])
+    assert probe["difference_se"] == pytest.approx(0.0, abs=1e-9)  # every prompt moves alike
+    # the answers it measured, one row per (objective probed, end, prompt)
+    answers = result.samples
+    assert list(answers["end"]) == ["low"] * 4 + ["high"] * 4
+    assert list(answers["prompt"]) == prompts * 2 and set(answers["probed"]) == {"verbosity"}
+    assert list(answers["response"]) == [SHORT] * 4 + [LONG] * 4
+    assert list(answers["reward_verbosity"]) == [len(SHORT)] * 4 + [len(LONG)] * 4
+    assert answers["desired"][0] == [r_min[0]] and answers["desired"][4] == [r_max[0]]

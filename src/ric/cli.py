@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -73,7 +74,7 @@ def run_map(args: argparse.Namespace, config: RicConfig) -> None:
 
 
 def run_label(args: argparse.Namespace, config: RicConfig) -> None:
-    from ric.data import label_dataset
+    from ric.data.label import label_dataset
 
     result = label_dataset(config, show_progress=not args.no_progress)
     print(
@@ -123,12 +124,13 @@ def desired_rewards(args: argparse.Namespace, mapping: Any, stats: Any) -> np.nd
 
 
 def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
-    from ric.data.sources import read_prompts
     from ric.models.generation import generate_with_stats
     from ric.runs import load_trained
 
     prompts = list(args.prompt or [])
-    if args.prompts:
+    if args.prompts:  # pandas reads them: imported only then, a first answer is sooner without
+        from ric.data.sources import read_prompts
+
         prompts += read_prompts(args.prompts, config.evaluate.prompt_column)
     if not prompts:
         raise ValueError("no prompts: pass --prompt TEXT (repeatable) or --prompts FILE")
@@ -212,17 +214,19 @@ def _write_records(records: list[dict], output: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
+    from ric.evaluation.report import describe_interval, describe_move
     from ric.evaluation.sweep import METRICS_FILE, run_evaluate
 
     output = run_evaluate(config, show_progress=not args.no_progress)
     metrics = json.loads((output / METRICS_FILE).read_text())
-    print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
+    interval = (metrics["intervals"] or {}).get("hypervolume")
+    print(f"hypervolume {metrics['front']['hypervolume']:.4g}{describe_interval(interval, '.4g')}")
     for name, values in metrics["steerability"].items():
         print(f"  {name}: Spearman(desired, obtained) {values['desired_vs_obtained']}")
     for name, values in (metrics["probe"] or {}).items():
         print(
             f"  {name}: asked low / high gives {values['obtained_low_raw']:.4g} / "
-            f"{values['obtained_high_raw']:.4g} (move {values['difference_sd']:+.2f} sd)"
+            f"{values['obtained_high_raw']:.4g}: moves {describe_move(values)}"
         )
     for name, values in (metrics["reward_sensitivity"] or {}).items():
         print(
@@ -245,9 +249,19 @@ def run_online(args: argparse.Namespace, config: RicConfig) -> None:
         from ric.tasks.iterations import compare_iterations
 
         report = compare_iterations(config, output / "evaluate", show_progress)
-        for row in pd.read_csv(report.parent / COMPARISON_TABLE).itertuples():
-            print(f"  {row.label}: hypervolume {row.hypervolume:.4g}")
+        for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
+            print(f"  {row['label']}: hypervolume {_hypervolume_text(row)}")
         print(f"report: {report}")
+
+
+def _hypervolume_text(row: dict) -> str:
+    """A comparison table row's hypervolume, with its 95% interval when it was computed."""
+    from ric.evaluation.report import describe_interval
+
+    low, high = row.get("hypervolume_low"), row.get("hypervolume_high")
+    known = isinstance(low, float) and math.isfinite(low)  # CSV: NaN where resampling was off
+    interval = (low, high) if known else None
+    return f"{row['hypervolume']:.4g}{describe_interval(interval, '.4g')}"
 
 
 def run_bootstrap(args: argparse.Namespace, config: RicConfig) -> None:
@@ -338,8 +352,8 @@ def run_compare(args: argparse.Namespace, config: None) -> None:
         layer=Path(args.config) if args.config else None,
         show_progress=not args.no_progress,
     )
-    for row in pd.read_csv(report.parent / COMPARISON_TABLE).itertuples():
-        print(f"  {row.label}: hypervolume {row.hypervolume:.4g} ({row.points} points)")
+    for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
+        print(f"  {row['label']}: hypervolume {_hypervolume_text(row)}, {row['points']} points")
     for row in pd.read_csv(report.parent / COST_TABLE).itertuples():
         print(f"  {row.method}: {row.seconds:.0f} s ({row.relative_to_morlhf:.0%} of MORLHF)")
     print(f"report: {report}")
@@ -450,14 +464,17 @@ def run_image_evaluate(args: argparse.Namespace, config: ImageRicConfig) -> None
 
 
 def _print_image_metrics(metrics: dict) -> None:
+    from ric.evaluation.report import describe_interval, describe_move
+
     steer = metrics["steerability"]
-    print(f"hypervolume {metrics['front']['hypervolume']:.4g}")
+    interval = (metrics.get("intervals") or {}).get("hypervolume")
+    print(f"hypervolume {metrics['front']['hypervolume']:.4g}{describe_interval(interval, '.4g')}")
     for name, values in steer.items():
         rho = values["w1_vs_obtained"]
-        move = (metrics.get("probe") or {}).get(name, {}).get("difference_sd")
+        probe = (metrics.get("probe") or {}).get(name)
         print(
             f"  {name}: Spearman(w1, mean) {'n/a' if rho is None else f'{rho:+.2f}'}"
-            + ("" if move is None else f", probe {move:+.2f} sd")
+            + ("" if probe is None else f", probe {describe_move(probe)}")
         )
 
 

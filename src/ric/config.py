@@ -199,6 +199,13 @@ class ModelConfig:
         check_choice("model.dtype", self.dtype, DTYPES)
 
 
+def placed(model: T, dtype: str | None, device: str | None) -> T:
+    """A run's model settings (``ModelConfig`` or the image one) with the ``dtype`` and
+    ``device`` to load it in, where given: how a run is loaded, not what it is."""
+    given = {"dtype": dtype, "device": device}
+    return dataclasses.replace(model, **{k: v for k, v in given.items() if v is not None})
+
+
 @dataclass
 class LoraConfig:
     """LoRA adapter settings (paper: r 64, alpha 128, dropout 0.05)."""
@@ -345,11 +352,18 @@ class EvaluateConfig:
     probe: bool = doc_field(
         True, "behavioural probe: each objective asked low and high (2N more generations/prompt)"
     )
+    resamples: int = doc_field(
+        1000,
+        "resamples of the held-out prompts for the 95% intervals of the hypervolume and of "
+        "Spearman(w_1, mean r_i) (0: off)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("evaluate.grid", self.grid, GRIDS)
         if self.num_prompts < 1:
             raise ValueError(f"evaluate.num_prompts must be >= 1, got {self.num_prompts}")
+        if self.resamples < 0:
+            raise ValueError(f"evaluate.resamples must be >= 0 (0: off), got {self.resamples}")
         if self.sensitivity_samples < 0:
             raise ValueError(
                 "evaluate.sensitivity_samples must be >= 0 (0: off), "

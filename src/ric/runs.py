@@ -46,10 +46,10 @@ from ric.config import (
     dump_config,
     flatten,
     load_config,
+    placed,
 )
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
-from ric.data.io import STATS_FILE, load_stats, write_text_atomic
-from ric.data.label import CONFIG_FILE, stats_rewards
+from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, stats_rewards, write_text_atomic
 
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
@@ -184,11 +184,7 @@ def load_trained(
             f"output): it has no {CONFIG_FILE}"
         )
     config = load_config(folder / CONFIG_FILE)
-    config.model = replace(
-        config.model,
-        dtype=config.model.dtype if dtype is None else dtype,
-        device=config.model.device if device is None else device,
-    )
+    config.model = placed(config.model, dtype, device)
     stats = load_stats(folder / STATS_FILE)
     method = read_method(folder)
     has_adapter = (folder / ADAPTER_DIR).is_dir()

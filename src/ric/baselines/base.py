@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ric import parallel
 from ric.config import RicConfig, dump_config
-from ric.data.io import STATS_FILE, write_text_atomic
-from ric.data.label import CONFIG_FILE
+from ric.data.io import CONFIG_FILE, STATS_FILE, write_text_atomic
 from ric.runs import write_method
 
 

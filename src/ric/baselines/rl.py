@@ -34,8 +34,8 @@ import torch
 from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats, build_plain_prompt, check_preference
-from ric.data.io import STATS_FILE, write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, read_labeled_frame, stats_rewards
+from ric.data.io import CONFIG_FILE, STATS_FILE, stats_rewards, write_atomic, write_text_atomic
+from ric.data.label import read_labeled_frame
 from ric.rewards import create_reward
 from ric.runs import (
     ADAPTER_DIR,

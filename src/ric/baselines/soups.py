@@ -15,8 +15,7 @@ import numpy as np
 
 from ric import parallel
 from ric.config import RicConfig
-from ric.data.io import STATS_FILE, load_stats
-from ric.data.label import CONFIG_FILE
+from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats
 from ric.runs import read_method, write_method
 
 

@@ -1,16 +1,5 @@
-"""Dataset sources and reward relabeling with resumable, sharded scoring."""
+"""Dataset sources and reward relabeling with resumable, sharded scoring.
 
-from ric.data.io import load_stats, save_stats
-from ric.data.label import LabelResult, label_dataset, raw_column, standardized_column
-from ric.data.sources import fingerprint_pairs, read_pairs
-
-__all__ = [
-    "LabelResult",
-    "fingerprint_pairs",
-    "label_dataset",
-    "load_stats",
-    "raw_column",
-    "read_pairs",
-    "save_stats",
-    "standardized_column",
-]
+The modules are imported by name (``ric.data.label``, ``ric.data.io``...), not re-exported here:
+loading a trained run needs only ``ric.data.io``, and should not pay for pandas and the scorers
+that labeling imports (a quarter of a second of every ``ric generate``)."""

@@ -1,14 +1,18 @@
-"""Atomic file writes and the stats file, so a killed process never leaves half a file."""
+"""Atomic file writes, so a killed process never leaves half a file, and what every output
+folder shares: the name of its config file, its stats file and the scorers the stats record."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ric.config import RewardConfig
 from ric.core import RewardStats
 
+CONFIG_FILE = "config.yaml"  # the resolved config every output folder records
 STATS_FILE = "stats.json"
 
 
@@ -46,3 +50,22 @@ def load_stats(path: str | Path) -> RewardStats:
         return RewardStats.from_json(file.read_text(encoding="utf-8"))
     except (ValueError, TypeError) as error:
         raise ValueError(f"stats file {str(file)!r} is not valid: {error}") from error
+
+
+def reward_identity(reward: RewardConfig) -> str:
+    """What makes two scorers the same: the type and the options (not the display name)."""
+    return f"{reward.type} {json.dumps(reward.options, sort_keys=True, default=str)}"
+
+
+def reward_from_identity(name: str, identity: str) -> RewardConfig:
+    """Invert ``reward_identity``: the scorer a stats file was computed with."""
+    kind, _, options = identity.partition(" ")
+    return RewardConfig(type=kind, name=name, options=json.loads(options or "{}"))
+
+
+def stats_rewards(stats: RewardStats) -> list[RewardConfig]:
+    """The scorers ``stats`` were computed with, in objective order."""
+    return [
+        reward_from_identity(name, identity)
+        for name, identity in zip(stats.names, stats.reward_ids, strict=True)
+    ]

@@ -19,7 +19,6 @@ score is in and finite.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +29,20 @@ from tqdm.auto import tqdm
 from ric import parallel
 from ric.config import DataConfig, RewardConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats
-from ric.data.io import STATS_FILE, load_stats, save_stats, write_atomic, write_text_atomic
+from ric.data.io import (
+    CONFIG_FILE,
+    STATS_FILE,
+    load_stats,
+    reward_identity,
+    save_stats,
+    write_atomic,
+    write_text_atomic,
+)
 from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs, read_pairs
 from ric.rewards import DataColumn, RewardFunction, create_reward, score_split
 
 CACHE_DIR = ".label-cache"
-CONFIG_FILE = "config.yaml"
 CONTRAST_COLUMN = "contrast"  # true on the rows label.contrast_pairs added
 
 
@@ -55,25 +61,6 @@ def restandardize(frame: pd.DataFrame, stats: RewardStats) -> pd.DataFrame:
     for name, column in zip(stats.names, stats.standardize(raw).T, strict=True):
         frame[standardized_column(name)] = column
     return frame
-
-
-def reward_identity(reward: RewardConfig) -> str:
-    """What makes two scorers the same: the type and the options (not the display name)."""
-    return f"{reward.type} {json.dumps(reward.options, sort_keys=True, default=str)}"
-
-
-def reward_from_identity(name: str, identity: str) -> RewardConfig:
-    """Invert ``reward_identity``: the scorer a stats file was computed with."""
-    kind, _, options = identity.partition(" ")
-    return RewardConfig(type=kind, name=name, options=json.loads(options or "{}"))
-
-
-def stats_rewards(stats: RewardStats) -> list[RewardConfig]:
-    """The scorers ``stats`` were computed with, in objective order."""
-    return [
-        reward_from_identity(name, identity)
-        for name, identity in zip(stats.names, stats.reward_ids, strict=True)
-    ]
 
 
 def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats, DataConfig]:

@@ -47,8 +47,7 @@ from typing import Any
 import pandas as pd
 
 from ric.config import RicConfig, dump_config
-from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE
+from ric.data.io import CONFIG_FILE, write_atomic, write_text_atomic
 
 PAIRS_FILE = "pairs.parquet"
 REPORT_FILE = "prepare.json"

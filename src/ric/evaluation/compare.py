@@ -20,12 +20,16 @@ import pandas as pd
 
 from ric import parallel
 from ric.config import RicConfig, dump_config
-from ric.data.io import STATS_FILE, load_stats, write_text_atomic
-from ric.data.label import CONFIG_FILE
-from ric.evaluation.metrics import front_summary, steerability
+from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_text_atomic
+from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
 from ric.evaluation.plots import plot_fronts
 from ric.evaluation.report import REPORT_FILE, markdown_table
-from ric.evaluation.sweep import METRICS_FILE, default_reference, run_evaluate
+from ric.evaluation.sweep import (
+    METRICS_FILE,
+    default_reference,
+    per_prompt_rewards,
+    run_evaluate,
+)
 
 COMPARISON_PLOT = "fronts.png"
 COMPARISON_TABLE = "comparison.csv"
@@ -62,7 +66,7 @@ def evaluate_models(
     rows, fronts, names = [], {}, None
     for label, members in groups.items():
         folders = _member_folders(output, label, members)
-        summaries, probes = [], []
+        summaries, probes, rewards = [], [], []
         for model, folder in zip(members, folders, strict=True):
             metrics = _evaluation(model, folder, config, reference, show_progress)
             if names is not None and metrics["objectives"] != names:
@@ -73,6 +77,8 @@ def evaluate_models(
             names = metrics["objectives"]
             summaries.append(pd.read_csv(folder / "summary.csv"))
             probes.append(metrics.get("probe"))
+            samples = pd.read_parquet(folder / "samples.parquet")
+            rewards.append(per_prompt_rewards(samples, names, len(summaries[-1])))
         assert names is not None
         summary = pd.concat(summaries, ignore_index=True)
         preferences = summary[[f"w_{n}" for n in names]].to_numpy()
@@ -86,6 +92,9 @@ def evaluate_models(
                 "model": ", ".join(str(m) for m in members),
                 "points": len(summary),
                 "hypervolume": front_summary(means, np.asarray(reference))["hypervolume"],
+                **_hypervolume_interval(
+                    np.concatenate(rewards), preferences, reference, names, config
+                ),
                 **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
                 # the behavioural probe's move (sd); only a RiC model is asked for rewards
                 **{
@@ -128,6 +137,24 @@ def evaluate_models(
 
     parallel.on_main(write_comparison)
     return path
+
+
+def _hypervolume_interval(
+    rewards: np.ndarray,
+    preferences: np.ndarray,
+    reference: Sequence[float],
+    names: list[str],
+    config: RicConfig,
+) -> dict[str, float | None]:
+    """``hypervolume_low`` and ``hypervolume_high``: the 95% interval over resampled prompts
+    of a group's front (every member's points together); None when resampling is off."""
+    if not config.evaluate.resamples:
+        return {"hypervolume_low": None, "hypervolume_high": None}
+    interval = resampled_intervals(
+        rewards, preferences, np.asarray(reference), names, config.evaluate.resamples
+    )["hypervolume"]
+    assert interval is not None  # a hypervolume is defined in every draw
+    return {"hypervolume_low": interval[0], "hypervolume_high": interval[1]}
 
 
 def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]:

@@ -3,12 +3,15 @@
 Steerability is the paper's Figure 2: across the grid, the rank correlation (Spearman) between
 what was asked for (the desired reward R_i, or the weight w_i) and what was obtained (the mean
 reward r_i). A model that follows its conditioning scores close to 1.
+
+Both come from one answer per (preference, prompt), so both are noisy on a few dozen prompts;
+``resampled_intervals`` gives their 95% intervals by resampling the prompts.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from ric.core import hypervolume, pareto_mask
 
@@ -47,3 +50,57 @@ def front_summary(points: np.ndarray, reference: np.ndarray) -> dict[str, object
         "reference": [float(v) for v in reference],
         "non_dominated": pareto_mask(points).tolist(),
     }
+
+
+def resampled_intervals(
+    per_prompt: np.ndarray,
+    preferences: np.ndarray,
+    reference: np.ndarray,
+    names: list[str],
+    resamples: int,
+    seed: int = 0,
+) -> dict[str, object]:
+    """95% percentile intervals of the hypervolume and of Spearman(w_1, mean r_i), from
+    ``resamples`` draws of the held-out prompts with replacement: each draw keeps every
+    preference's answers to the drawn prompts and recomputes the means (``per_prompt``: raw
+    rewards (K, P, N), preference-major; ``preferences`` (K, N)). How much of a difference
+    between two sweeps the prompts and the sampling can explain. A Spearman that is undefined
+    in more than half the draws (a constant mean: one preference, say) has no interval."""
+    prompts = per_prompt.shape[1]
+    # how often each prompt is drawn, per draw: the same as drawing P prompts with replacement
+    uniform = np.full(prompts, 1 / prompts)
+    counts = np.random.default_rng(seed).multinomial(prompts, uniform, size=resamples)
+    means = np.einsum("rp,kpn->rkn", counts, per_prompt) / prompts  # (resamples, K, N)
+    hypervolumes = np.array([hypervolume(drawn, reference) for drawn in means])
+    return {
+        "resamples": resamples,
+        "hypervolume": _percentile_interval(hypervolumes),
+        "w1_vs_obtained": {
+            name: _percentile_interval(_rank_correlations(preferences[:, 0], means[:, :, i]))
+            for i, name in enumerate(names)
+        },
+    }
+
+
+def _rank_correlations(asked: np.ndarray, obtained: np.ndarray) -> np.ndarray:
+    """Spearman's rho of ``asked`` (K,) with each row of ``obtained`` (R, K), as
+    ``rank_correlation`` (Pearson's r of average ranks) for all rows at once; NaN where
+    undefined."""
+    if not np.all(np.isfinite(asked)) or np.ptp(asked) == 0:
+        return np.full(len(obtained), np.nan)
+    asked_ranks = rankdata(asked)
+    ranks = rankdata(obtained, axis=1)
+    asked_centered = asked_ranks - asked_ranks.mean()
+    centered = ranks - ranks.mean(axis=1, keepdims=True)
+    spread = np.sqrt((centered**2).sum(axis=1) * (asked_centered**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant row: 0 / 0, undefined
+        return np.where(spread > 0, centered @ asked_centered / spread, np.nan)
+
+
+def _percentile_interval(values: np.ndarray) -> list[float] | None:
+    """The 2.5th and 97.5th percentiles of the defined ``values``; None when fewer than half
+    are defined."""
+    known = values[np.isfinite(values)]
+    if len(known) * 2 < len(values):
+        return None
+    return [float(v) for v in np.percentile(known, [2.5, 97.5])]

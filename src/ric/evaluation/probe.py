@@ -7,19 +7,33 @@ ends and their difference in training standard deviations (the stats' std; the d
 standardized means) say how far the model moves that objective when asked, one objective at a
 time, whatever the mapping's trade-offs. A model that ignores its rewards moves nothing
 (difference near 0); the demo's goal is at least 1 standard deviation per objective.
+
+The move comes with its standard error over the prompts (each prompt is asked at both ends, so
+the per-prompt differences are paired): one sampled answer per prompt and end makes the move a
+noisy figure (on the embedded task's 48 questions, two sampling seeds moved it by up to 0.46 sd),
+and the error says how far to trust one run's value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ric.config import GenerationConfig
 from ric.core import RewardStats
+from ric.data.label import raw_column, standardized_column
 from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import RewardFunction, score_split
 from ric.runs import TrainedPolicy
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    summary: dict[str, dict[str, float | None]]  # per objective: see ``probe_summary``
+    samples: pd.DataFrame  # one row per (objective probed, end, prompt): what was answered
 
 
 def probe_targets(r_min: np.ndarray, r_max: np.ndarray) -> np.ndarray:
@@ -38,6 +52,18 @@ def probe_differences(obtained: np.ndarray) -> np.ndarray:
     means = obtained.mean(axis=2)  # (N, 2, N)
     index = np.arange(obtained.shape[0])
     return means[index, 1, index] - means[index, 0, index]
+
+
+def probe_standard_errors(obtained: np.ndarray) -> list[float | None]:
+    """(N,) standard error of each move of ``probe_differences`` over the prompts: the sample
+    standard deviation of the per-prompt differences (high minus low answer to the same prompt)
+    over the square root of their number; None with fewer than 2 prompts."""
+    count, _, prompts, _ = obtained.shape
+    if prompts < 2:
+        return [None] * count
+    index = np.arange(count)
+    paired = obtained[index, 1, :, index] - obtained[index, 0, :, index]  # (N, P)
+    return [float(e) for e in paired.std(axis=1, ddof=1) / np.sqrt(prompts)]
 
 
 def probe_generations(
@@ -65,14 +91,30 @@ def behaviour_probe(
     generation: GenerationConfig,
     scorers: Sequence[RewardFunction],
     show_progress: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Per objective: desired and obtained means (raw and standardized) at the low and high end,
-    and ``difference_sd`` (high minus low, in training standard deviations)."""
+) -> ProbeResult:
+    """The probe's summary (per objective: desired and obtained means, raw and standardized, at
+    the low and high end, ``difference_sd``, the move in training standard deviations, and its
+    standard error over the prompts, ``difference_se``) and the answers it was computed from."""
     prompts = list(prompts)
     targets, generated = probe_generations(policy, prompts, r_min, r_max, generation, show_progress)
     repeated = prompts * len(targets)
     raw = np.column_stack([score_split(scorer, repeated, generated.texts) for scorer in scorers])
-    return probe_summary(policy.stats, targets, raw)
+    names = policy.stats.names
+    samples = pd.DataFrame(
+        {
+            "probed": np.repeat(names, 2 * len(prompts)),
+            "end": np.tile(np.repeat(["low", "high"], len(prompts)), len(names)),
+            "desired": [row.tolist() for row in np.repeat(targets, len(prompts), axis=0)],
+            "prompt": repeated,
+            "response": generated.texts,
+            "finished": generated.finished,
+        }
+    )
+    standardized = policy.stats.standardize(raw)
+    for i, name in enumerate(names):
+        samples[raw_column(name)] = raw[:, i]
+        samples[standardized_column(name)] = standardized[:, i]
+    return ProbeResult(probe_summary(policy.stats, targets, raw), samples)
 
 
 def probe_summary(
@@ -84,6 +126,7 @@ def probe_summary(
     shape = (count, 2, len(raw) // (2 * count), count)
     raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
     differences = probe_differences(standardized)
+    errors = probe_standard_errors(standardized)
     return {
         name: {
             "desired_low": float(targets[2 * i, i]),
@@ -93,6 +136,7 @@ def probe_summary(
             "obtained_low_raw": float(raw[i, 0, :, i].mean()),
             "obtained_high_raw": float(raw[i, 1, :, i].mean()),
             "difference_sd": float(differences[i]),
+            "difference_se": errors[i],
         }
         for i, name in enumerate(stats.names)
     }

@@ -12,7 +12,17 @@ import pandas as pd
 from ric.config import RicConfig
 from ric.data.io import write_text_atomic
 
+NORMAL_95 = 1.96  # half-width of a normal 95% interval, in standard errors
+
 REPORT_FILE = "report.md"
+
+
+def describe_move(values: dict) -> str:
+    """An objective's probe move as people read it: ``+1.69 sd (95% interval +1.43 to +1.95)``
+    (the interval only where the standard error is known)."""
+    move, error = values["difference_sd"], values.get("difference_se")
+    interval = None if error is None else (move - NORMAL_95 * error, move + NORMAL_95 * error)
+    return f"{move:+.2f} sd{describe_interval(interval)}"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -29,6 +39,14 @@ def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
+def describe_interval(interval: Sequence[float] | None, digits: str = "+.2f") -> str:
+    """`` (95% interval +0.91 to +0.99)``, or nothing where none was computed."""
+    if interval is None:
+        return ""
+    low, high = interval
+    return f" (95% interval {low:{digits}} to {high:{digits}})"
+
+
 def write_report(
     output: Path,
     metrics: dict,
@@ -40,9 +58,11 @@ def write_report(
     RicConfig, or any config with mapping, generation and evaluate sections (the image sweep's);
     ``extra``: markdown lines placed after the front plot (the image grid)."""
     front = metrics["front"]
+    intervals = metrics.get("intervals") or {"hypervolume": None, "w1_vs_obtained": {}}
     steer_rows = [
         f"| {name} | {_format(v['desired_vs_obtained'])} | {_format(v['weight_vs_obtained'])} "
-        f"| {_format(v['w1_vs_obtained'])} |"
+        f"| {_format(v['w1_vs_obtained'])}"
+        f"{describe_interval(intervals['w1_vs_obtained'].get(name))} |"
         for name, v in metrics["steerability"].items()
     ]
     sensitivity = metrics.get("reward_sensitivity")
@@ -75,14 +95,15 @@ def write_report(
             "",
             "Each objective asked at the low and at the high end of its range, the others at the "
             "middle, on the same prompts: the obtained mean at both ends (raw units) and the move "
-            "in training standard deviations.",
+            "in training standard deviations, with the 95% interval its standard error over the "
+            "prompts gives (one sampled answer per prompt and end).",
             "",
-            "| objective | desired low / high | obtained low | obtained high | move (sd) |",
+            "| objective | desired low / high | obtained low | obtained high | move |",
             "| --- | --- | --- | --- | --- |",
             *(
                 f"| {name} | {v['desired_low']:+.2f} / {v['desired_high']:+.2f} "
                 f"| {v['obtained_low_raw']:.4g} | {v['obtained_high_raw']:.4g} "
-                f"| {v['difference_sd']:+.2f} |"
+                f"| {describe_move(v)} |"
                 for name, v in probe.items()
             ),
             "",
@@ -101,10 +122,20 @@ def write_report(
         *extra,
         "## Front",
         "",
-        f"Hypervolume **{front['hypervolume']:.4g}** against reference point "
+        f"Hypervolume **{front['hypervolume']:.4g}**"
+        f"{describe_interval(intervals['hypervolume'], '.4g')} against reference point "
         f"{[round(v, 4) for v in front['reference']]} (raw reward units); "
         f"{sum(front['non_dominated'])} of {len(front['non_dominated'])} points non-dominated.",
         "",
+        *(
+            [
+                f"The 95% intervals resample the {metrics['num_prompts']} held-out prompts "
+                f"{metrics['intervals']['resamples']} times (each answer is one sample).",
+                "",
+            ]
+            if metrics.get("intervals")
+            else []
+        ),
         "## Steerability (Spearman rank correlation across the grid)",
         "",
         "| objective | desired R_i vs mean r_i | w_i vs mean r_i | w_1 vs mean r_i |",

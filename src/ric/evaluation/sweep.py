@@ -8,9 +8,12 @@ Output directory:
 
     samples.parquet  one row per (preference, prompt): w, desired R, prompt, response, whether
                      it finished (EOS or stop string, not the token budget), rewards
+    probe_samples.parquet  the behavioural probe's answers, one row per (objective probed, low
+                     or high end, prompt), with their rewards (RiC models; evaluate.probe)
     summary.csv      one row per preference: w, desired R, mean raw and standardized rewards
     front.png        the front, each point labeled with its preference (paper, Figure 4)
-    metrics.json     hypervolume (with its reference point), steerability, reward sensitivity
+    metrics.json     hypervolume (with its reference point), steerability, their 95% intervals
+                     over resampled prompts (ric.evaluation.metrics), reward sensitivity
                      (does the model read its rewards? see ric.evaluation.sensitivity), the
                      behavioural probe (asked for more of one objective, does it give more?
                      see ric.evaluation.probe), settings
@@ -32,13 +35,13 @@ import pandas as pd
 from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
-from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, read_labeled_frame, restandardize, standardized_column
+from ric.data.io import CONFIG_FILE, write_atomic, write_text_atomic
+from ric.data.label import raw_column, read_labeled_frame, restandardize, standardized_column
 from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
-from ric.evaluation.metrics import front_summary, steerability
+from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
 from ric.evaluation.plots import plot_fronts
-from ric.evaluation.probe import behaviour_probe
+from ric.evaluation.probe import ProbeResult, behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.models.generation import GenerationResult, generate_with_stats
@@ -46,6 +49,7 @@ from ric.rewards import create_reward, score_split
 from ric.runs import TrainedPolicy, load_trained
 
 FRONT_PLOT = "front.png"
+PROBE_SAMPLES = "probe_samples.parquet"
 METRICS_FILE = "metrics.json"
 
 
@@ -58,7 +62,14 @@ class SweepResult:
     mean_raw: np.ndarray  # (K, N) raw reward units
     mean_standardized: np.ndarray  # (K, N)
     samples: pd.DataFrame
-    probe: dict | None  # behavioural probe (ric.evaluation.probe); None for baselines or off
+    probe: ProbeResult | None  # the behavioural probe; None for baselines or when it is off
+
+
+def per_prompt_rewards(samples: pd.DataFrame, names: list[str], preferences: int) -> np.ndarray:
+    """Raw rewards (K, P, N) of a sweep's ``samples`` (preference-major rows): preference,
+    prompt, objective."""
+    raw = samples[[raw_column(name) for name in names]].to_numpy()
+    return raw.reshape(preferences, len(raw) // preferences, len(names))
 
 
 def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) -> SweepResult:
@@ -87,8 +98,8 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
         }
     )
     for i, name in enumerate(stats.names):
-        samples[f"reward_{name}"] = raw[:, i]
-        samples[f"standardized_{name}"] = standardized[:, i]
+        samples[raw_column(name)] = raw[:, i]
+        samples[standardized_column(name)] = standardized[:, i]
     return SweepResult(
         stats=stats,
         num_prompts=len(prompts),
@@ -240,15 +251,31 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
         "steerability": steerability(
             result.preferences, result.desired, result.mean_standardized, names
         ),
+        "intervals": (
+            resampled_intervals(
+                per_prompt_rewards(result.samples, names, len(result.preferences)),
+                result.preferences,
+                reference,
+                names,
+                settings.resamples,
+            )
+            if settings.resamples
+            else None
+        ),
         "mapping": {"method": config.mapping.method, "p": config.mapping.p},
         "reward_sensitivity": _sensitivity(policy, settings.sensitivity_samples),
-        "probe": result.probe,
+        "probe": result.probe.summary if result.probe else None,
     }
     output = Path(settings.output)
     summary = summary_table(result, names)
 
     def write_evaluation() -> None:
         write_atomic(output / "samples.parquet", lambda tmp: result.samples.to_parquet(tmp))
+        if result.probe:
+            probe_samples = result.probe.samples
+            write_atomic(output / PROBE_SAMPLES, lambda tmp: probe_samples.to_parquet(tmp))
+        else:  # an earlier evaluation's answers in this folder would pass for this one's
+            (output / PROBE_SAMPLES).unlink(missing_ok=True)
         write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
         title = f"Empirical front, {result.num_prompts} held-out prompts"
         plot_fronts(

@@ -207,12 +207,19 @@ class ImageEvaluateConfig:
         True, "run the behavioural probe (each objective asked at its low and high end)"
     )
     grid_captions: int = doc_field(4, "captions (rows) shown in the report's image grid")
+    resamples: int = doc_field(
+        1000,
+        "resamples of the held-out captions for the 95% intervals of the hypervolume and of "
+        "Spearman(w_1, mean r_i) (0: off)",
+    )
 
     def __post_init__(self) -> None:
         check_choice("evaluate.grid", self.grid, GRIDS)
         for key in ("num_prompts", "images_per_prompt", "grid_captions"):
             if getattr(self, key) < 1:
                 raise ValueError(f"evaluate.{key} must be >= 1, got {getattr(self, key)}")
+        if self.resamples < 0:
+            raise ValueError(f"evaluate.resamples must be >= 0 (0: off), got {self.resamples}")
 
 
 @dataclass

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from ric.config import dump_config
 from ric.core import RewardStats
-from ric.data.io import write_atomic, write_text_atomic
-from ric.data.label import CONFIG_FILE, raw_column, standardized_column, stats_rewards
+from ric.data.io import CONFIG_FILE, stats_rewards, write_atomic, write_text_atomic
+from ric.data.label import raw_column, standardized_column
 from ric.evaluation.grid import resolve_grid
-from ric.evaluation.metrics import front_summary, steerability
+from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
 from ric.evaluation.plots import format_preference, plot_fronts
 from ric.evaluation.probe import probe_summary, probe_targets
 from ric.evaluation.report import write_report
@@ -199,6 +199,18 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
         "num_preferences": len(preferences),
         "front": front_summary(mean_raw, reference),
         "steerability": steerability(preferences, desired, mean_standardized, names),
+        # a caption's images are resampled together: the captions are the held-out sample
+        "intervals": (
+            resampled_intervals(
+                raw.reshape(len(preferences), len(captions), per_caption, count).mean(axis=2),
+                preferences,
+                reference,
+                names,
+                settings.resamples,
+            )
+            if settings.resamples
+            else None
+        ),
         "mapping": {"method": config.mapping.method, "p": config.mapping.p},
         "probe": (
             image_probe(model, config, captions, r_min, r_max, show_progress)

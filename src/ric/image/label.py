@@ -26,15 +26,16 @@ from tqdm.auto import tqdm
 
 from ric.config import dump_config, load_config
 from ric.core import RewardStats
-from ric.data.io import STATS_FILE, load_stats, save_stats, write_atomic, write_text_atomic
-from ric.data.label import (
-    CACHE_DIR,
+from ric.data.io import (
     CONFIG_FILE,
-    check_rewards,
-    raw_column,
+    STATS_FILE,
+    load_stats,
     reward_identity,
-    standardized_column,
+    save_stats,
+    write_atomic,
+    write_text_atomic,
 )
+from ric.data.label import CACHE_DIR, check_rewards, raw_column, standardized_column
 from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs
 from ric.image.config import ImageRicConfig

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ric.config import dump_config, load_config
+from ric.config import dump_config, load_config, placed
 from ric.core import RewardStats, build_prompt
-from ric.data.io import STATS_FILE, load_stats, save_stats, write_text_atomic
-from ric.data.label import CONFIG_FILE
+from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, save_stats, write_text_atomic
 from ric.image.config import EMBEDDED_IMAGE_MODEL, ImageRicConfig
 from ric.image.label import labeled_rows, read_image_labels
 from ric.image.pipeline import (
@@ -354,11 +353,7 @@ def load_trained_image_model(
     if not (model / PIPELINE_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise ValueError(f"{str(folder)!r} is not a `ric image train` output (no {MODEL_DIR}/)")
     config = load_config(folder / CONFIG_FILE, cls=ImageRicConfig)
-    config.model = replace(
-        config.model,
-        dtype=config.model.dtype if dtype is None else dtype,
-        device=config.model.device if device is None else device,
-    )
+    config.model = placed(config.model, dtype, device)
     weights_dtype, device = DTYPES[config.model.dtype], config.model.device
     complete = all((model / part).is_dir() for part in ("unet", "text_encoder", "tokenizer"))
     if complete:

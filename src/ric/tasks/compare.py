@@ -37,8 +37,8 @@ from ric.baselines.base import write_base
 from ric.baselines.rl import default_preferences, preference_folder, run_rl
 from ric.baselines.soups import assemble_soup
 from ric.config import RicConfig
-from ric.data import label_dataset
 from ric.data.io import write_text_atomic
+from ric.data.label import label_dataset
 from ric.evaluation.compare import evaluate_models
 from ric.evaluation.report import markdown_table
 from ric.runs import METRICS_FILE

@@ -24,8 +24,8 @@ import yaml
 
 from ric import parallel
 from ric.config import RicConfig, config_from_values
-from ric.data import label_dataset
 from ric.data.io import write_text_atomic
+from ric.data.label import label_dataset
 from ric.tasks.iterations import compare_iterations
 from ric.training.offline import run_train
 from ric.training.online import run_online

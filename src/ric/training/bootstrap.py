@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 
 from ric import parallel
 from ric.config import RicConfig, dump_config
-from ric.data.io import write_text_atomic
-from ric.data.label import CONFIG_FILE
+from ric.data.io import CONFIG_FILE, write_text_atomic
 from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
 

@@ -26,8 +26,8 @@ import torch
 from ric import parallel
 from ric.config import RicConfig, dump_config, load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
-from ric.data.io import STATS_FILE, write_text_atomic
-from ric.data.label import CONFIG_FILE, read_labeled_frame, standardized_column
+from ric.data.io import CONFIG_FILE, STATS_FILE, write_text_atomic
+from ric.data.label import read_labeled_frame, standardized_column
 from ric.data.sources import boolean_column
 from ric.models.samples import TokenizedSample, tokenize_sample
 from ric.runs import (

@@ -53,14 +53,8 @@ from tqdm.auto import tqdm
 from ric import parallel
 from ric.config import OnlineConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
-from ric.data.io import STATS_FILE, load_stats, write_atomic, write_text_atomic
-from ric.data.label import (
-    CONFIG_FILE,
-    raw_column,
-    read_labeled_frame,
-    restandardize,
-    standardized_column,
-)
+from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_atomic, write_text_atomic
+from ric.data.label import raw_column, read_labeled_frame, restandardize, standardized_column
 from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
 from ric.models.samples import tokenize_sample
