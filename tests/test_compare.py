@@ -40,6 +40,13 @@ def test_every_method_is_evaluated_on_the_same_reference(compared):
     assert [row.hypervolume_low, row.hypervolume_high] == pytest.approx(
         offline["intervals"]["hypervolume"]
     )
+    # the probe's move and its standard error, for the models that are asked for rewards
+    moves = [column for column in table.columns if column.startswith("probe_sd_")]
+    errors = [column.replace("_sd_", "_se_") for column in moves]
+    assert moves and set(errors) <= set(table.columns)
+    conditioned = table.label.str.startswith("RiC")
+    assert (table[conditioned][errors] >= 0).all().all()
+    assert table[~conditioned][errors].isna().all().all()
     references = {
         json.dumps(json.loads(path.read_text())["front"]["reference"])
         for path in (compared / "evaluate").rglob("metrics.json")

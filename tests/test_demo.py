@@ -26,6 +26,7 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert str(out / "evaluate" / "report.md") in printed
     assert "offline: hypervolume" in printed and "asked low vs high moves relevance" in printed
+    assert "(95% interval" in printed.split("asked low vs high moves relevance")[1]
     for model in ("offline", "online-1"):
         metrics = json.loads((out / "evaluate" / model / "metrics.json").read_text())
         assert metrics["objectives"] == ["relevance", "conciseness"]

@@ -214,15 +214,20 @@ def _write_records(records: list[dict], output: str | None) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
-    from ric.evaluation.report import describe_interval, describe_move
+    from ric.evaluation.report import describe_interval, describe_move, format_signed
     from ric.evaluation.sweep import METRICS_FILE, run_evaluate
 
     output = run_evaluate(config, show_progress=not args.no_progress)
     metrics = json.loads((output / METRICS_FILE).read_text())
     interval = (metrics["intervals"] or {}).get("hypervolume")
     print(f"hypervolume {metrics['front']['hypervolume']:.4g}{describe_interval(interval, '.4g')}")
+    w1_intervals = (metrics["intervals"] or {}).get("w1_vs_obtained", {})
     for name, values in metrics["steerability"].items():
-        print(f"  {name}: Spearman(desired, obtained) {values['desired_vs_obtained']}")
+        desired, w1 = values["desired_vs_obtained"], values["w1_vs_obtained"]
+        print(
+            f"  {name}: Spearman(desired, obtained) {format_signed(desired)}, "
+            f"Spearman(w_1, mean) {format_signed(w1)}{describe_interval(w1_intervals.get(name))}"
+        )
     for name, values in (metrics["probe"] or {}).items():
         print(
             f"  {name}: asked low / high gives {values['obtained_low_raw']:.4g} / "
@@ -284,10 +289,19 @@ def run_prepare(args: argparse.Namespace, config: RicConfig) -> None:
     print(f"pairs: {output / PAIRS_FILE}  (columns: {', '.join(report['columns'])})")
 
 
+def _probe_move(row: dict, name: str) -> dict:
+    """A comparison table row's probe move of objective ``name`` (the form ``describe_move``
+    reads); its standard error unknown where the CSV has none."""
+    error = row.get(f"probe_se_{name}")
+    known = isinstance(error, float) and math.isfinite(error)
+    return {"difference_sd": row[f"probe_sd_{name}"], "difference_se": error if known else None}
+
+
 def run_demo(args: argparse.Namespace, config: None) -> None:
     import pandas as pd
 
     from ric.evaluation.compare import COMPARISON_TABLE
+    from ric.evaluation.report import describe_move
     from ric.tasks.demo import run_demo
 
     report = run_demo(
@@ -297,14 +311,11 @@ def run_demo(args: argparse.Namespace, config: None) -> None:
         show_progress=not args.no_progress,
     )
     timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
-    for _, row in pd.read_csv(report.parent / COMPARISON_TABLE).iterrows():
-        moves = ", ".join(
-            f"{column.removeprefix('probe_sd_')} {row[column]:+.2f} sd"
-            for column in row.index
-            if column.startswith("probe_sd_")
-        )
+    for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
+        probed = [c.removeprefix("probe_sd_") for c in row if c.startswith("probe_sd_")]
+        moves = ", ".join(f"{name} {describe_move(_probe_move(row, name))}" for name in probed)
         print(
-            f"{row['label']}: hypervolume {row['hypervolume']:.4g}; asked low vs high moves {moves}"
+            f"{row['label']}: hypervolume {_hypervolume_text(row)}; asked low vs high moves {moves}"
         )
     print(f"demo finished in {timing['total']:.0f} s; report: {report}")
 
@@ -464,7 +475,7 @@ def run_image_evaluate(args: argparse.Namespace, config: ImageRicConfig) -> None
 
 
 def _print_image_metrics(metrics: dict) -> None:
-    from ric.evaluation.report import describe_interval, describe_move
+    from ric.evaluation.report import describe_interval, describe_move, format_signed
 
     steer = metrics["steerability"]
     interval = (metrics.get("intervals") or {}).get("hypervolume")
@@ -473,7 +484,7 @@ def _print_image_metrics(metrics: dict) -> None:
         rho = values["w1_vs_obtained"]
         probe = (metrics.get("probe") or {}).get(name)
         print(
-            f"  {name}: Spearman(w1, mean) {'n/a' if rho is None else f'{rho:+.2f}'}"
+            f"  {name}: Spearman(w1, mean) {format_signed(rho)}"
             + ("" if probe is None else f", probe {describe_move(probe)}")
         )
 

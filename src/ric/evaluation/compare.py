@@ -96,10 +96,14 @@ def evaluate_models(
                     np.concatenate(rewards), preferences, reference, names, config
                 ),
                 **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
-                # the behavioural probe's move (sd); only a RiC model is asked for rewards
+                # the behavioural probe's move (sd) and its standard error; only a RiC model is
+                # asked for rewards
                 **{
-                    f"probe_sd_{n}": probes[0][n]["difference_sd"] if probes[0] else None
+                    f"probe_{part}_{n}": (
+                        probes[0][n].get(f"difference_{part}") if probes[0] else None
+                    )
                     for n in names
+                    for part in ("sd", "se")
                 },
             }
         )

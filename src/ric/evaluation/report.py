@@ -35,7 +35,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def _format(value: float | None) -> str:
+def format_signed(value: float | None) -> str:
+    """A correlation as the reports print it: ``+0.96``, or ``n/a`` where undefined."""
     return "n/a" if value is None else f"{value:+.2f}"
 
 
@@ -60,8 +61,8 @@ def write_report(
     front = metrics["front"]
     intervals = metrics.get("intervals") or {"hypervolume": None, "w1_vs_obtained": {}}
     steer_rows = [
-        f"| {name} | {_format(v['desired_vs_obtained'])} | {_format(v['weight_vs_obtained'])} "
-        f"| {_format(v['w1_vs_obtained'])}"
+        f"| {name} | {format_signed(v['desired_vs_obtained'])} "
+        f"| {format_signed(v['weight_vs_obtained'])} | {format_signed(v['w1_vs_obtained'])}"
         f"{describe_interval(intervals['w1_vs_obtained'].get(name))} |"
         for name, v in metrics["steerability"].items()
     ]
