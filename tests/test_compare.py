@@ -40,6 +40,7 @@ def test_every_method_is_evaluated_on_the_same_reference(compared):
     assert [row.hypervolume_low, row.hypervolume_high] == pytest.approx(
         offline["intervals"]["hypervolume"]
     )
+    assert table["minus_last_low"].iloc[-1] == table["minus_last_high"].iloc[-1] == 0.0
     # the probe's move and its standard error, for the models that are asked for rewards
     moves = [column for column in table.columns if column.startswith("probe_sd_")]
     errors = [column.replace("_sd_", "_se_") for column in moves]
@@ -99,3 +100,21 @@ def test_a_config_file_is_laid_over_the_embedded_task(tmp_path):
     assert config.train.output == str(tmp_path / "out" / "train")
     with pytest.raises(ValueError, match="does not exist"):
         demo_config(tmp_path / "out", layer=tmp_path / "missing.yaml")
+
+
+def test_a_gap_between_fronts_is_resampled_pairwise():
+    """Two one-point fronts on the same 3 prompts: B = A with 1 more of the first objective on
+    every prompt, the second objective 2 everywhere. Each hypervolume (x * 2 against (0, 0))
+    varies with the prompts drawn, but B's minus A's is 2 in every draw: paired, the prompts'
+    spread cancels and the gap's interval is exact."""
+    import numpy as np
+
+    from ric.evaluation.compare import _hypervolume_intervals
+
+    a = np.array([[[1.0, 2.0], [4.0, 2.0], [7.0, 2.0]]])  # (K=1, P=3, N=2)
+    b = a + np.array([1.0, 0.0])
+    table = _hypervolume_intervals([a, b], [0.0, 0.0], 500)
+    assert table["hypervolume_low"][0] < 4.0 and table["hypervolume_high"][0] > 12.0  # 2x..14x
+    assert table["minus_last_low"][0] == pytest.approx(-2.0)
+    assert table["minus_last_high"][0] == pytest.approx(-2.0)
+    assert list(table["minus_last_low"][1:]) == [0.0]

@@ -21,7 +21,14 @@ import pandas as pd
 from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_text_atomic
-from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
+from ric.evaluation.metrics import (
+    front_summary,
+    percentile_interval,
+    prompt_draws,
+    resampled_hypervolumes,
+    resampled_means,
+    steerability,
+)
 from ric.evaluation.plots import plot_fronts
 from ric.evaluation.report import REPORT_FILE, markdown_table
 from ric.evaluation.sweep import (
@@ -63,7 +70,7 @@ def evaluate_models(
         raise ValueError(f"no model directories for {empty[0]!r}")
     first = next(iter(groups.values()))[0]
     reference = config.evaluate.reference or default_reference(load_stats(first / STATS_FILE))
-    rows, fronts, names = [], {}, None
+    rows, fronts, names, group_rewards = [], {}, None, []
     for label, members in groups.items():
         folders = _member_folders(output, label, members)
         summaries, probes, rewards = [], [], []
@@ -92,9 +99,6 @@ def evaluate_models(
                 "model": ", ".join(str(m) for m in members),
                 "points": len(summary),
                 "hypervolume": front_summary(means, np.asarray(reference))["hypervolume"],
-                **_hypervolume_interval(
-                    np.concatenate(rewards), preferences, reference, names, config
-                ),
                 **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
                 # the behavioural probe's move (sd) and its standard error; only a RiC model is
                 # asked for rewards
@@ -107,8 +111,14 @@ def evaluate_models(
                 },
             }
         )
+        group_rewards.append(np.concatenate(rewards))
     assert names is not None
     table = pd.DataFrame(rows)
+    if config.evaluate.resamples:
+        intervals = _hypervolume_intervals(group_rewards, reference, config.evaluate.resamples)
+        after = table.columns.get_loc("hypervolume") + 1
+        for offset, column in enumerate(intervals.columns):
+            table.insert(after + offset, column, intervals[column])
     path = output / REPORT_FILE
 
     def write_comparison() -> None:
@@ -129,6 +139,18 @@ def evaluate_models(
             "Rewarded Soups give one point per preference of the grid, each MORLHF model one point "
             "at its own preference, base and SFT one point (no preference).",
             "",
+            *(
+                [
+                    "`hypervolume_low` / `_high`: its 95% interval over "
+                    f"{config.evaluate.resamples} resamples of the prompts; `minus_last_low` / "
+                    f"`_high`: the 95% interval of its hypervolume minus the last row's "
+                    f"({table['label'].iloc[-1]}), resampled on the same prompts, so an interval "
+                    "that leaves out 0 is a gap the prompts support.",
+                    "",
+                ]
+                if config.evaluate.resamples
+                else []
+            ),
             f"![fronts]({COMPARISON_PLOT})",
             "",
             markdown_table(table.drop(columns="model")),
@@ -143,22 +165,32 @@ def evaluate_models(
     return path
 
 
-def _hypervolume_interval(
-    rewards: np.ndarray,
-    preferences: np.ndarray,
-    reference: Sequence[float],
-    names: list[str],
-    config: RicConfig,
-) -> dict[str, float | None]:
-    """``hypervolume_low`` and ``hypervolume_high``: the 95% interval over resampled prompts
-    of a group's front (every member's points together); None when resampling is off."""
-    if not config.evaluate.resamples:
-        return {"hypervolume_low": None, "hypervolume_high": None}
-    interval = resampled_intervals(
-        rewards, preferences, np.asarray(reference), names, config.evaluate.resamples
-    )["hypervolume"]
-    assert interval is not None  # a hypervolume is defined in every draw
-    return {"hypervolume_low": interval[0], "hypervolume_high": interval[1]}
+def _hypervolume_intervals(
+    rewards: list[np.ndarray], reference: Sequence[float], resamples: int
+) -> pd.DataFrame:
+    """Per front (``rewards``: each group's raw rewards (K_g, P, N) on the same P prompts), the
+    95% interval of its hypervolume and of its hypervolume minus the last front's, over the
+    same prompt draws for every front: the difference is resampled pairwise, so what the
+    prompts share (how hard each one is) cancels and the interval says whether the gap is
+    more than the prompts' and the sampling's noise."""
+    draws = prompt_draws(rewards[0].shape[1], resamples)
+    volumes = [
+        resampled_hypervolumes(resampled_means(each, draws), np.asarray(reference))
+        for each in rewards
+    ]
+    rows = []
+    for volume in volumes:
+        low, high = percentile_interval(volume) or (None, None)
+        gap_low, gap_high = percentile_interval(volume - volumes[-1]) or (None, None)
+        rows.append(
+            {
+                "hypervolume_low": low,
+                "hypervolume_high": high,
+                "minus_last_low": gap_low,
+                "minus_last_high": gap_high,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]:

@@ -52,6 +52,25 @@ def front_summary(points: np.ndarray, reference: np.ndarray) -> dict[str, object
     }
 
 
+def prompt_draws(prompts: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, prompts): how often each held-out prompt is drawn in each of ``resamples``
+    draws of ``prompts`` prompts with replacement. Sweeps of several models on the same prompts
+    share the draws, so their differences are resampled pairwise."""
+    uniform = np.full(prompts, 1 / prompts)
+    return np.random.default_rng(seed).multinomial(prompts, uniform, size=resamples)
+
+
+def resampled_means(per_prompt: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(resamples, K, N) per-preference means of raw rewards ``per_prompt`` (K, P, N) under each
+    of ``prompt_draws``' draws."""
+    return np.einsum("rp,kpn->rkn", draws, per_prompt) / per_prompt.shape[1]
+
+
+def resampled_hypervolumes(means: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(resamples,) hypervolume of each draw's means (``resampled_means``)."""
+    return np.array([hypervolume(drawn, reference) for drawn in means])
+
+
 def resampled_intervals(
     per_prompt: np.ndarray,
     preferences: np.ndarray,
@@ -66,17 +85,12 @@ def resampled_intervals(
     rewards (K, P, N), preference-major; ``preferences`` (K, N)). How much of a difference
     between two sweeps the prompts and the sampling can explain. A Spearman that is undefined
     in more than half the draws (a constant mean: one preference, say) has no interval."""
-    prompts = per_prompt.shape[1]
-    # how often each prompt is drawn, per draw: the same as drawing P prompts with replacement
-    uniform = np.full(prompts, 1 / prompts)
-    counts = np.random.default_rng(seed).multinomial(prompts, uniform, size=resamples)
-    means = np.einsum("rp,kpn->rkn", counts, per_prompt) / prompts  # (resamples, K, N)
-    hypervolumes = np.array([hypervolume(drawn, reference) for drawn in means])
+    means = resampled_means(per_prompt, prompt_draws(per_prompt.shape[1], resamples, seed))
     return {
         "resamples": resamples,
-        "hypervolume": _percentile_interval(hypervolumes),
+        "hypervolume": percentile_interval(resampled_hypervolumes(means, reference)),
         "w1_vs_obtained": {
-            name: _percentile_interval(_rank_correlations(preferences[:, 0], means[:, :, i]))
+            name: percentile_interval(_rank_correlations(preferences[:, 0], means[:, :, i]))
             for i, name in enumerate(names)
         },
     }
@@ -97,7 +111,7 @@ def _rank_correlations(asked: np.ndarray, obtained: np.ndarray) -> np.ndarray:
         return np.where(spread > 0, centered @ asked_centered / spread, np.nan)
 
 
-def _percentile_interval(values: np.ndarray) -> list[float] | None:
+def percentile_interval(values: np.ndarray) -> list[float] | None:
     """The 2.5th and 97.5th percentiles of the defined ``values``; None when fewer than half
     are defined."""
     known = values[np.isfinite(values)]
