@@ -112,6 +112,18 @@ def test_probe_targets_and_moves_by_hand():
     # paired per-prompt differences: objective 0 [1, 2, 3] (sd 1), objective 1 [1, 1, 1] (sd 0)
     np.testing.assert_allclose(probe_standard_errors(obtained), [1 / np.sqrt(3), 0.0])
     assert probe_standard_errors(obtained[:, :, :1]) == [None, None]  # one prompt: unknown
+    # several answers per prompt (images of one caption) are averaged per prompt first: objective
+    # 0's [1, 2, 3, 1, 2, 3] is 2 prompts of mean 2 (3 answers each; no spread) or 3 prompts of
+    # means [1.5, 2, 2.5] (2 answers each), not 6 independent answers
+    doubled = np.zeros((2, 2, 6, 2))
+    doubled[0, 1, :, 0] = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]
+    np.testing.assert_allclose(
+        probe_standard_errors(doubled, per_prompt=3)[0], np.std([2.0, 2.0], ddof=1) / np.sqrt(2)
+    )
+    np.testing.assert_allclose(
+        probe_standard_errors(doubled, per_prompt=2)[0],
+        np.std([1.5, 2.0, 2.5], ddof=1) / np.sqrt(3),
+    )
 
 
 def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):

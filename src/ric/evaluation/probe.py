@@ -54,16 +54,20 @@ def probe_differences(obtained: np.ndarray) -> np.ndarray:
     return means[index, 1, index] - means[index, 0, index]
 
 
-def probe_standard_errors(obtained: np.ndarray) -> list[float | None]:
+def probe_standard_errors(obtained: np.ndarray, per_prompt: int = 1) -> list[float | None]:
     """(N,) standard error of each move of ``probe_differences`` over the prompts: the sample
     standard deviation of the per-prompt differences (high minus low answer to the same prompt)
-    over the square root of their number; None with fewer than 2 prompts."""
-    count, _, prompts, _ = obtained.shape
+    over the square root of their number; None with fewer than 2 prompts. ``per_prompt``
+    answers in a row per prompt (images of one caption) are one prompt's: their differences
+    are averaged first, as answers to the same prompt are not independent."""
+    count, _, answers, _ = obtained.shape
+    prompts = answers // per_prompt
     if prompts < 2:
         return [None] * count
     index = np.arange(count)
-    paired = obtained[index, 1, :, index] - obtained[index, 0, :, index]  # (N, P)
-    return [float(e) for e in paired.std(axis=1, ddof=1) / np.sqrt(prompts)]
+    paired = obtained[index, 1, :, index] - obtained[index, 0, :, index]  # (N, P * per_prompt)
+    per_prompt_means = paired.reshape(count, prompts, per_prompt).mean(axis=2)
+    return [float(e) for e in per_prompt_means.std(axis=1, ddof=1) / np.sqrt(prompts)]
 
 
 def probe_generations(
@@ -118,15 +122,16 @@ def behaviour_probe(
 
 
 def probe_summary(
-    stats: RewardStats, targets: np.ndarray, raw: np.ndarray
+    stats: RewardStats, targets: np.ndarray, raw: np.ndarray, per_prompt: int = 1
 ) -> dict[str, dict[str, float]]:
-    """The probe's numbers from its targets (2N, N) and the raw rewards (2N * P, N) of what
-    was generated for them (target-major), for text or images alike."""
+    """The probe's numbers from its targets (2N, N) and the raw rewards (2N * P * per_prompt, N)
+    of what was generated for them (target-major; ``per_prompt`` answers in a row per prompt),
+    for text or images alike."""
     count = stats.num_objectives
     shape = (count, 2, len(raw) // (2 * count), count)
     raw, standardized = raw.reshape(shape), stats.standardize(raw).reshape(shape)
     differences = probe_differences(standardized)
-    errors = probe_standard_errors(standardized)
+    errors = probe_standard_errors(standardized, per_prompt)
     return {
         name: {
             "desired_low": float(targets[2 * i, i]),

@@ -109,7 +109,7 @@ def image_probe(
         model, config, captions, targets, per_caption, show_progress, "probe"
     )
     repeated = [c for c in captions for _ in range(per_caption)] * len(targets)
-    return probe_summary(stats, targets, score_all(stats, repeated, images))
+    return probe_summary(stats, targets, score_all(stats, repeated, images), per_caption)
 
 
 def draw_image_grid(
