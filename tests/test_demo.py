@@ -27,6 +27,8 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert str(out / "evaluate" / "report.md") in printed
     assert "offline: hypervolume" in printed and "asked low vs high moves relevance" in printed
     assert "(95% interval" in printed.split("asked low vs high moves relevance")[1]
+    offline_line = next(line for line in printed.splitlines() if line.startswith("offline:"))
+    assert "minus online 1:" in offline_line  # the paired gap to the last model
     for model in ("offline", "online-1"):
         metrics = json.loads((out / "evaluate" / model / "metrics.json").read_text())
         assert metrics["objectives"] == ["relevance", "conciseness"]

@@ -248,25 +248,35 @@ def run_online(args: argparse.Namespace, config: RicConfig) -> None:
     output = run_online(config, show_progress)
     print(f"online iterations: {output}")
     if config.evaluate.prompts:
-        import pandas as pd
-
         from ric.evaluation.compare import COMPARISON_TABLE
         from ric.tasks.iterations import compare_iterations
 
         report = compare_iterations(config, output / "evaluate", show_progress)
-        for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
-            print(f"  {row['label']}: hypervolume {_hypervolume_text(row)}")
+        for row in _comparison_rows(report.parent / COMPARISON_TABLE):
+            print(f"  {row['label']}: hypervolume {row['hypervolume_text']}")
         print(f"report: {report}")
 
 
-def _hypervolume_text(row: dict) -> str:
-    """A comparison table row's hypervolume, with its 95% interval when it was computed."""
+def _comparison_rows(table: Path) -> list[dict]:
+    """A `comparison.csv`'s rows, each with ``hypervolume_text``: the hypervolume with its 95%
+    interval, and the interval of its gap to the last row (paired), where computed."""
+    import pandas as pd
+
     from ric.evaluation.report import describe_interval
 
-    low, high = row.get("hypervolume_low"), row.get("hypervolume_high")
-    known = isinstance(low, float) and math.isfinite(low)  # CSV: NaN where resampling was off
-    interval = (low, high) if known else None
-    return f"{row['hypervolume']:.4g}{describe_interval(interval, '.4g')}"
+    def known(value: object) -> bool:  # CSV: NaN where resampling was off
+        return isinstance(value, float) and math.isfinite(value)
+
+    rows = pd.read_csv(table).to_dict("records")
+    for row in rows:
+        interval = (row.get("hypervolume_low"), row.get("hypervolume_high"))
+        shown = interval if known(interval[0]) else None
+        text = f"{row['hypervolume']:.4g}{describe_interval(shown, '.4g')}"
+        gap = (row.get("minus_last_low"), row.get("minus_last_high"))
+        if row is not rows[-1] and known(gap[0]):
+            text += f", minus {rows[-1]['label']}: {gap[0]:+.3g} to {gap[1]:+.3g} (95% interval)"
+        row["hypervolume_text"] = text
+    return rows
 
 
 def run_bootstrap(args: argparse.Namespace, config: RicConfig) -> None:
@@ -298,7 +308,6 @@ def _probe_move(row: dict, name: str) -> dict:
 
 
 def run_demo(args: argparse.Namespace, config: None) -> None:
-    import pandas as pd
 
     from ric.evaluation.compare import COMPARISON_TABLE
     from ric.evaluation.report import describe_move
@@ -311,12 +320,11 @@ def run_demo(args: argparse.Namespace, config: None) -> None:
         show_progress=not args.no_progress,
     )
     timing = json.loads((report.parent.parent / "demo.json").read_text())["seconds"]
-    for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
+    for row in _comparison_rows(report.parent / COMPARISON_TABLE):
         probed = [c.removeprefix("probe_sd_") for c in row if c.startswith("probe_sd_")]
         moves = ", ".join(f"{name} {describe_move(_probe_move(row, name))}" for name in probed)
-        print(
-            f"{row['label']}: hypervolume {_hypervolume_text(row)}; asked low vs high moves {moves}"
-        )
+        print(f"{row['label']}: hypervolume {row['hypervolume_text']}")
+        print(f"  asked low vs high moves {moves}")
     print(f"demo finished in {timing['total']:.0f} s; report: {report}")
 
 
@@ -363,8 +371,8 @@ def run_compare(args: argparse.Namespace, config: None) -> None:
         layer=Path(args.config) if args.config else None,
         show_progress=not args.no_progress,
     )
-    for row in pd.read_csv(report.parent / COMPARISON_TABLE).to_dict("records"):
-        print(f"  {row['label']}: hypervolume {_hypervolume_text(row)}, {row['points']} points")
+    for row in _comparison_rows(report.parent / COMPARISON_TABLE):
+        print(f"  {row['label']}: hypervolume {row['hypervolume_text']}; {row['points']} points")
     for row in pd.read_csv(report.parent / COST_TABLE).itertuples():
         print(f"  {row.method}: {row.seconds:.0f} s ({row.relative_to_morlhf:.0%} of MORLHF)")
     print(f"report: {report}")
