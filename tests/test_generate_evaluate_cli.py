@@ -128,12 +128,9 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     hypervolume_line = next(line for line in printed.splitlines() if line.startswith("hypervolume"))
     assert f"(95% interval {low:.4g} to {high:.4g})" in hypervolume_line
     assert "moves" in printed and "95% interval" in printed.split("asked low / high")[1]
-    w1 = metrics["steerability"]["verbosity"]["w1_vs_obtained"]
-    rho_low, rho_high = metrics["intervals"]["w1_vs_obtained"]["verbosity"] or (None, None)
-    shown = f"Spearman(w_1, mean) {w1:+.2f}" if w1 is not None else "Spearman(w_1, mean) n/a"
-    assert shown in printed
-    if rho_low is not None:
-        assert f"{shown} (95% interval {rho_low:+.2f} to {rho_high:+.2f})" in printed
+    # 12 tokens of an untrained model: every mean the same, so no rank correlation, no interval
+    assert metrics["intervals"]["w1_vs_obtained"] == {"verbosity": None, "positivity": None}
+    assert "  verbosity: Spearman(desired, obtained) n/a, Spearman(w_1, mean) n/a\n" in printed
     gaps = metrics["reward_sensitivity"]["positivity"]
     assert gaps["sequence_gap"] == pytest.approx(
         gaps["sequence_loss_shuffled"] - gaps["sequence_loss_true"]
