@@ -54,6 +54,14 @@ def standardized_column(name: str) -> str:
     return f"standardized_{name}"
 
 
+def add_rewards(frame: pd.DataFrame, stats: RewardStats, raw: np.ndarray) -> pd.DataFrame:
+    """Set the ``reward_<name>`` columns from ``raw`` (B, N; objectives in ``stats`` order) and
+    their ``standardized_<name>`` ones (in place; also returned)."""
+    for name, column in zip(stats.names, np.asarray(raw).T, strict=True):
+        frame[raw_column(name)] = column
+    return restandardize(frame, stats)
+
+
 def restandardize(frame: pd.DataFrame, stats: RewardStats) -> pd.DataFrame:
     """Set the ``standardized_<name>`` columns from the raw ``reward_<name>`` ones with ``stats``
     (in place; also returned), e.g. to express other data in a model's units."""

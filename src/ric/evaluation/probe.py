@@ -24,7 +24,7 @@ import pandas as pd
 
 from ric.config import GenerationConfig
 from ric.core import RewardStats
-from ric.data.label import raw_column, standardized_column
+from ric.data.label import add_rewards
 from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import RewardFunction, score_split
 from ric.runs import TrainedPolicy
@@ -114,10 +114,7 @@ def behaviour_probe(
             "finished": generated.finished,
         }
     )
-    standardized = policy.stats.standardize(raw)
-    for i, name in enumerate(names):
-        samples[raw_column(name)] = raw[:, i]
-        samples[standardized_column(name)] = standardized[:, i]
+    add_rewards(samples, policy.stats, raw)
     return ProbeResult(probe_summary(policy.stats, targets, raw), samples)
 
 

@@ -36,7 +36,13 @@ from ric import parallel
 from ric.config import RicConfig, dump_config
 from ric.core import RewardStats
 from ric.data.io import CONFIG_FILE, write_atomic, write_text_atomic
-from ric.data.label import raw_column, read_labeled_frame, restandardize, standardized_column
+from ric.data.label import (
+    add_rewards,
+    raw_column,
+    read_labeled_frame,
+    restandardize,
+    standardized_column,
+)
 from ric.data.sources import read_prompts
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
@@ -97,9 +103,7 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
             "finished": generated.finished,
         }
     )
-    for i, name in enumerate(stats.names):
-        samples[raw_column(name)] = raw[:, i]
-        samples[standardized_column(name)] = standardized[:, i]
+    add_rewards(samples, stats, raw)
     return SweepResult(
         stats=stats,
         num_prompts=len(prompts),

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ric.config import dump_config
 from ric.core import RewardStats
 from ric.data.io import CONFIG_FILE, stats_rewards, write_atomic, write_text_atomic
-from ric.data.label import raw_column, standardized_column
+from ric.data.label import add_rewards
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
 from ric.evaluation.plots import format_preference, plot_fronts
@@ -187,9 +187,7 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
             "file": files,
         }
     )
-    for i, name in enumerate(names):
-        samples[raw_column(name)] = raw[:, i]
-        samples[standardized_column(name)] = standardized[:, i]
+    add_rewards(samples, stats, raw)
     reference = reference_point(settings.reference, stats)
     metrics = {
         "model": settings.model,
