@@ -144,7 +144,7 @@ def test_resampled_intervals_by_hand():
     values.append(hypervolume(per_prompt.mean(axis=1), reference))
     assert result["resamples"] == 2000
     assert result["hypervolume"] == pytest.approx([min(values), max(values)])
-    # Spearman(w_1, mean r1): +1 with prompt 0 alone, +0.5 with prompt 1 alone or with both
+    # Spearman(w_1, mean r1): +1 with prompt 0 alone, +0.5 with prompt 1 alone, +0.87 with both
     assert result["w1_vs_obtained"]["r1"] == pytest.approx([0.5, 1.0])
     assert result["w1_vs_obtained"]["r2"] == pytest.approx([-1.0, -0.5])
     # the same answers to every prompt: no noise, the intervals are the point values

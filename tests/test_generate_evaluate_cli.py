@@ -135,6 +135,14 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     assert gaps["sequence_gap"] == pytest.approx(
         gaps["sequence_loss_shuffled"] - gaps["sequence_loss_true"]
     )
+    # evaluated again into the same folder with the probe and the intervals off: no answers or
+    # intervals of the first evaluation pass for this one's
+    again = ["evaluate", "--model", str(trained), "--prompts", str(EXAMPLES), "--output", str(out)]
+    off = ["--set", "evaluate.probe=false", "--set", "evaluate.resamples=0", "--no-progress"]
+    assert main([*again, "--set", "evaluate.num_prompts=3", *off, *GENERATION]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["probe"] is None and metrics["intervals"] is None
+    assert not (out / "probe_samples.parquet").exists()
 
 
 def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp_path, capsys):
