@@ -6,8 +6,9 @@ response tokens only):
 
 * ``ric packed``: ``train.packing: true`` (the default): a micro-batch's samples end to end in one
   padding-free row, per-sample position ids, output layer only where a response token is predicted;
-* ``ric padded``: ``train.packing: false``, the loop before packing: right-padded rows of samples
-  grouped by length;
+  its first epoch also keeps, per sample, what enters the lowest trained layer;
+* ``ric padded``: ``train.packing: false`` and ``train.frozen_cache_gb: 0``, the loop before
+  packing: right-padded rows of samples grouped by length;
 * ``TRL``: SFTTrainer's defaults for prompt-completion data (rows padded to the longest of a random
   batch of 8);
 * ``TRL packed``: SFTTrainer with ``packing=True`` (best-fit decreasing into rows of
@@ -25,12 +26,23 @@ expected over the data (8 x the mean; for TRL packed, the mean per packed row), 
 over the wall-clock time of the training call. Repeats cycle through the contestants so that a
 noisy machine slows all alike; medians are reported.
 
+Later epochs: the frozen layers below the trained ones run once per sample
+(``train.frozen_cache_gb``), so from the second epoch on a step runs only the trained layers. The
+second part trains ric's loops for two epochs of ``steps x 8`` samples drawn from the task's
+data and times the second epoch alone (from the training log): packed with that cache (the
+default), packed without it, and padded (the loop before). From these and the first part it
+projects the demo's own training (600 steps, 164 per epoch).
+
     python benchmarks/bench_training.py --task demo --steps 20 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -45,10 +57,11 @@ from ric.data.label import label_dataset
 from ric.models import attach_lora, load_policy, unfreeze_top_layers
 from ric.models.samples import tokenize_sample
 from ric.training.offline import read_labeled
-from ric.training.sft import train
+from ric.training.sft import LOG_FILE, train
 
 ROOT = Path(__file__).parent.parent
 BATCH = 8
+DEMO_STEPS = 600  # the demo's training (src/ric/tasks/demo.yaml), for the projection
 
 
 @dataclass(frozen=True)
@@ -99,21 +112,44 @@ def tokenized(tokenizer: Any, task: Task, pairs) -> list[Any]:
     return [sample for sample in samples if sample is not None]
 
 
-def time_ric(source: str, task: Task, pairs, steps: int, workdir: Path, packing: bool) -> float:
-    model, tokenizer = trainable_model(source, task)
-    samples = tokenized(tokenizer, task, pairs)
-    settings = TrainConfig(
+def ric_settings(steps: int, packing: bool, cache: bool, log_steps: int = 0) -> TrainConfig:
+    return TrainConfig(
         max_steps=steps,
         batch_size=BATCH,
         learning_rate=1.41e-4,
         mixed_precision="fp32",
         save_steps=0,
-        log_steps=0,
+        log_steps=log_steps,
         packing=packing,
+        frozen_cache_gb=TrainConfig.frozen_cache_gb if cache else 0.0,
     )
+
+
+def time_ric(source: str, task: Task, pairs, steps: int, workdir: Path, packing: bool) -> float:
+    """Seconds of ric's first ``steps`` steps on the task's data (padded: the loop before)."""
+    model, tokenizer = trainable_model(source, task)
+    samples = tokenized(tokenizer, task, pairs)
+    settings = ric_settings(steps, packing, cache=packing)
     start = time.perf_counter()
     train(model, samples, settings, workdir / "ric", tokenizer.pad_token_id, show_progress=False)
     return time.perf_counter() - start
+
+
+def time_second_epoch(
+    source: str, task: Task, pairs, subset: list[int], workdir: Path, packing: bool, cache: bool
+) -> float:
+    """Seconds of the second of two epochs over the samples ``subset`` indexes (one epoch is
+    ``len(subset) / 8`` steps), read from the training log."""
+    model, tokenizer = trainable_model(source, task)
+    samples = tokenized(tokenizer, task, pairs)
+    steps = len(subset) // BATCH
+    settings = ric_settings(2 * steps, packing, cache, log_steps=steps)
+    output = workdir / "epochs"
+    shutil.rmtree(output, ignore_errors=True)
+    chosen = [samples[i] for i in subset]
+    train(model, chosen, settings, output, tokenizer.pad_token_id, show_progress=False)
+    logged = [json.loads(line) for line in (output / LOG_FILE).read_text().splitlines()]
+    return logged[1]["seconds"] - logged[0]["seconds"]
 
 
 def trl_trainer(source: str, task: Task, pairs, steps: int, workdir: Path, packing_row: int):
@@ -165,6 +201,11 @@ def main() -> None:
     parser.add_argument("--task", default="demo", choices=sorted(TASKS))
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per contestant")
+    parser.add_argument(
+        "--parts",
+        default="first,epochs",
+        help="first (the first steps, with TRL), epochs (a second epoch, ric only), or both",
+    )
     args = parser.parse_args()
     task = TASKS[args.task]
 
@@ -184,7 +225,7 @@ def main() -> None:
         times: dict[str, list[float]] = {}
         per_step = {"ric packed": BATCH * response, "ric padded": BATCH * response}
         per_step["TRL"] = BATCH * response
-        for repeat in range(args.repeats):
+        for repeat in range(args.repeats if "first" in args.parts else 0):
             for packing in (True, False):
                 name = "ric packed" if packing else "ric padded"
                 seconds = time_ric(args.model, task, pairs, args.steps, workdir, packing)
@@ -199,11 +240,60 @@ def main() -> None:
                 + ", ".join(f"{name} {values[-1]:.1f} s" for name, values in times.items())
                 + f" for {args.steps} steps"
             )
+        subset = random.Random(0).sample(range(len(samples)), args.steps * BATCH)
+        epoch_tokens = sum(samples[i].trained_tokens for i in subset)
+        later: dict[str, list[float]] = {}
+        contestants = {
+            "packed + cache": (True, True),
+            "packed": (True, False),
+            "padded": (False, False),
+        }
+        for repeat in range(args.repeats if "epochs" in args.parts else 0):
+            for name, (packing, cache) in contestants.items():
+                seconds = time_second_epoch(
+                    args.model, task, pairs, subset, workdir, packing, cache
+                )
+                later.setdefault(name, []).append(seconds)
+            print(
+                f"second epoch, repeat {repeat + 1}: "
+                + ", ".join(f"{name} {values[-1]:.1f} s" for name, values in later.items())
+                + f" for {args.steps} steps"
+            )
+    if times:
+        report_first_steps(times, per_step, args)
+    if later:
+        later_rates = {n: epoch_tokens / statistics.median(v) for n, v in later.items()}
+        print(
+            f"second epoch of {len(subset)} samples, response tokens/s, median of {args.repeats}:"
+        )
+        for name, rate in later_rates.items():
+            print(f"  ric {name:<15} {rate:7.0f}")
+        cached = later_rates["packed + cache"]
+        print(
+            f"later epochs: packed + cache / padded: {cached / later_rates['padded']:.2f}x; "
+            f"packed + cache / packed: {cached / later_rates['packed']:.2f}x"
+        )
+    if times and later:
+        first_step = statistics.median(times["ric packed"]) / args.steps
+        later_step = statistics.median(later["packed + cache"]) / args.steps
+        padded_step = statistics.median(times["ric padded"]) / args.steps
+        per_epoch = math.ceil(len(samples) / BATCH)
+        cached_run = min(per_epoch, DEMO_STEPS) * first_step
+        cached_run += max(DEMO_STEPS - per_epoch, 0) * later_step
+        print(
+            f"projected {DEMO_STEPS} steps on all {len(samples)} samples ({per_epoch} steps per "
+            f"epoch): packed + cache {cached_run / 60:.1f} min, padded "
+            f"{DEMO_STEPS * padded_step / 60:.1f} min: "
+            f"{DEMO_STEPS * padded_step / cached_run:.2f}x"
+        )
+
+
+def report_first_steps(times: dict[str, list[float]], per_step: dict[str, float], args) -> None:
     rates = {
         name: per_step[name] * args.steps / statistics.median(values)
         for name, values in times.items()
     }
-    print(f"response tokens/s, median of {args.repeats}:")
+    print(f"first {args.steps} steps, response tokens/s, median of {args.repeats}:")
     for name, rate in rates.items():
         print(f"  {name:<11} {rate:7.0f}  ({per_step[name]:.0f} response tokens per step)")
     packed = rates["ric packed"]

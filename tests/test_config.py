@@ -55,6 +55,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("online.targets=corner", "online.targets: 'corner' is not valid; choose one of front"),
         ("online.original_fraction=-1", "online.original_fraction must be >= 0"),
         ("lora.top_layers=-2", "lora.top_layers must be >= 0"),
+        ("train.frozen_cache_gb=-1", "train.frozen_cache_gb must be >= 0, got -1.0"),
         ("evaluate.resamples=-1", "evaluate.resamples must be >= 0 (0: off), got -1"),
     ],
 )

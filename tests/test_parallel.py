@@ -173,14 +173,24 @@ def test_an_rl_batch_that_does_not_split_over_the_processes_is_refused(monkeypat
     assert _per_process_batch(6) == 2
 
 
-def test_two_process_training_matches_one_process(labeled, tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "frozen_cache"),
+    [
+        ([], "off (the lowest decoder layer or the embeddings are trained)"),
+        # The adapter on the top layer only: from the second epoch (48 samples, 10 per step)
+        # each process starts its share at that layer, from the states it kept.
+        (["lora.top_layers=1"], "layers 0-0 run once per sample"),
+    ],
+)
+def test_two_process_training_matches_one_process(labeled, tmp_path, extra, frozen_cache):
     one = tmp_path / "one"
-    assert main(_train_args(labeled, one)) == 0
+    assert main(_train_args(labeled, one, *extra)) == 0
     two = tmp_path / "two"
-    result = _run(_launch(_train_args(labeled, two)))
+    result = _run(_launch(_train_args(labeled, two, *extra)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("output:") == 1  # only the main process prints
-    assert json.loads((two / "metrics.json").read_text())["processes"] == 2
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["frozen_cache"].startswith(frozen_cache)
     assert len(_losses(two)) == 4  # written once, not once per process
     _assert_same_training(two, one)
 

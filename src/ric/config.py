@@ -311,6 +311,12 @@ class TrainConfig:
         "padding-free micro-batches: samples end to end, per-sample attention, output layer only "
         "at response tokens (the same loss; false: right-padded rows)",
     )
+    frozen_cache_gb: float = doc_field(
+        2.0,
+        "memory for the hidden states entering the lowest trained layer, kept per sample so "
+        "that later epochs run only the trained layers (when lora.top_layers freezes those "
+        "below; the same loss; 0: off)",
+    )
 
     def __post_init__(self) -> None:
         for key in (
@@ -327,6 +333,8 @@ class TrainConfig:
                 raise ValueError(f"train.{key} must be >= 0, got {getattr(self, key)}")
         if self.learning_rate <= 0:
             raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.frozen_cache_gb < 0:
+            raise ValueError(f"train.frozen_cache_gb must be >= 0, got {self.frozen_cache_gb}")
         check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("train.mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
 

@@ -85,26 +85,30 @@ def pack(samples: Sequence[TokenizedSample]) -> dict[str, torch.Tensor]:
     }
 
 
-def response_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def response_loss_sum(
+    model: Any, batch: dict[str, torch.Tensor], inputs_embeds: torch.Tensor | None = None
+) -> torch.Tensor:
     """The summed cross-entropy of the labeled tokens of a ``collate`` or ``pack`` batch.
 
     Packed, the logits are computed only where a labeled token is predicted (``logits_to_keep``):
     with a large vocabulary the output layer is a good share of a small model's cost, and the
-    prompt's positions need none of it."""
+    prompt's positions need none of it. ``inputs_embeds``: the hidden states the model starts
+    from, in place of the batch's token embeddings (``ric.models.frozen_layers``)."""
     labels = batch["labels"]
+    given = {"inputs_embeds": inputs_embeds}
+    if inputs_embeds is None:
+        given = {"input_ids": batch["input_ids"]}
     if "position_ids" in batch:
         predicting = (labels[0, 1:] != IGNORE_INDEX).nonzero().squeeze(1)
         logits = model(
-            input_ids=batch["input_ids"],
+            **given,
             position_ids=batch["position_ids"],
             logits_to_keep=predicting,
             use_cache=False,  # with a cache, transformers does not look for packed sequences
         ).logits.flatten(0, 1)  # a view: indexing row 0 would fill a zero grad of the logits
         targets = labels[0, predicting + 1]
     else:
-        output = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        )
+        output = model(**given, attention_mask=batch["attention_mask"], use_cache=False)
         logits = output.logits[:, :-1].flatten(0, 1)
         targets = labels[:, 1:].flatten()
     return torch.nn.functional.cross_entropy(

@@ -174,6 +174,7 @@ def _metrics(result: TrainResult, samples: list[TokenizedSample], data: LabeledD
         "response_tokens": result.response_tokens,
         "seconds": result.seconds,
         "response_tokens_per_second": result.response_tokens / max(result.seconds, 1e-9),
+        "frozen_cache": result.frozen_cache,
         "device": describe_device(),
         "processes": parallel.num_processes(),
         "samples": len(samples),

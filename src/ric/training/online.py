@@ -296,6 +296,7 @@ def _run_iteration(
         "steps": result.steps,
         "resumed_from_step": result.resumed_from,
         "seconds": seconds,
+        "frozen_cache": result.frozen_cache,
         "device": describe_device(),
         "processes": parallel.num_processes(),
     }

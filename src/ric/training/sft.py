@@ -10,7 +10,9 @@ A plain accelerate loop, not TRL's SFTTrainer, for three reasons:
   mixed precision and several processes (DDP or DeepSpeed ZeRO-2: ``accelerate launch``);
 * ``train.packing`` (the default) puts a micro-batch's samples end to end in one padding-free row
   with per-sample position ids, and computes the output layer only where a response token is
-  predicted (``ric.models.samples.pack``): the same loss as the padded batch, less compute.
+  predicted (``ric.models.samples.pack``): the same loss as the padded batch, less compute;
+* when only the top layers are trained, the frozen ones below run once per sample: later epochs
+  start from the hidden states kept from the first (``ric.models.frozen_layers``).
 
 Data parallel: with K processes each one takes every K-th sample of every micro-batch, so the
 global batch, the data order and the loss are those of one process. The loss of a micro-batch is
@@ -39,6 +41,7 @@ from tqdm.auto import tqdm
 from ric import parallel
 from ric.config import TrainConfig
 from ric.data.io import write_text_atomic
+from ric.models.frozen_layers import FrozenLayerCache, frozen_layer_cache
 from ric.models.packed_attention import packed_attention
 from ric.models.samples import TokenizedSample, collate, pack, response_loss_sum
 
@@ -91,6 +94,7 @@ class TrainResult:
     losses: list[tuple[int, float]]  # (step, mean loss over the logging window), this run
     response_tokens: int  # response tokens trained on, over every process of a resumed run
     seconds: float  # wall-clock time of the steps, over every process of a resumed run
+    frozen_cache: str  # which frozen layers ran once per sample, or why none did (this run)
 
 
 def train(
@@ -132,6 +136,7 @@ def train(
     # The scheduler stays unprepared: accelerate's would step once per process, and here the
     # processes share one global batch per step.
     model, optimizer = accelerator.prepare(model, optimizer)
+    cache, cache_note = frozen_layer_cache(model, samples, settings.frozen_cache_gb)
     start_step, seconds_before, tokens = 0, 0.0, 0
     if resume:
         unwrapped = accelerator.unwrap_model(model)
@@ -164,10 +169,12 @@ def train(
                 if epoch not in epoch_cache:  # keep only the current epoch's order
                     order = epoch_batches(lengths, settings.batch_size, settings.seed, epoch)
                     epoch_cache = {epoch: order}
-                micro_batch = [samples[i] for i in epoch_cache[epoch][index]]
+                keys = epoch_cache[epoch][index]
                 synced = micro == accumulation - 1  # gradients are averaged once per step
-                window += _backward_share(accelerator, model, micro_batch, settings, pad_id, synced)
-                tokens += sum(sample.trained_tokens for sample in micro_batch)
+                window += _backward_share(
+                    accelerator, model, samples, keys, settings, pad_id, synced, cache
+                )
+                tokens += sum(samples[key].trained_tokens for key in keys)
             if settings.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
@@ -212,6 +219,7 @@ def train(
         losses=losses,
         response_tokens=tokens,
         seconds=seconds_before + time.perf_counter() - began,
+        frozen_cache=cache.note if cache is not None else cache_note,
     )
 
 
@@ -243,25 +251,32 @@ def _check_engine(accelerator: Any, settings: TrainConfig) -> None:
 def _backward_share(
     accelerator: Any,
     model: torch.nn.Module,
-    micro_batch: list[TokenizedSample],
+    samples: Sequence[TokenizedSample],
+    keys: list[int],
     settings: TrainConfig,
     pad_id: int,
     synced: bool,
+    cache: FrozenLayerCache | None,
 ) -> torch.Tensor:
-    """Backpropagate this process's share of a micro-batch (every K-th sample of K processes);
-    return its part of the micro-batch's mean token loss and of the micro-batch count, which the
-    processes sum at logging time. ``synced``: the last micro-batch of a step, whose backward
-    averages the gradients across processes (the others skip that communication)."""
+    """Backpropagate this process's share of a micro-batch (``keys``: its indices into
+    ``samples``; every K-th one of K processes); return its part of the micro-batch's mean token
+    loss and of the micro-batch count, which the processes sum at logging time. ``synced``: the
+    last micro-batch of a step, whose backward averages the gradients across processes (the
+    others skip that communication)."""
     processes = accelerator.num_processes
-    batch_tokens = sum(sample.trained_tokens for sample in micro_batch)
-    share, weight = micro_batch[accelerator.process_index :: processes], 1.0
+    batch_tokens = sum(samples[key].trained_tokens for key in keys)
+    share, weight = keys[accelerator.process_index :: processes], 1.0
     if not share:  # fewer samples than processes: take part in the step, add nothing
-        share, weight = micro_batch[:1], 0.0
-    batch = pack(share) if settings.packing else collate(share, pad_id)
+        share, weight = keys[:1], 0.0
+    chosen = [samples[key] for key in share]
+    batch = pack(chosen) if settings.packing else collate(chosen, pad_id)
     batch = {key: value.to(accelerator.device) for key, value in batch.items()}
     accumulation = settings.gradient_accumulation_steps
     with contextlib.nullcontext() if synced else accelerator.no_sync(model):
-        loss_sum = response_loss_sum(model, batch) * weight
+        if cache is None:
+            loss_sum = response_loss_sum(model, batch) * weight
+        else:
+            loss_sum = cache.loss_sum(model, batch, share, chosen) * weight
         # DDP averages over processes; the step wants the sum over the micro-batch's tokens.
         accelerator.backward(loss_sum * processes / (batch_tokens * accumulation))
     return torch.tensor([loss_sum.item() / batch_tokens, 1.0 / processes])
