@@ -8,6 +8,7 @@ import torch
 
 from ric.config import TrainConfig
 from ric.core import build_prompt
+from ric.models.lora import unfreeze_top_layers
 from ric.models.packed_attention import packed_attention
 from ric.models.samples import IGNORE_INDEX, collate, pack, response_loss_sum, tokenize_sample
 from ric.models.tiny import build_tiny
@@ -217,13 +218,21 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path):
+def _tiny_trained_from(top_layers):
+    """The tiny model, every weight trained (0) or only its top layer (1: the frozen-layer cache
+    is on, and the resumed process starts with it empty)."""
+    model, _ = build_tiny(seed=0)
+    return unfreeze_top_layers(model, top_layers) if top_layers else model
+
+
+@pytest.mark.parametrize("top_layers", [0, 1])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path, top_layers):
     settings = _settings(
         max_steps=8, save_steps=3, gradient_accumulation_steps=2, batch_size=3, log_steps=1
     )
     samples = _samples(tokenizer)
 
-    straight, _ = build_tiny(seed=0)
+    straight = _tiny_trained_from(top_layers)
     uninterrupted = train(
         straight,
         samples,
@@ -237,7 +246,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
         if folder.name.endswith("6"):
             raise Interrupt
 
-    broken, _ = build_tiny(seed=0)
+    broken = _tiny_trained_from(top_layers)
     with pytest.raises(Interrupt):
         train(
             broken,
@@ -253,7 +262,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
     # as if killed before checkpoint 6 was written: steps 4-6 are logged but not checkpointed
     shutil.rmtree(latest_checkpoint(tmp_path / "resumed"))
 
-    fresh, _ = build_tiny(seed=0)  # a new process would start from the base weights
+    fresh = _tiny_trained_from(top_layers)  # a new process starts from the base weights
     result = train(
         fresh,
         samples,
@@ -264,6 +273,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_p
         show_progress=False,
     )
     assert result.resumed_from == 3
+    assert result.frozen_cache.startswith("layers 0-0" if top_layers else "off")
     # the tokens (and seconds) of the steps before the checkpoint count too
     assert result.response_tokens == uninterrupted.response_tokens
     # the log holds each step once: what the killed run logged after step 3 was dropped
