@@ -189,6 +189,7 @@ def test_two_process_training_matches_one_process(labeled, tmp_path, extra, froz
     result = _run(_launch(_train_args(labeled, two, *extra)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("output:") == 1  # only the main process prints
+    assert ("frozen layers: layers 0-0 run once per sample" in result.stdout) == bool(extra)
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["frozen_cache"].startswith(frozen_cache)
     assert len(_losses(two)) == 4  # written once, not once per process

@@ -101,6 +101,8 @@ def run_train(args: argparse.Namespace, config: RicConfig) -> None:
         f"(loss {metrics['first_loss']:.4f} -> {metrics['last_loss']:.4f}, "
         f"{metrics['response_tokens_per_second']:.0f} response tokens/s)"
     )
+    if config.lora.top_layers and "frozen_cache" in metrics:  # runs from before it lack it
+        print(f"frozen layers: {metrics['frozen_cache']}")
     print(f"output: {output}")
 
 
