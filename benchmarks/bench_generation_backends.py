@@ -12,6 +12,9 @@ Backends:
 * ``hf bfloat16``: ``hf batched`` on a bfloat16 copy of the weights (``model.dtype: bfloat16``):
   half the bytes read per decoding step, and native bfloat16 multiply-adds where the hardware has
   them (AVX512-BF16 or AMX on a CPU, any recent GPU);
+* ``hf int8``: ``hf batched`` on a copy whose decoder linear layers are torch's dynamically
+  quantized ones (int8 weights per output channel, activations quantized per call, int8 matrix
+  products; the output layer stays float32). Not a ric setting: measured, not adopted (README);
 * ``hf static``: the same batches with a static KV cache (``cache_implementation="static"``);
 * ``hf static+compile``: and ``torch.compile`` of the decoding step (``CompileConfig``);
 * ``continuous``: transformers' continuous batching (``model.generate_batch``: paged KV cache, a
@@ -80,6 +83,28 @@ def hf_bfloat16() -> Callable[..., int]:
     return generate
 
 
+def hf_int8() -> Callable[..., int]:
+    """``hf batched`` on an int8 copy of the model (``torch.ao``'s dynamic quantization of every
+    linear layer but the output one), made on the first call."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    copies: dict[int, Any] = {}
+
+    def generate(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationConfig) -> int:
+        if id(model) not in copies:
+            quantized = copy.deepcopy(model)
+            output = quantized.get_output_embeddings()
+            layers = {
+                name: per_channel_dynamic_qconfig
+                for name, module in quantized.named_modules()
+                if isinstance(module, torch.nn.Linear) and module is not output
+            }
+            copies[id(model)] = quantize_dynamic(quantized, layers, dtype=torch.qint8)
+        return hf_batched(copies[id(model)], tokenizer, prompts, settings)
+
+    return generate
+
+
 def sampling(settings: GenerationConfig, tokenizer: Any) -> dict[str, Any]:
     return {
         "max_new_tokens": settings.max_new_tokens,
@@ -137,6 +162,7 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 BACKENDS: dict[str, Callable[..., int]] = {
     "hf batched": hf_batched,
     "hf bfloat16": hf_bfloat16(),
+    "hf int8": hf_int8(),
     "hf static": hf_static(compiled=False),
     "hf static+compile": hf_static(compiled=True),
     "continuous": continuous,
