@@ -262,30 +262,41 @@ def main() -> None:
     if times:
         report_first_steps(times, per_step, args)
     if later:
-        later_rates = {n: epoch_tokens / statistics.median(v) for n, v in later.items()}
-        print(
-            f"second epoch of {len(subset)} samples, response tokens/s, median of {args.repeats}:"
-        )
-        for name, rate in later_rates.items():
-            print(f"  ric {name:<15} {rate:7.0f}")
-        cached = later_rates["packed + cache"]
-        print(
-            f"later epochs: packed + cache / padded: {cached / later_rates['padded']:.2f}x; "
-            f"packed + cache / packed: {cached / later_rates['packed']:.2f}x"
-        )
+        report_later_epochs(later, epoch_tokens, len(subset), args.repeats)
     if times and later:
-        first_step = statistics.median(times["ric packed"]) / args.steps
-        later_step = statistics.median(later["packed + cache"]) / args.steps
-        padded_step = statistics.median(times["ric padded"]) / args.steps
-        per_epoch = math.ceil(len(samples) / BATCH)
-        cached_run = min(per_epoch, DEMO_STEPS) * first_step
-        cached_run += max(DEMO_STEPS - per_epoch, 0) * later_step
-        print(
-            f"projected {DEMO_STEPS} steps on all {len(samples)} samples ({per_epoch} steps per "
-            f"epoch): packed + cache {cached_run / 60:.1f} min, padded "
-            f"{DEMO_STEPS * padded_step / 60:.1f} min: "
-            f"{DEMO_STEPS * padded_step / cached_run:.2f}x"
-        )
+        report_projection(times, later, len(samples), args.steps)
+
+
+def report_later_epochs(
+    later: dict[str, list[float]], epoch_tokens: int, samples: int, repeats: int
+) -> None:
+    rates = {name: epoch_tokens / statistics.median(values) for name, values in later.items()}
+    print(f"second epoch of {samples} samples, response tokens/s, median of {repeats}:")
+    for name, rate in rates.items():
+        print(f"  ric {name:<15} {rate:7.0f}")
+    cached = rates["packed + cache"]
+    print(
+        f"later epochs: packed + cache / padded: {cached / rates['padded']:.2f}x; "
+        f"packed + cache / packed: {cached / rates['packed']:.2f}x"
+    )
+
+
+def report_projection(
+    times: dict[str, list[float]], later: dict[str, list[float]], samples: int, steps: int
+) -> None:
+    """The demo's training time from the measured step times: its first epoch at the first
+    steps' rate (every sample new), the rest at the second epoch's."""
+    first_step = statistics.median(times["ric packed"]) / steps
+    later_step = statistics.median(later["packed + cache"]) / steps
+    padded_run = DEMO_STEPS * statistics.median(times["ric padded"]) / steps
+    per_epoch = math.ceil(samples / BATCH)
+    cached_run = min(per_epoch, DEMO_STEPS) * first_step
+    cached_run += max(DEMO_STEPS - per_epoch, 0) * later_step
+    print(
+        f"projected {DEMO_STEPS} steps on all {samples} samples ({per_epoch} steps per epoch): "
+        f"packed + cache {cached_run / 60:.1f} min, padded {padded_run / 60:.1f} min: "
+        f"{padded_run / cached_run:.2f}x"
+    )
 
 
 def report_first_steps(times: dict[str, list[float]], per_step: dict[str, float], args) -> None:
