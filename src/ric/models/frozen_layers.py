@@ -142,8 +142,9 @@ def frozen_layer_cache(
     first = trained[0]
     if any(_stochastic(m) for m in [embeddings, *layers[:first]]) or _attention_dropout(inner):
         return None, "off (dropout below the trained layers)"
+    width = getattr(inner.config, "hidden_size", None) or embeddings.weight.shape[1]
     element = next(inner.parameters()).element_size()
-    needed = sum(len(s.input_ids) for s in samples) * inner.config.hidden_size * element / 1e9
+    needed = sum(len(s.input_ids) for s in samples) * width * element / 1e9
     if needed > budget_gb:
         return None, f"off ({needed:.2f} GB needed, train.frozen_cache_gb is {budget_gb:g})"
     parent, _, attribute = name.rpartition(".")

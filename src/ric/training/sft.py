@@ -270,7 +270,7 @@ def _backward_share(
         share, weight = keys[:1], 0.0
     chosen = [samples[key] for key in share]
     batch = pack(chosen) if settings.packing else collate(chosen, pad_id)
-    batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+    batch = {name: value.to(accelerator.device) for name, value in batch.items()}
     accumulation = settings.gradient_accumulation_steps
     with contextlib.nullcontext() if synced else accelerator.no_sync(model):
         if cache is None:
