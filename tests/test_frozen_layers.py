@@ -83,11 +83,15 @@ def test_a_second_visit_skips_the_frozen_layer_with_the_same_loss_and_gradients(
 @pytest.mark.parametrize("lora_dropout", [None, 0.2])
 @pytest.mark.parametrize("packing", [True, False])
 def test_training_with_the_cache_is_training_without_it(tokenizer, tmp_path, packing, lora_dropout):
-    """3 epochs of 4 samples, batch 2: the cached epochs give the losses and weights of a run
-    without the cache, also with dropout drawn in the trained layer (the same random stream)."""
-    runs = {}
+    """3 epochs of 4 samples, batch 2: the frozen layer runs in the first epoch's 2 steps only,
+    and the cached epochs give the losses and weights of a run without the cache, also with
+    dropout drawn in the trained layer (the same random stream)."""
+    runs, bottom_calls = {}, {}
     for budget in (1.0, 0.0):
         model = _top_layer_model(tokenizer, lora_dropout)
+        bottom = next(m for name, m in model.named_modules() if name.endswith("layers.0"))
+        calls = bottom_calls.setdefault(budget, [])
+        bottom.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         settings = TrainConfig(
             max_steps=6,
@@ -112,6 +116,7 @@ def test_training_with_the_cache_is_training_without_it(tokenizer, tmp_path, pac
     (cached, cached_weights), (plain, plain_weights) = runs[1.0], runs[0.0]
     assert cached.frozen_cache.startswith("layers 0-0 run once per sample")
     assert plain.frozen_cache == "off (train.frozen_cache_gb is 0)"
+    assert (len(bottom_calls[1.0]), len(bottom_calls[0.0])) == (2, 6)  # one forward per step
     assert plain.losses[-1][1] < plain.losses[0][1]  # it learned
     for (_, a), (_, b) in zip(cached.losses, plain.losses, strict=True):
         assert a == pytest.approx(b, rel=1e-5)
