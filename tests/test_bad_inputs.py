@@ -76,6 +76,14 @@ def online(paths: Paths, *extra: str) -> list[str]:
     return ["online", "--model", str(paths.train), "--output", str(paths.out), *extra]
 
 
+def _rescaled_copy(run: Path, copy: Path) -> None:
+    """``run`` copied with its first reward's standard deviation doubled."""
+    shutil.copytree(run, copy)
+    stats = json.loads((copy / "stats.json").read_text())
+    stats["std"][0] *= 2
+    (copy / "stats.json").write_text(json.dumps(stats))
+
+
 def label_data(paths: Paths, data: str) -> list[str]:
     return ["label", "--data", data, "--output", str(paths.out), "--reward", "verbosity"]
 
@@ -362,6 +370,23 @@ CASES = [
             *("--dtype", "float8"),
         ],
         ["'float8'", "float16, bfloat16, float32"],
+    ),
+    Case(
+        "soup weights that do not sum to 1",
+        lambda p: [
+            *("export-lora", "--model", str(p.train), "--model", str(p.train)),
+            *("--weights", "0.5,0.6", "--output", str(p.out)),
+        ],
+        ["soup weights", "must sum to 1", "[0.5, 0.6]"],
+    ),
+    Case(
+        "a soup of runs on different reward scales",
+        lambda p: [
+            *("export-lora", "--model", str(p.train), "--model", str(p.tmp / "rescaled")),
+            *("--output", str(p.out)),
+        ],
+        ["cannot average", "rescaled", "their stats.json differ"],
+        lambda p, mp: _rescaled_copy(p.train, p.tmp / "rescaled"),
     ),
     Case(
         "an unknown image reward",

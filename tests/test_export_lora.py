@@ -177,3 +177,53 @@ def test_a_lora_run_exports_exactly_at_its_rank_and_approximately_below(tiny_off
     assert main([*argv, str(smaller), "--rank", "1"]) == 0
     assert json.loads((smaller / "metrics.json").read_text())["kept_mean"] < 0.99
     assert load_trained(smaller).config.lora.r == 1
+
+
+@pytest.fixture(scope="module")
+def second_layers_run(layers_run, tmp_path_factory):
+    """Another run of the same kind on the same labeled data: 6 steps instead of 15."""
+    output = tmp_path_factory.mktemp("second") / "train"
+    settings = ["train.max_steps=6", "train.learning_rate=0.003", "train.mixed_precision=fp32"]
+    settings += ["lora.enabled=false", "lora.top_layers=1"]
+    argv = ["train", "--data", str(layers_run.parent / "label"), "--output", str(output)]
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    assert main([*argv, "--model", "tiny", "--no-progress", *overrides]) == 0
+    return output
+
+
+def test_several_runs_export_as_their_weighted_average(
+    layers_run, second_layers_run, tmp_path, capsys
+):
+    out = tmp_path / "soup"
+    argv = ["export-lora", "--model", str(layers_run), "--model", str(second_layers_run)]
+    options = ["--weights", "0.25,0.75", "--rank", "64", "--dtype", "float32"]
+    assert main([*argv, *options, "--output", str(out)]) == 0
+    assert "averaged from 2 runs" in capsys.readouterr().err
+    soup = dict(load_trained(out, merged=True).model.named_parameters())
+    first = dict(load_trained(layers_run).model.named_parameters())
+    second = dict(load_trained(second_layers_run).model.named_parameters())
+    changed = [name for name in first if not torch.equal(first[name], second[name])]
+    assert changed and all(".layers.1." in name for name in changed)
+    for name in first:  # theta = 0.25 theta_1 + 0.75 theta_2, and untouched weights unchanged
+        expected = 0.25 * first[name] + 0.75 * second[name]
+        torch.testing.assert_close(soup[name], expected, rtol=0, atol=1e-5, msg=name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["soup_weights"] == [0.25, 0.75]
+    assert metrics["exported_from"] == [str(layers_run), str(second_layers_run)]
+    assert [m["steps"] for m in metrics["source_metrics"]] == [15, 6]
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("1", "1 soup weight(s) [1.0] for 2 run(s)"),
+        ("1.5,-0.5", "must be >= 0, got [1.5, -0.5]"),
+    ],
+)
+def test_bad_soup_weights_are_refused_and_nothing_is_written(
+    layers_run, second_layers_run, tmp_path, capsys, weights, message
+):
+    argv = ["export-lora", "--model", str(layers_run), "--model", str(second_layers_run)]
+    assert main([*argv, "--weights", weights, "--output", str(tmp_path / "soup")]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

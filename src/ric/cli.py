@@ -389,9 +389,12 @@ def run_serve(args: argparse.Namespace, config: RicConfig) -> None:
 def run_export_lora(args: argparse.Namespace, config: None) -> None:
     from ric.runs import export_lora
 
-    metrics = export_lora(args.model, args.output, args.rank, args.dtype, args.portable)
+    metrics = export_lora(
+        args.model, args.output, args.rank, args.dtype, args.portable, args.weights
+    )
+    soup = f" averaged from {len(args.model)} runs," if len(args.model) > 1 else ""
     print(
-        f"ric: {args.output}: LoRA rank {metrics['rank']} ({metrics['dtype']}), "
+        f"ric: {args.output}:{soup} LoRA rank {metrics['rank']} ({metrics['dtype']}), "
         f"{metrics['adapter_bytes'] / 1e6:.1f} MB; each weight change keeps "
         f"{metrics['kept_min']:.0%}..{max(metrics['kept'].values()):.0%} of its squared norm "
         f"(mean {metrics['kept_mean']:.0%}); it loads wherever a trained run does",
@@ -781,12 +784,21 @@ COMMANDS: dict[str, Command] = {
         "turn a fine-tuned run (top layers or a LoRA adapter) into a LoRA run of a few MB",
         "Each weight change becomes its best rank-r approximation (truncated SVD); norm "
         "scales are kept whole. The output loads with `ric generate/evaluate/online/serve` and "
-        "with plain peft. metrics.json says how much of each change the rank kept.",
+        "with plain peft. metrics.json says how much of each change the rank kept. Given "
+        "--model more than once, it exports the runs' weighted average (a model soup) of runs "
+        "that share base model, template and stats.json, such as successive online iterations.",
         (
             Flag(
                 "--model",
-                "a trained run with layers/ or adapter/ (e.g. a `ric train` output)",
+                "a trained run with layers/ or adapter/ (e.g. a `ric train` output); repeat "
+                "it to average several",
+                action="append",
                 required=True,
+            ),
+            Flag(
+                "--weights",
+                "soup weights, one per --model, summing to 1, e.g. 0.5,0.5 (default: equal)",
+                type=parse_floats,
             ),
             Flag("--output", "output directory (must not exist or be empty)", required=True),
             Flag("--rank", "LoRA rank (default 32)", type=int, default=32),

@@ -48,7 +48,13 @@ from ric.config import (
     load_config,
     placed,
 )
-from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
+from ric.core import (
+    PromptTemplate,
+    RewardStats,
+    build_plain_prompt,
+    build_prompt,
+    check_preference,
+)
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, stats_rewards, write_text_atomic
 
 ADAPTER_DIR = "adapter"
@@ -324,54 +330,47 @@ def layered_config(
 
 
 def export_lora(
-    run: str | Path, output: str | Path, rank: int, dtype: str = "float16", portable: bool = False
+    runs: Sequence[str | Path],
+    output: str | Path,
+    rank: int,
+    dtype: str = "float16",
+    portable: bool = False,
+    weights: Sequence[float] | None = None,
 ) -> dict:
-    """Write ``output``: the run ``run`` (top layers fully fine-tuned, ``layers/``, or a LoRA
+    """Write ``output``: the run in ``runs`` (top layers fully fine-tuned, ``layers/``, or a LoRA
     adapter of any rank, ``adapter/``) as a LoRA run (``adapter/``, rank ``rank``, weights in
-    ``dtype``) that loads wherever a trained run does. Returns what ``output/metrics.json``
-    records: how much of each weight change the rank kept, the adapter's size and the source
-    run's own metrics. ``portable``: record none of this machine's paths (``PATH_SETTINGS``),
-    for a run handed to others. Nothing is left at ``output`` unless the whole run was
-    written."""
+    ``dtype``) that loads wherever a trained run does. Several runs of one base model, reward
+    scale and template are averaged first, theta = sum_i weights_i theta_i (a model soup;
+    ``weights`` default: equal), and the soup is exported; the first run gives its settings.
+    Returns what ``output/metrics.json`` records: how much of each weight change the rank kept,
+    the adapter's size and the source runs' own metrics. ``portable``: record none of this
+    machine's paths (``PATH_SETTINGS``), for a run handed to others. Nothing is left at
+    ``output`` unless the whole run was written."""
     import shutil
     import tempfile
 
     import torch
-    from safetensors.torch import load_file
 
     from ric.models import load_policy
-    from ric.models.lora import (
-        ADAPTER_CONFIG,
-        LAYER_WEIGHTS,
-        changed_weights,
-        lora_from_tuned_layers,
-        save_adapter,
-    )
+    from ric.models.lora import ADAPTER_CONFIG, lora_from_tuned_layers, save_adapter
 
-    folder, target = run_folder(run), Path(output)
+    folders, target = [run_folder(run) for run in runs], Path(output)
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}")
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    if not (folder / METRICS_FILE).is_file():
-        raise ValueError(f"{str(folder)!r} is not a finished trained run (no {METRICS_FILE})")
-    method = read_method(folder)
-    layered, has_adapter = (folder / LAYERS_DIR).is_dir(), (folder / ADAPTER_DIR).is_dir()
-    if not (layered or has_adapter) or method.init is not None:
-        raise ValueError(
-            f"{str(folder)!r} has neither {LAYERS_DIR}/ nor {ADAPTER_DIR}/ over its base model: "
-            "export takes a run trained with lora.top_layers > 0 or with a LoRA adapter"
-        )
+    if not folders:
+        raise ValueError("export needs at least one run")
+    soup_weights = _soup_weights(weights, len(folders))
+    for folder in folders:
+        _check_exportable(folder)
     if target.exists() and any(target.iterdir()):
         raise ValueError(f"{str(target)!r} exists and is not empty: choose another --output")
-    config = load_config(folder / CONFIG_FILE)
+    config = load_config(folders[0] / CONFIG_FILE)
+    _check_soup_members(folders, config)
     model, _ = load_policy(config.model)
-    # A LoRA run is exported from its adapter folded into the weights: the same path as tuned
-    # layers, so another rank or dtype (exact at the run's own rank) comes out the same way.
-    tuned = (
-        load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS))
-        if layered
-        else changed_weights(model, load_trained(folder, merged=True).model)
+    tuned = _average_weights(
+        model, [_tuned_weights(model, folder) for folder in folders], soup_weights
     )
     adapted, kept = lora_from_tuned_layers(model, tuned, rank)
     for name, parameter in adapted.named_parameters():
@@ -383,6 +382,11 @@ def export_lora(
     )
     if portable:
         config = _without_paths(config)
+    sources = []
+    for folder in folders:
+        source_metrics = json.loads((folder / METRICS_FILE).read_text())
+        sources.append(_local_paths_named(source_metrics) if portable else source_metrics)
+    names = [folder.name if portable else str(folder) for folder in folders]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -392,22 +396,20 @@ def export_lora(
             peft_config = json.loads((adapter / ADAPTER_CONFIG).read_text())
             peft_config["base_model_name_or_path"] = config.model.source
             write_text_atomic(adapter / ADAPTER_CONFIG, json.dumps(peft_config, indent=2))
-        shutil.copyfile(folder / STATS_FILE, staging / STATS_FILE)
-        if (folder / METHOD_FILE).is_file():
-            shutil.copyfile(folder / METHOD_FILE, staging / METHOD_FILE)
+        shutil.copyfile(folders[0] / STATS_FILE, staging / STATS_FILE)
+        if (folders[0] / METHOD_FILE).is_file():
+            shutil.copyfile(folders[0] / METHOD_FILE, staging / METHOD_FILE)
         write_text_atomic(staging / CONFIG_FILE, dump_config(config))
-        source_metrics = json.loads((folder / METRICS_FILE).read_text())
-        if portable:
-            source_metrics = _local_paths_named(source_metrics)
         metrics = {
-            "exported_from": folder.name if portable else str(folder),
+            "exported_from": names[0] if len(names) == 1 else names,
+            **({"soup_weights": soup_weights.tolist()} if len(names) > 1 else {}),
             "rank": rank,
             "dtype": dtype,
             "kept_min": min(kept.values()),
             "kept_mean": float(np.mean(list(kept.values()))),
             "kept": kept,
             "adapter_bytes": sum(f.stat().st_size for f in adapter.iterdir()),
-            "source_metrics": source_metrics,
+            "source_metrics": sources[0] if len(sources) == 1 else sources,
             "portable": portable,
         }
         write_text_atomic(staging / METRICS_FILE, json.dumps(metrics, indent=1))
@@ -417,6 +419,85 @@ def export_lora(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def _check_exportable(folder: Path) -> None:
+    if not (folder / METRICS_FILE).is_file():
+        raise ValueError(f"{str(folder)!r} is not a finished trained run (no {METRICS_FILE})")
+    layered, has_adapter = (folder / LAYERS_DIR).is_dir(), (folder / ADAPTER_DIR).is_dir()
+    if not (layered or has_adapter) or read_method(folder).init is not None:
+        raise ValueError(
+            f"{str(folder)!r} has neither {LAYERS_DIR}/ nor {ADAPTER_DIR}/ over its base model: "
+            "export takes a run trained with lora.top_layers > 0 or with a LoRA adapter"
+        )
+
+
+def _soup_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
+    """The weights (count,) of a soup of ``count`` runs: equal unless given, on the simplex."""
+    if weights is None:
+        return np.full(count, 1.0 / count)
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} soup weight(s) {list(weights)} for {count} run(s)")
+    try:
+        return check_preference(weights)
+    except ValueError as error:  # worded for preferences: say which weights were meant
+        raise ValueError(f"soup weights: {error}") from None
+
+
+def _check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:
+    """Runs averaged into one model must share its base model, method, template and reward
+    scale: the soup is conditioned (and loaded) as the first run is."""
+    first = folders[0]
+    stats, method = load_stats(first / STATS_FILE), read_method(first).name
+    for folder in folders[1:]:
+        other = load_config(folder / CONFIG_FILE)
+        differences = {
+            "model.source": (config.model.source, other.model.source),
+            "template.text": (config.template.text, other.template.text),
+            "method": (method, read_method(folder).name),
+        }
+        for key, (ours, theirs) in differences.items():
+            if ours != theirs:
+                raise ValueError(
+                    f"cannot average {str(first)!r} and {str(folder)!r}: their {key} differs "
+                    f"({ours!r} and {theirs!r}); a soup's runs share base model and conditioning"
+                )
+        if load_stats(folder / STATS_FILE) != stats:
+            raise ValueError(
+                f"cannot average {str(first)!r} and {str(folder)!r}: their {STATS_FILE} differ "
+                "(rewards, means, standard deviations or data); a soup's runs must condition on "
+                "one reward scale, e.g. online iterations continued from one labeled data set"
+            )
+
+
+def _tuned_weights(base: Any, folder: Path) -> dict[str, Any]:
+    """What training changed in ``folder``'s run over ``base`` (name -> tensor): its saved top
+    layers, or its LoRA adapter folded into the weights."""
+    from safetensors.torch import load_file
+
+    from ric.models.lora import LAYER_WEIGHTS, changed_weights
+
+    if (folder / LAYERS_DIR).is_dir():
+        return load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS))
+    return changed_weights(base, load_trained(folder, merged=True).model)
+
+
+def _average_weights(
+    base: Any, tuned: Sequence[Mapping[str, Any]], weights: np.ndarray
+) -> Mapping[str, Any]:
+    """sum_i weights_i theta_i over every weight any run changed (a run that left a weight
+    alone contributes the base's value)."""
+    if len(tuned) == 1:
+        return tuned[0]
+    parameters = dict(base.named_parameters())
+    names = sorted(set().union(*tuned))
+    return {
+        name: sum(
+            float(weight) * run.get(name, parameters[name]).detach().double()
+            for weight, run in zip(weights, tuned, strict=True)
+        )
+        for name in names
+    }
 
 
 def _without_paths(config: RicConfig) -> RicConfig:
