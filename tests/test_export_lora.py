@@ -227,3 +227,25 @@ def test_bad_soup_weights_are_refused_and_nothing_is_written(
     assert main([*argv, "--weights", weights, "--output", str(tmp_path / "soup")]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_lora_runs_of_one_lineage_average_exactly_at_twice_their_rank(tiny_offline, tmp_path):
+    """The real case, successive online iterations: LoRA r 4 continued for 3 more steps. Each
+    run's change folds in with its own scaling; together they have rank <= 8."""
+    first, second, soup = tiny_offline / "train", tmp_path / "continued", tmp_path / "soup"
+    settings = ["train.max_steps=3", "train.learning_rate=0.01", "train.mixed_precision=fp32"]
+    argv = ["train", "--init", str(first), "--data", str(tiny_offline / "label")]
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    assert main([*argv, "--output", str(second), "--no-progress", *overrides]) == 0
+    export = ["export-lora", "--model", str(first), "--model", str(second), "--dtype", "float32"]
+    assert main([*export, "--rank", "8", "--output", str(soup)]) == 0
+    assert json.loads((soup / "metrics.json").read_text())["kept_min"] == pytest.approx(1.0)
+    merged = [
+        dict(load_trained(run, merged=True).model.named_parameters())
+        for run in (first, second, soup)
+    ]
+    changed = [name for name in merged[0] if not torch.equal(merged[0][name], merged[1][name])]
+    assert changed
+    for name in merged[0]:
+        expected = (merged[0][name] + merged[1][name]) / 2
+        torch.testing.assert_close(merged[2][name], expected, rtol=0, atol=1e-5, msg=name)

@@ -479,6 +479,8 @@ def _tuned_weights(base: Any, folder: Path) -> dict[str, Any]:
 
     if (folder / LAYERS_DIR).is_dir():
         return load_file(str(folder / LAYERS_DIR / LAYER_WEIGHTS))
+    # Folded, a LoRA run takes the tuned layers' path: another rank or dtype (exact at the
+    # run's own rank) and a soup with any other run come out the same way.
     return changed_weights(base, load_trained(folder, merged=True).model)
 
 
