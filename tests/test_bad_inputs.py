@@ -377,7 +377,7 @@ CASES = [
             *("export-lora", "--model", str(p.train), "--model", str(p.train)),
             *("--weights", "0.5,0.6", "--output", str(p.out)),
         ],
-        ["soup weights", "must sum to 1", "[0.5, 0.6]"],
+        ["soup weights must sum to 1", "[0.5, 0.6]"],
     ),
     Case(
         "a soup of runs on different reward scales",

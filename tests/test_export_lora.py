@@ -217,7 +217,7 @@ def test_several_runs_export_as_their_weighted_average(
     ("weights", "message"),
     [
         ("1", "1 soup weight(s) [1.0] for 2 run(s)"),
-        ("1.5,-0.5", "must be >= 0, got [1.5, -0.5]"),
+        ("1.5,-0.5", "soup weights must be >= 0, got [1.5, -0.5]"),
     ],
 )
 def test_bad_soup_weights_are_refused_and_nothing_is_written(

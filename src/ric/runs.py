@@ -438,10 +438,7 @@ def _soup_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
         return np.full(count, 1.0 / count)
     if len(weights) != count:
         raise ValueError(f"{len(weights)} soup weight(s) {list(weights)} for {count} run(s)")
-    try:
-        return check_preference(weights)
-    except ValueError as error:  # worded for preferences: say which weights were meant
-        raise ValueError(f"soup weights: {error}") from None
+    return check_preference(weights, what="soup")
 
 
 def _check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:

@@ -31,27 +31,30 @@ MAPPING_METHODS = ("linear", "p_norm", "p_inf", "convex")
 ArrayLike = Sequence[float] | np.ndarray
 
 
-def check_preference(w: ArrayLike, num_objectives: int | None = None) -> np.ndarray:
-    """Validate a preference vector and return it as float64 (N,).
+def check_preference(
+    w: ArrayLike, num_objectives: int | None = None, what: str = "preference"
+) -> np.ndarray:
+    """Validate a preference vector (or other weights on the simplex, called ``what`` in the
+    errors) and return it as float64 (N,).
 
     Raises ValueError naming the problem: wrong length, non-finite or negative entries, or a sum
     that differs from 1 by more than 1e-6.
     """
     w_array = np.asarray(w, dtype=np.float64)
     if w_array.ndim != 1 or w_array.size == 0:
-        raise ValueError(f"preference must be a non-empty 1-D vector, got shape {w_array.shape}")
+        raise ValueError(f"{what} must be a non-empty 1-D vector, got shape {w_array.shape}")
     if num_objectives is not None and w_array.size != num_objectives:
         raise ValueError(
-            f"preference has {w_array.size} weights but there are {num_objectives} objectives"
+            f"{what} has {w_array.size} weights but there are {num_objectives} objectives"
         )
     if not np.all(np.isfinite(w_array)):
-        raise ValueError(f"preference weights must be finite, got {w_array.tolist()}")
+        raise ValueError(f"{what} weights must be finite, got {w_array.tolist()}")
     if np.any(w_array < 0):
-        raise ValueError(f"preference weights must be >= 0, got {w_array.tolist()}")
+        raise ValueError(f"{what} weights must be >= 0, got {w_array.tolist()}")
     total = float(w_array.sum())
     if abs(total - 1.0) > SIMPLEX_TOLERANCE:
         raise ValueError(
-            f"preference weights must sum to 1 (within {SIMPLEX_TOLERANCE}), "
+            f"{what} weights must sum to 1 (within {SIMPLEX_TOLERANCE}), "
             f"got sum {total!r} for {w_array.tolist()}"
         )
     return w_array
