@@ -238,8 +238,10 @@ def test_two_lora_runs_of_one_lineage_average_exactly_at_twice_their_rank(tiny_o
     overrides = [arg for setting in settings for arg in ("--set", setting)]
     assert main([*argv, "--output", str(second), "--no-progress", *overrides]) == 0
     export = ["export-lora", "--model", str(first), "--model", str(second), "--dtype", "float32"]
-    assert main([*export, "--rank", "8", "--output", str(soup)]) == 0
-    assert json.loads((soup / "metrics.json").read_text())["kept_min"] == pytest.approx(1.0)
+    assert main([*export, "--rank", "8", "--output", str(soup), "--portable"]) == 0
+    metrics = json.loads((soup / "metrics.json").read_text())
+    assert metrics["kept_min"] == pytest.approx(1.0)
+    assert metrics["exported_from"] == [f"{first.parent.name}/train", f"{tmp_path.name}/continued"]
     merged = [
         dict(load_trained(run, merged=True).model.named_parameters())
         for run in (first, second, soup)

@@ -386,7 +386,13 @@ def export_lora(
     for folder in folders:
         source_metrics = json.loads((folder / METRICS_FILE).read_text())
         sources.append(_local_paths_named(source_metrics) if portable else source_metrics)
-    names = [folder.name if portable else str(folder) for folder in folders]
+    # Portable: the folder's name, with its parent's for a soup, whose runs are often
+    # iterations of the same name (online/iter-01, online-2/iter-01).
+    kept_parts = 1 if len(folders) == 1 else 2
+    names = [
+        str(Path(*folder.resolve().parts[-kept_parts:])) if portable else str(folder)
+        for folder in folders
+    ]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
