@@ -2,6 +2,7 @@
 and shipped runs accepted by name (``embedded-ric``)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 from ric.cli import main
 from ric.models.lora import low_rank_factors
 from ric.models.tiny import build_tiny
-from ric.runs import SHIPPED_RUNS, load_trained, run_folder
+from ric.runs import SHIPPED_RUNS, load_trained, run_folder, write_method
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
 
@@ -251,3 +252,16 @@ def test_two_lora_runs_of_one_lineage_average_exactly_at_twice_their_rank(tiny_o
     for name in merged[0]:
         expected = (merged[0][name] + merged[1][name]) / 2
         torch.testing.assert_close(merged[2][name], expected, rtol=0, atol=1e-5, msg=name)
+
+
+def test_morlhf_runs_of_different_preferences_are_not_averaged(layers_run, tmp_path, capsys):
+    """Averaged, they would be one model labeled with the first run's preference."""
+    runs = [tmp_path / "helpful", tmp_path / "concise"]
+    for run, preference in zip(runs, ([1.0, 0.0], [0.0, 1.0]), strict=True):
+        shutil.copytree(layers_run, run)
+        write_method(run, "morlhf", preference)
+    argv = ["export-lora", "--model", str(runs[0]), "--model", str(runs[1])]
+    assert main([*argv, "--output", str(tmp_path / "soup")]) == 2
+    error = capsys.readouterr().err
+    assert "their method differs" in error and "preference=[0.0, 1.0]" in error, error
+    assert not (tmp_path / "soup").exists()

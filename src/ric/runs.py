@@ -451,13 +451,14 @@ def _check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:
     """Runs averaged into one model must share its base model, method, template and reward
     scale: the soup is conditioned (and loaded) as the first run is."""
     first = folders[0]
-    stats, method = load_stats(first / STATS_FILE), read_method(first).name
+    stats, method = load_stats(first / STATS_FILE), read_method(first)
     for folder in folders[1:]:
         other = load_config(folder / CONFIG_FILE)
         differences = {
             "model.source": (config.model.source, other.model.source),
             "template.text": (config.template.text, other.template.text),
-            "method": (method, read_method(folder).name),
+            # the whole method: a MORLHF run's preference is part of what it is
+            "method": (method, read_method(folder)),
         }
         for key, (ours, theirs) in differences.items():
             if ours != theirs:
