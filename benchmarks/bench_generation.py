@@ -1,7 +1,8 @@
 """Batched vs one-at-a-time generation with ``generate_with_stats``, same model and prompts.
 
-The authors' code generated responses one example at a time (DESIGN §2); ``generate_with_stats``
-sorts prompts by length into left-padded batches. This script measures what that buys.
+The authors' code generated responses one example at a time (docs/design.md §2);
+``generate_with_stats`` sorts prompts by length into left-padded batches. This script measures
+what that buys.
 
 Model: the embedded SmolLM2-135M-Instruct (``ric.models.load_policy``, converted and cached on
 first use, about 30 s; set RIC_CACHE_DIR to share a cache), or ``--model tiny`` (the 2-layer test
@@ -10,7 +11,7 @@ two reward values, so their lengths differ as in the online stage. Sampling uses
 settings (temperature 0.7, top-p 0.9) or greedy decoding with ``--greedy``; EOS is suppressed for
 all ``--max-new-tokens`` steps (min_new_tokens = max_new_tokens), so both settings generate the
 same number of tokens and tokens/s compare fairly. Repeats alternate between the two settings so
-that drift of a noisy machine hits both alike; medians are reported (DESIGN §3).
+that drift of a noisy machine hits both alike; medians are reported (docs/design.md §3).
 
     RIC_CACHE_DIR=/tmp/ric-cache python benchmarks/bench_generation.py --repeats 2
 """

@@ -14,7 +14,8 @@ Backends:
   them (AVX512-BF16 or AMX on a CPU, any recent GPU);
 * ``hf int8``: ``hf batched`` on a copy whose decoder linear layers are torch's dynamically
   quantized ones (int8 weights per output channel, activations quantized per call, int8 matrix
-  products; the output layer stays float32). Not a ric setting: measured, not adopted (README);
+  products; the output layer stays float32). Not a ric setting: measured, not adopted
+  (docs/results.md);
 * ``hf static``: the same batches with a static KV cache (``cache_implementation="static"``);
 * ``hf static+compile``: and ``torch.compile`` of the decoding step (``CompileConfig``);
 * ``continuous``: transformers' continuous batching (``model.generate_batch``: paged KV cache, a

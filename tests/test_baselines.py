@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import TINY_RL, overrides
 
+from ric.baselines.base import write_base
 from ric.baselines.rl import (
     _reward_function,
     default_preferences,
@@ -25,26 +27,16 @@ from ric.config import load_config
 from ric.core import PromptTemplate, RewardStats, build_plain_prompt, parse_prompt
 from ric.data.io import load_stats, stats_rewards
 from ric.evaluation.sweep import run_evaluate
-from ric.models.soups import soup_model
+from ric.models.interpolation import soup_model
 from ric.rewards import create_reward
-from ric.runs import ADAPTER_DIR, METRICS_FILE, load_trained, read_method
+from ric.runs import ADAPTER_DIR, METRICS_FILE, load_trained, read_method, write_method
+from ric.steering import Steering
 from ric.training.offline import read_labeled, run_train
 
-TINY = [
-    "model.source=tiny",
-    "lora.r=4",
-    "lora.alpha=8",
-    "train.mixed_precision=fp32",
-    "generation.max_new_tokens=6",
-    "baseline.num_generations=2",
-    "baseline.prompts_per_step=2",
-    "baseline.save_steps=1",
-]
 
-
-def tiny_config(tiny_offline, *overrides):
+def tiny_config(tiny_offline, *settings):
     label = tiny_offline / "label"
-    return load_config(None, [*TINY, f"train.data={label}", *overrides])
+    return load_config(None, [*TINY_RL, f"train.data={label}", *settings])
 
 
 def test_plain_prompt_is_the_template_without_rewards_and_still_sanitized():
@@ -82,11 +74,12 @@ def test_the_rl_reward_scores_with_the_label_scorers_and_scalarizes(tiny_offline
 def sft_run(tiny_offline, tmp_path_factory):
     output = tmp_path_factory.mktemp("sft") / "sft"
     argv = ["baseline", "sft", "--data", str(tiny_offline / "label"), "--output", str(output)]
-    settings = ["train.max_steps=6", "train.log_steps=2", "train.learning_rate=1e-3", *TINY]
-    assert main([*argv, "--no-progress", *(a for s in settings for a in ("--set", s))]) == 0
+    settings = ["train.max_steps=6", "train.log_steps=2", "train.learning_rate=1e-3", *TINY_RL]
+    assert main([*argv, "--no-progress", *overrides(*settings)]) == 0
     return output
 
 
+@pytest.mark.slow
 def test_sft_baseline_trains_on_prompts_without_rewards(sft_run):
     assert read_method(sft_run).name == "sft"
     metrics = json.loads((sft_run / METRICS_FILE).read_text())
@@ -94,7 +87,7 @@ def test_sft_baseline_trains_on_prompts_without_rewards(sft_run):
     assert metrics["last_loss"] < metrics["first_loss"]
     policy = load_trained(sft_run)
     assert not policy.method.conditioned
-    assert policy.plain_prompts(["Why?"]) == ["### Input: Why? ### Response: "]
+    assert Steering.for_run(policy).prompts(["Why?"]) == ["### Input: Why? ### Response: "]
 
 
 def test_sft_reads_the_labeled_pairs_without_rewards(tiny_offline):
@@ -108,6 +101,7 @@ def test_sft_reads_the_labeled_pairs_without_rewards(tiny_offline):
     assert not any("<R1>" in p for p in plain.prompts)
 
 
+@pytest.mark.slow
 def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):
     label = tmp_path / "label"
     shutil.copytree(tiny_offline / "label", label)
@@ -115,7 +109,7 @@ def test_sft_can_keep_only_the_preferred_responses(tiny_offline, tmp_path):
     # Strings, as a CSV source gives them: "False" must not count as preferred.
     scored["chosen"] = np.where(np.arange(len(scored)) % 3 == 0, "True", "False")
     scored.to_parquet(label / "scored.parquet")
-    settings = [*TINY, f"train.data={label}", "train.max_steps=1", "train.max_length=512"]
+    settings = [*TINY_RL, f"train.data={label}", "train.max_steps=1", "train.max_length=512"]
     config = load_config(None, [*settings, f"train.output={tmp_path / 'sft'}"])
     with pytest.raises(ValueError, match=r"'preferred' is not a column.*chosen"):
         run_train(
@@ -137,11 +131,12 @@ def rl_runs(tiny_offline, sft_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("rl")
     config = tiny_config(tiny_offline, f"baseline.init={sft_run}", "baseline.max_steps=3")
     return {
-        tuple(w): run_rl(config, w, root / preference_folder(w), show_progress=False)
+        tuple(w): run_rl(config, w, root / preference_folder(w), show_progress=False).output
         for w in ([1.0, 0.0], [0.0, 1.0], [0.5, 0.5])
     }
 
 
+@pytest.mark.slow
 def test_morlhf_run_records_its_preference_start_and_cost(rl_runs, sft_run):
     run = rl_runs[(0.5, 0.5)]
     method = read_method(run)
@@ -153,6 +148,7 @@ def test_morlhf_run_records_its_preference_start_and_cost(rl_runs, sft_run):
     assert len((run / "train_log.jsonl").read_text().splitlines()) >= 3
 
 
+@pytest.mark.slow
 def test_the_rl_adapter_moved_and_disabling_it_gives_the_merged_sft_model(rl_runs, sft_run):
     policy = load_trained(rl_runs[(1.0, 0.0)])
     lora_b = [p for n, p in policy.model.named_parameters() if "lora_B" in n]
@@ -166,11 +162,12 @@ def test_the_rl_adapter_moved_and_disabling_it_gives_the_merged_sft_model(rl_run
         assert not torch.allclose(policy.model(input_ids=ids).logits, reference)
 
 
+@pytest.mark.slow
 def test_a_finished_rl_run_is_kept_and_another_preference_refused(tiny_offline, rl_runs, sft_run):
     run = rl_runs[(0.5, 0.5)]
     config = tiny_config(tiny_offline, f"baseline.init={sft_run}", "baseline.max_steps=3")
     stamp = (run / METRICS_FILE).stat().st_mtime_ns
-    assert run_rl(config, [0.5, 0.5], run, show_progress=False) == run
+    assert run_rl(config, [0.5, 0.5], run, show_progress=False).output == run
     assert (run / METRICS_FILE).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match=r"preference: \[0.5, 0.5\] there, \[0.2, 0.8\] now"):
         run_rl(config, [0.2, 0.8], run, show_progress=False)
@@ -182,23 +179,25 @@ def test_a_finished_rl_run_is_kept_and_another_preference_refused(tiny_offline, 
         run_rl(from_base, [0.5, 0.5], run, show_progress=False)
 
 
+@pytest.mark.slow
 def test_an_interrupted_rl_run_resumes_from_its_checkpoint(tiny_offline, tmp_path):
     config = tiny_config(tiny_offline, "baseline.max_steps=2")
-    run = run_rl(config, [0.5, 0.5], tmp_path / "run", show_progress=False)
+    run = run_rl(config, [0.5, 0.5], tmp_path / "run", show_progress=False).output
     for finished in (run / METRICS_FILE, run / ADAPTER_DIR):  # as if killed after checkpoint 2
         shutil.rmtree(finished) if finished.is_dir() else finished.unlink()
     config = tiny_config(tiny_offline, "baseline.max_steps=4")
-    run_rl(config, [0.5, 0.5], run, show_progress=False)
-    metrics = json.loads((run / METRICS_FILE).read_text())
+    metrics = run_rl(config, [0.5, 0.5], run, show_progress=False).metrics
+    assert metrics == json.loads((run / METRICS_FILE).read_text())  # what it returns, it wrote
     assert metrics["resumed"] is True and metrics["steps"] == 4
     steps = [entry["step"] for entry in map(json.loads, (run / "train_log.jsonl").open())]
     assert steps[:4] == [1, 2, 3, 4]  # the log carries on from the checkpoint
 
 
+@pytest.mark.slow
 def test_rloo_is_the_other_trainer(tiny_offline, tmp_path):
     config = tiny_config(tiny_offline, "baseline.algorithm=rloo", "baseline.max_steps=1")
-    run = run_rl(config, [1.0, 0.0], tmp_path / "rloo", show_progress=False)
-    assert json.loads((run / METRICS_FILE).read_text())["algorithm"] == "RLOOTrainer"
+    result = run_rl(config, [1.0, 0.0], tmp_path / "rloo", show_progress=False)
+    assert result.metrics["algorithm"] == "RLOOTrainer"
 
 
 def test_rl_settings_are_checked(tiny_offline, tmp_path):
@@ -214,6 +213,7 @@ def test_rl_settings_are_checked(tiny_offline, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.slow
 def test_a_soup_at_a_one_hot_preference_is_that_member(rl_runs, tmp_path):
     soup = assemble_soup(tmp_path / "soup", [rl_runs[(0.0, 1.0)], rl_runs[(1.0, 0.0)]])
     policy = load_trained(soup)
@@ -228,6 +228,7 @@ def test_a_soup_at_a_one_hot_preference_is_that_member(rl_runs, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_soup_needs_one_one_hot_run_per_objective(rl_runs, tmp_path):
     with pytest.raises(ValueError, match="one-hot"):
         assemble_soup(tmp_path / "a", [rl_runs[(1.0, 0.0)], rl_runs[(0.5, 0.5)]])
@@ -235,10 +236,51 @@ def test_a_soup_needs_one_one_hot_run_per_objective(rl_runs, tmp_path):
         assemble_soup(tmp_path / "b", [rl_runs[(1.0, 0.0)], rl_runs[(1.0, 0.0)]])
 
 
+def test_a_soup_folder_names_one_one_hot_run_per_objective(tiny_offline, tmp_path):
+    """The soup's folder, on MORLHF run folders made by hand (the tiny RiC run's weights under a
+    morlhf method.json): what is checked is the folder; the models are the slow tests'."""
+
+    def member(name, preference, init="sft"):
+        run = tmp_path / name
+        shutil.copytree(tiny_offline / "train", run)
+        write_method(run, "morlhf", preference, init=tmp_path / init)
+        return run
+
+    second, first = member("w-0-1", [0.0, 1.0]), member("w-1-0", [1.0, 0.0])
+    soup = assemble_soup(tmp_path / "soup", [second, first])
+    method = read_method(soup)
+    assert method.name == "soups" and method.members == ["../w-1-0", "../w-0-1"]  # in order
+    assert (soup / method.init).resolve() == (tmp_path / "sft").resolve()
+    assert (soup / "stats.json").read_text() == (first / "stats.json").read_text()
+    with pytest.raises(ValueError, match="one-hot"):
+        assemble_soup(tmp_path / "a", [first, member("w-mixed", [0.5, 0.5])])
+    with pytest.raises(ValueError, match="same objective"):
+        assemble_soup(tmp_path / "b", [first, member("w-1-0-again", [1.0, 0.0])])
+    with pytest.raises(ValueError, match="start from different models"):
+        assemble_soup(tmp_path / "c", [first, member("w-0-1-other", [0.0, 1.0], init="other")])
+    with pytest.raises(ValueError, match="is not a finished `ric baseline morlhf` run"):
+        assemble_soup(tmp_path / "d", [first, tiny_offline / "train"])
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_the_base_model_folder_holds_the_label_runs_stats_and_no_weights(tiny_offline, tmp_path):
+    folder = write_base(tiny_config(tiny_offline), tmp_path / "base")
+    method = read_method(folder)
+    assert method.name == "base" and not method.conditioned
+    stats = (tiny_offline / "label" / "stats.json").read_text()
+    assert (folder / "stats.json").read_text() == stats
+    assert load_config(folder / "config.yaml").model.source == "tiny"
+    assert not (folder / ADAPTER_DIR).exists()  # the untrained model.source is the model
+    with pytest.raises(ValueError, match=r"set train\.data"):
+        write_base(load_config(None, TINY_RL), tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.slow
 def test_evaluate_asks_baselines_without_rewards(tiny_offline, rl_runs, tmp_path):
     soup = assemble_soup(tmp_path / "soup", [rl_runs[(1.0, 0.0)], rl_runs[(0.0, 1.0)]])
     base_settings = [
-        *TINY,
+        *TINY_RL,
         f"evaluate.prompts={tiny_offline / 'label' / 'scored.parquet'}",
         "evaluate.num_prompts=2",
         "generation.do_sample=false",
@@ -260,12 +302,13 @@ def test_evaluate_asks_baselines_without_rewards(tiny_offline, rl_runs, tmp_path
     assert pd.read_csv(tmp_path / "w-0.5-0.5" / "summary.csv")["w_verbosity"].tolist() == [0.5]
 
 
+@pytest.mark.slow
 def test_generate_on_baselines_checks_what_they_take(rl_runs, tmp_path, capsys):
     soup = assemble_soup(tmp_path / "soup", [rl_runs[(1.0, 0.0)], rl_runs[(0.0, 1.0)]])
     ask = ["generate", "--prompt", "Why is the sky blue?", "--set", "generation.max_new_tokens=4"]
     assert main([*ask, "--model", str(soup), "--preference", "0.3,0.7"]) == 0
     record = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert record["method"] == "soups" and "<R1>" not in record["model_prompt"]
+    assert record["method"] == "soups" and "<R1>" not in record["conditioned_prompt"]
     assert main([*ask, "--model", str(soup)]) == 2
     assert "needs --preference" in capsys.readouterr().err
     assert main([*ask, "--model", str(rl_runs[(0.5, 0.5)]), "--preference", "0.3,0.7"]) == 2
@@ -274,9 +317,10 @@ def test_generate_on_baselines_checks_what_they_take(rl_runs, tmp_path, capsys):
     assert "pass --preference" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_baseline_commands_train_morlhf_and_a_soup(tiny_offline, sft_run, tmp_path, capsys):
     common = ["--data", str(tiny_offline / "label"), "--init", str(sft_run), "--no-progress"]
-    settings = [a for s in [*TINY, "baseline.max_steps=1"] for a in ("--set", s)]
+    settings = overrides(*TINY_RL, "baseline.max_steps=1")
     morlhf = ["baseline", "morlhf", "--preference", "0.3,0.7", "--output", str(tmp_path / "m")]
     assert main([*morlhf, *common, *settings]) == 0
     assert "MORLHF model for [0.3, 0.7]" in capsys.readouterr().out

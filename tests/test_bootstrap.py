@@ -1,29 +1,22 @@
 """`ric bootstrap` on the tiny model: K samples per prompt, instructions cycled, resumable."""
 
 import json
-from pathlib import Path
 
 import pytest
+from helpers import EXAMPLES, overrides
 
 from ric.cli import main
 from ric.models.tiny import build_tiny
 from ric.training import bootstrap
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
 FLAGS = [
-    "--model",
-    "tiny",
-    "--no-progress",
-    "--samples",
-    "3",
-    "--set",
-    "bootstrap.limit=5",
-    "--set",
-    "bootstrap.shard_size=2",
-    "--set",
-    "generation.max_new_tokens=6",
-    "--set",
-    "bootstrap.instructions=[Be brief., Be detailed.]",
+    *("--model", "tiny", "--no-progress", "--samples", "3"),
+    *overrides(
+        "bootstrap.limit=5",
+        "bootstrap.shard_size=2",
+        "generation.max_new_tokens=6",
+        "bootstrap.instructions=[Be brief., Be detailed.]",
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
 """`ric map` and `ric config` through the real entry point."""
 
 import json
+import runpy
 import subprocess
 import sys
 
@@ -21,6 +22,28 @@ def test_map_issue_example(capsys):
     result = _last_json(capsys.readouterr().out)
     assert result["desired_rewards"] == pytest.approx([-0.8, 4.0])
     assert result["method"] == "p_inf"
+
+
+def test_map_convex_with_p_inf(capsys):
+    """docs/commands.md's `--p inf`: the flag's float reaches mapping.p as a float, not as text."""
+    code = main(
+        [
+            "map",
+            "--preference",
+            "0.6,0.4",
+            "--method",
+            "convex",
+            "--p",
+            "inf",
+            "--r-min=-4,-4",
+            "--r-max=4,4",
+        ]
+    )
+    assert code == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["p"] == "inf" and result["method"] == "convex"  # strict JSON: no Infinity
+    # p = inf, lam = 1: the box constraint alone, both objectives at r_max (ordered: w_1 >= w_2)
+    assert result["desired_rewards"] == pytest.approx([4.0, 4.0])
 
 
 def test_map_p_norm_with_lambda(capsys):
@@ -95,6 +118,7 @@ def test_map_errors_are_one_line(args, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_runs():
     out = subprocess.run(
         [
@@ -114,6 +138,22 @@ def test_console_script_runs():
         check=True,
     )
     assert _last_json(out.stdout)["desired_rewards"] == pytest.approx([3.0, 7.0])
+
+
+@pytest.mark.parametrize("module", ["ric", "ric.cli"])
+def test_python_m_runs_the_command_and_exits_with_its_status(module, monkeypatch, capsys):
+    """`python -m ric` and `python -m ric.cli` (the process above), run in this process."""
+    linear = ["--method", "linear", "--r-min=0,0", "--r-max=10,10"]
+    monkeypatch.setattr(sys, "argv", [module, "map", "--preference", "0.3,0.7", *linear])
+    with pytest.raises(SystemExit) as end:
+        runpy.run_module(module, run_name="__main__")
+    assert end.value.code == 0
+    assert _last_json(capsys.readouterr().out)["desired_rewards"] == pytest.approx([3.0, 7.0])
+    monkeypatch.setattr(sys, "argv", [module, "map", "--preference", "0.5,0.6", *linear])
+    with pytest.raises(SystemExit) as end:
+        runpy.run_module(module, run_name="__main__")
+    assert end.value.code == 2
+    assert "sum to 1" in capsys.readouterr().err
 
 
 def test_config_fields_lists_docs(capsys):

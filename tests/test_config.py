@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ric.config import ModelConfig, RicConfig, dump_config, iter_field_docs, load_config, placed
-from ric.tasks.demo import demo_config
+from ric.recipes.demo import demo_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

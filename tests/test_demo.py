@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from ric.cli import main
 from ric.config import load_config
-from ric.tasks.demo import DEMO_CONFIG, HELDOUT_QUESTIONS, TRAIN_PAIRS
+from ric.recipes.demo import DEMO_CONFIG
+from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS
 
 
 def test_shipped_task_data():
@@ -20,6 +23,7 @@ def test_shipped_task_data():
     assert load_config(DEMO_CONFIG).rewards
 
 
+@pytest.mark.slow
 def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0

@@ -86,11 +86,14 @@ def test_plot_is_a_png(tmp_path, n):
 
 
 def test_report_holds_plot_tables_and_settings(tmp_path):
+    from ric.config import MappingConfig
     from ric.core import RewardStats
+    from ric.steering import Steering
 
     w = resolve_grid(2)
     stats = RewardStats.fit(np.random.default_rng(0).normal(size=(50, 2)), ["a", "b"])
-    result = SweepResult(stats, 4, w, w * 4 - 2, w, w, samples=None, probe=None)
+    steering = Steering.for_stats(stats, MappingConfig())
+    result = SweepResult(stats, 4, w, w * 4 - 2, w, w, samples=None, probe=None, steering=steering)
     summary = summary_table(result, ["a", "b"])
     assert list(summary.columns[:2]) == ["w_a", "w_b"] and len(summary) == 11
     metrics = {

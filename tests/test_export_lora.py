@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import overrides
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -15,16 +16,13 @@ from ric.cli import main
 from ric.models.lora import low_rank_factors
 from ric.models.tiny import build_tiny
 from ric.runs import SHIPPED_RUNS, load_trained, run_folder, write_method
-
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+from ric.steering import Steering
 
 
 @pytest.fixture(scope="module")
-def layers_run(tmp_path_factory):
+def layers_run(labeled, tmp_path_factory):
     """The tiny model with its top layer (of 2) fully fine-tuned for 15 steps."""
     root = tmp_path_factory.mktemp("layers")
-    label = ["label", "--data", str(EXAMPLES), "--output", str(root / "label"), "--no-progress"]
-    assert main([*label, "--reward", "verbosity", "--reward", "positivity"]) == 0
     settings = [
         "train.max_steps=15",
         "train.learning_rate=0.003",
@@ -32,9 +30,8 @@ def layers_run(tmp_path_factory):
         "lora.enabled=false",
         "lora.top_layers=1",
     ]
-    train = ["train", "--data", str(root / "label"), "--output", str(root / "train")]
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
-    assert main([*train, "--model", "tiny", "--no-progress", *overrides]) == 0
+    train = ["train", "--data", str(labeled), "--output", str(root / "train")]
+    assert main([*train, "--model", "tiny", "--no-progress", *overrides(*settings)]) == 0
     return root / "train"
 
 
@@ -45,7 +42,7 @@ def _logits(folder: Path) -> torch.Tensor:
 def _logits_of(model: torch.nn.Module, run: Path) -> torch.Tensor:
     """``model``'s logits on a prompt conditioned as ``run`` conditions it."""
     policy = load_trained(run)
-    prompt = policy.conditioned_prompts(["What is a fox?"], np.array([0.5, -1.0]))[0]
+    prompt = Steering.for_run(policy).prompts(["What is a fox?"], np.array([0.5, -1.0]))[0]
     ids = policy.tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         return model(ids).logits
@@ -68,6 +65,7 @@ def test_low_rank_factors_match_the_truncated_svd_by_hand():
     assert kept == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_full_rank_export_reproduces_the_fine_tuned_model(layers_run, tmp_path, capsys):
     out = tmp_path / "lora"
     argv = ["export-lora", "--model", str(layers_run), "--output", str(out)]
@@ -82,6 +80,7 @@ def test_full_rank_export_reproduces_the_fine_tuned_model(layers_run, tmp_path, 
     assert any("input_layernorm" in name for name in adapter)  # norm scales kept whole
 
 
+@pytest.mark.slow
 def test_low_rank_export_is_smaller_approximate_and_usable(layers_run, tmp_path, capsys):
     out = tmp_path / "lora"
     assert (
@@ -121,6 +120,7 @@ def test_low_rank_export_is_smaller_approximate_and_usable(layers_run, tmp_path,
     assert line["preference"] == [0.5, 0.5]
 
 
+@pytest.mark.slow
 def test_export_refuses_a_non_empty_output_and_writes_nothing(layers_run, tmp_path, capsys):
     out = tmp_path / "taken"
     out.mkdir()
@@ -139,6 +139,7 @@ def test_shipped_runs_resolve_by_name_unless_a_folder_has_that_name(tmp_path, mo
     assert run_folder("embedded-ric") == Path("embedded-ric")
 
 
+@pytest.mark.slow
 def test_a_portable_export_records_no_path_of_this_machine(layers_run, tmp_path, capsys):
     out = tmp_path / "shared"
     argv = ["export-lora", "--model", str(layers_run), "--output", str(out), "--portable"]
@@ -156,6 +157,7 @@ def test_a_portable_export_records_no_path_of_this_machine(layers_run, tmp_path,
     assert not (tmp_path / "online").exists()
 
 
+@pytest.mark.slow
 def test_a_merged_lora_run_generates_as_the_unmerged_one(layers_run, tmp_path):
     out = tmp_path / "lora"
     assert (
@@ -181,17 +183,17 @@ def test_a_lora_run_exports_exactly_at_its_rank_and_approximately_below(tiny_off
 
 
 @pytest.fixture(scope="module")
-def second_layers_run(layers_run, tmp_path_factory):
+def second_layers_run(labeled, tmp_path_factory):
     """Another run of the same kind on the same labeled data: 6 steps instead of 15."""
     output = tmp_path_factory.mktemp("second") / "train"
     settings = ["train.max_steps=6", "train.learning_rate=0.003", "train.mixed_precision=fp32"]
     settings += ["lora.enabled=false", "lora.top_layers=1"]
-    argv = ["train", "--data", str(layers_run.parent / "label"), "--output", str(output)]
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
-    assert main([*argv, "--model", "tiny", "--no-progress", *overrides]) == 0
+    argv = ["train", "--data", str(labeled), "--output", str(output)]
+    assert main([*argv, "--model", "tiny", "--no-progress", *overrides(*settings)]) == 0
     return output
 
 
+@pytest.mark.slow
 def test_several_runs_export_as_their_weighted_average(
     layers_run, second_layers_run, tmp_path, capsys
 ):
@@ -214,6 +216,7 @@ def test_several_runs_export_as_their_weighted_average(
     assert [m["steps"] for m in metrics["source_metrics"]] == [15, 6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
@@ -230,14 +233,14 @@ def test_bad_soup_weights_are_refused_and_nothing_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_two_lora_runs_of_one_lineage_average_exactly_at_twice_their_rank(tiny_offline, tmp_path):
     """The real case, successive online iterations: LoRA r 4 continued for 3 more steps. Each
     run's change folds in with its own scaling; together they have rank <= 8."""
     first, second, soup = tiny_offline / "train", tmp_path / "continued", tmp_path / "soup"
     settings = ["train.max_steps=3", "train.learning_rate=0.01", "train.mixed_precision=fp32"]
     argv = ["train", "--init", str(first), "--data", str(tiny_offline / "label")]
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
-    assert main([*argv, "--output", str(second), "--no-progress", *overrides]) == 0
+    assert main([*argv, "--output", str(second), "--no-progress", *overrides(*settings)]) == 0
     export = ["export-lora", "--model", str(first), "--model", str(second), "--dtype", "float32"]
     assert main([*export, "--rank", "8", "--output", str(soup), "--portable"]) == 0
     metrics = json.loads((soup / "metrics.json").read_text())
@@ -254,6 +257,7 @@ def test_two_lora_runs_of_one_lineage_average_exactly_at_twice_their_rank(tiny_o
         torch.testing.assert_close(merged[2][name], expected, rtol=0, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow
 def test_morlhf_runs_of_different_preferences_are_not_averaged(layers_run, tmp_path, capsys):
     """Averaged, they would be one model labeled with the first run's preference."""
     runs = [tmp_path / "helpful", tmp_path / "concise"]

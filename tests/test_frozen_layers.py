@@ -80,6 +80,7 @@ def test_a_second_visit_skips_the_frozen_layer_with_the_same_loss_and_gradients(
     assert model.model.layers[0] is cache.layers[0]  # the full layer list is back
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora_dropout", [None, 0.2])
 @pytest.mark.parametrize("packing", [True, False])
 def test_training_with_the_cache_is_training_without_it(tokenizer, tmp_path, packing, lora_dropout):

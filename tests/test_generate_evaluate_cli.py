@@ -1,22 +1,16 @@
 """`ric generate` and `ric evaluate` end to end on a tiny model trained by `ric train`."""
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import EXAMPLES, TINY_LORA, overrides
 
 from ric.cli import main
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
-GENERATION = [
-    "--set",
-    "generation.max_new_tokens=12",
-    "--set",
-    "generation.batch_size=8",
-    "--set",
-    "generation.do_sample=false",
-]
+GENERATION = overrides(
+    "generation.max_new_tokens=12", "generation.batch_size=8", "generation.do_sample=false"
+)
 
 
 @pytest.fixture
@@ -145,16 +139,18 @@ def test_evaluate_writes_every_artifact(trained, tmp_path, capsys):
     assert not (out / "probe_samples.parquet").exists()
 
 
+@pytest.mark.slow
 def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp_path, capsys):
     from ric.config import MappingConfig, load_config
     from ric.data.io import load_stats
+    from ric.steering import Steering
 
     run = tmp_path / "quantile-run"
     recorded = [
         "mapping.range_source=quantile",
         "generation.max_new_tokens=7",
         "generation.do_sample=false",
-        *("train.max_steps=2", "lora.r=4", "lora.alpha=8", "train.mixed_precision=fp32"),
+        *("train.max_steps=2", *TINY_LORA),
     ]
     train = ["train", "--data", str(tiny_offline / "label"), "--output", str(run), "--model"]
     assert main([*train, "tiny", "--no-progress", *(f"--set={s}" for s in recorded)]) == 0
@@ -168,14 +164,13 @@ def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp
     assert "settings you set: " not in err  # evaluate.num_prompts is not a run setting
 
     stats = load_stats(run / "stats.json")
-    r_min, r_max = MappingConfig(range_source="quantile").reward_range(stats, 2)
-    normal = MappingConfig().reward_range(stats, 2)
-    assert not all(abs(a - b) < 0.1 for a, b in zip(r_max, normal[1], strict=True))
+    quantile = Steering.for_stats(stats, MappingConfig(range_source="quantile"))
+    normal = Steering.for_stats(stats, MappingConfig())
+    assert not all(abs(a - b) < 0.1 for a, b in zip(quantile.r_max, normal.r_max, strict=True))
     summary = pd.read_csv(out / "summary.csv")
-    mapping = MappingConfig(range_source="quantile")
     for row in summary.itertuples():
         w = [row.w_verbosity, row.w_positivity]
-        expected = mapping.desired_rewards(w, r_min, r_max)
+        expected = quantile.map_preference(w)
         assert [row.desired_verbosity, row.desired_positivity] == pytest.approx(expected)
     used = load_config(out / "config.yaml")
     assert used.generation.max_new_tokens == 7 and used.mapping.range_source == "quantile"
@@ -189,6 +184,7 @@ def test_a_runs_recorded_settings_govern_evaluate_and_generate(tiny_offline, tmp
     assert json.loads(captured.out)["generation"]["do_sample"] is False  # still the run's
 
 
+@pytest.mark.slow
 def test_dtype_and_device_are_how_a_run_is_loaded_not_what_it_is(
     tiny_offline, tmp_path, capsys, monkeypatch
 ):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import SILENT, STOP, TAUGHT, greedy, train_to_answer
 
 from ric.config import GenerationConfig
 from ric.models.generation import (
@@ -17,46 +18,7 @@ from ric.models.generation import (
 )
 from ric.models.tiny import build_tiny
 
-STOP = "### Input:"
-TAUGHT = {  # conditioned prompt -> the response the trained tiny model learns (then EOS)
-    "### Input: What is a fox? <R1> 0.3 ### Response: ": "A fox is small.",
-    "### Input: Why is the sky blue? <R1> -1.2 ### Response: ": f"Light scatters. {STOP} more",
-    "### Input: Hi <R1> 0.0 ### Response: ": "Thank you!",
-    "### Input: Plants need what? <R1> 1.5 ### Response: ": "Plants need water and good soil.",
-    "### Input: Say nothing <R1> 4.0 ### Response: ": "",
-}
-SILENT = "### Input: Say nothing <R1> 4.0 ### Response: "
 UNTAUGHT = ["Why?", "The quick brown fox jumps over", "### Input: What is a dog? <R1> 0.3"]
-
-
-def greedy(**overrides: Any) -> GenerationConfig:
-    return GenerationConfig(**{"do_sample": False, "max_new_tokens": 20} | overrides)
-
-
-def train_to_answer(model: Any, tokenizer: Any, samples: dict[str, str], steps: int = 80) -> None:
-    """Full-batch Adam on prompt + response + EOS, loss on the response and EOS only."""
-    rows, starts = [], []
-    for prompt, response in samples.items():
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        rows.append(prompt_ids + response_ids + [tokenizer.eos_token_id])
-        starts.append(len(prompt_ids))
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    attention_mask = torch.zeros_like(input_ids)
-    labels = torch.full_like(input_ids, -100)
-    for index, (row, start) in enumerate(zip(rows, starts, strict=True)):
-        input_ids[index, : len(row)] = torch.tensor(row)
-        attention_mask[index, : len(row)] = 1
-        labels[index, start : len(row)] = torch.tensor(row[start:])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +35,7 @@ def untrained() -> tuple[Any, Any]:
     return build_tiny(seed=0)
 
 
+@pytest.mark.slow
 def test_trained_model_answers_and_stops_at_eos(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     prompts = [p for p in TAUGHT if p != SILENT]
@@ -84,6 +47,7 @@ def test_trained_model_answers_and_stops_at_eos(trained: tuple[Any, Any]) -> Non
     assert max(expected) < 20
 
 
+@pytest.mark.slow
 def test_batched_greedy_equals_one_at_a_time_in_input_order(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     prompts = [*UNTAUGHT, *TAUGHT]  # unequal lengths, not sorted by length
@@ -97,6 +61,7 @@ def test_batched_greedy_equals_one_at_a_time_in_input_order(trained: tuple[Any, 
     assert all(answers[p] == TAUGHT[p] for p in TAUGHT if p != SILENT)
 
 
+@pytest.mark.slow
 def test_generation_sees_exactly_the_prompt_ids_tokenized_alone(
     trained: tuple[Any, Any],
 ) -> None:
@@ -127,6 +92,7 @@ def test_left_pad_puts_padding_on_the_left() -> None:
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
+@pytest.mark.slow
 def test_stop_string_ends_generation_early_and_cuts_exactly(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     prompt = "### Input: Why is the sky blue? <R1> -1.2 ### Response: "
@@ -136,6 +102,7 @@ def test_stop_string_ends_generation_early_and_cuts_exactly(trained: tuple[Any, 
     assert cut.num_new_tokens[0] < full.num_new_tokens[0]  # stopped, not only cut afterwards
 
 
+@pytest.mark.slow
 def test_min_new_tokens_suppresses_eos_at_first_step(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     free = generate_with_stats(model, tokenizer, [SILENT], greedy(min_new_tokens=0))
@@ -144,6 +111,7 @@ def test_min_new_tokens_suppresses_eos_at_first_step(trained: tuple[Any, Any]) -
     assert forced.num_new_tokens[0] >= 1
 
 
+@pytest.mark.slow
 def test_max_new_tokens_is_respected(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     prompt = "### Input: Plants need what? <R1> 1.5 ### Response: "
@@ -154,6 +122,7 @@ def test_max_new_tokens_is_respected(trained: tuple[Any, Any]) -> None:
     assert result.finished == [False]  # cut by the budget: no answer's end
 
 
+@pytest.mark.slow
 def test_finished_records_eos_and_stop_strings(trained: tuple[Any, Any]) -> None:
     model, tokenizer = trained
     plants, sky = (

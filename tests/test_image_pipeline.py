@@ -34,7 +34,7 @@ from ric.image.train import (
     load_trained_image_model,
     train_image_model,
 )
-from ric.tasks.image_demo import IMAGE_DEMO_CONFIG, image_demo_config
+from ric.recipes.image_demo import IMAGE_DEMO_CONFIG, image_demo_config
 from ric.tasks.shapes import HELDOUT_FILE, build_shapes
 
 ROOT = Path(__file__).parent.parent
@@ -138,6 +138,7 @@ def test_pixels_round_trip():
     assert np.array_equal(np.asarray(to_images(pixels)[0]), np.asarray(image))
 
 
+@pytest.mark.slow
 def test_loss_falls_and_the_model_saves_whole(shapes, tmp_path):
     config = image_config(
         shapes,
@@ -156,6 +157,7 @@ def test_loss_falls_and_the_model_saves_whole(shapes, tmp_path):
     assert (tmp_path / "train" / "stats.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_equals_the_uninterrupted_run(shapes, tmp_path, monkeypatch):
     import ric.image.train as train_module
 
@@ -226,6 +228,7 @@ def tiny_latent_pipeline(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_lora_on_a_latent_pipeline_trains_saves_only_the_adapter_and_loads(shapes, tmp_path):
     source = tiny_latent_pipeline(tmp_path / "sd")
     loaded = load_pipeline(str(source))
@@ -257,6 +260,7 @@ def test_lora_on_a_latent_pipeline_trains_saves_only_the_adapter_and_loads(shape
     assert not np.array_equal(np.asarray(image_trained), np.asarray(image_base))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_counts_every_micro_batch(shapes, tmp_path):
     settings = ["train.max_steps=2", "train.batch_size=2", "train.gradient_accumulation_steps=3"]
     result = train_image_model(
@@ -273,6 +277,36 @@ def test_lora_on_the_embedded_model_is_refused(shapes, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_the_sweep_gives_each_caption_and_image_the_same_noise_under_every_target(shapes, tmp_path):
+    """`ric image evaluate`'s generation and scoring, on the embedded model untrained (the sweep
+    of a trained one is the slow tests'): targets outermost, then captions, then images, and
+    image j of caption i drawn from the same seed under every target."""
+    from ric.image.evaluate import caption_seeds, draw_image_grid, generate_for_targets, score_all
+    from ric.image.train import TrainedImageModel
+
+    labels = read_image_labels(shapes / "label")
+    config = image_config(shapes)
+    captions = ["a red circle on a grey background", "a blue square on a white background"]
+    model = TrainedImageModel(build_embedded(captions, 2, seed=0), labels.stats, config)
+    assert caption_seeds(2, 3, seed=10).tolist() == [10, 11, 12, 13, 14, 15]
+    same = np.array([[0.5, -0.5], [0.5, -0.5]])  # one target twice: the same images twice
+    texts, images = generate_for_targets(model, config, captions, same, 2, False, "sweep")
+    assert len(texts) == len(images) == 8 and texts[:4] == texts[4:]
+    assert texts[0] == texts[1] == "a red circle on a grey background <R1> 0.5 <R2> -0.5"
+    assert texts[2].startswith("a blue square")
+    pixels = [np.asarray(image) for image in images]
+    assert all(np.array_equal(a, b) for a, b in zip(pixels[:4], pixels[4:], strict=True))
+    assert not np.array_equal(pixels[0], pixels[1])  # image 0 and 1 of a caption: other noise
+    scores = score_all(labels.stats, [captions[0]] * 2 + [captions[1]] * 2, images[:4])
+    expected = [label_scores(labels, image, captions[i // 2]) for i, image in enumerate(images[:4])]
+    np.testing.assert_allclose(scores, expected, rtol=1e-9)
+    grid = draw_image_grid(
+        images[:4], captions, np.array([[0.2, 0.8], [0.9, 0.1]]), tmp_path / "g.png"
+    )
+    assert Image.open(grid).format == "PNG"
+
+
+@pytest.mark.slow
 def test_sampling_is_seeded_per_image(trained):
     pipeline = load_trained_image_model(trained).pipeline
     batch = sample_images(pipeline, ["a red circle", "a blue square"], [5, 6], 2, 3.0)
@@ -282,6 +316,7 @@ def test_sampling_is_seeded_per_image(trained):
     assert not np.array_equal(np.asarray(other[0]), np.asarray(alone[0]))
 
 
+@pytest.mark.slow
 def test_a_trained_image_run_loads_in_the_dtype_asked(trained):
     assert load_trained_image_model(trained).pipeline.unet.dtype == torch.float32  # the run's
     half = load_trained_image_model(trained, dtype="bfloat16").pipeline
@@ -290,6 +325,7 @@ def test_a_trained_image_run_loads_in_the_dtype_asked(trained):
         load_trained_image_model(trained, dtype="int8")
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_images_and_records(trained, tmp_path, capsys):
     args = [
         "image",
@@ -323,6 +359,7 @@ def test_generate_cli_writes_images_and_records(trained, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_the_sweep(trained, shapes, tmp_path, capsys):
     output = tmp_path / "eval"
     args = [
@@ -376,6 +413,7 @@ def label_scores(labels, image, caption):
     ]
 
 
+@pytest.mark.slow
 def test_label_and_train_through_the_cli(shapes, tmp_path, capsys):
     label = ["image", "label", "--data", str(shapes / "images"), "--output", str(tmp_path / "l")]
     rewards = ["--reward", "compressibility", "--reward", "colourfulness", "--no-progress"]

@@ -9,19 +9,19 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import EXAMPLES, TINY_RL, kill_when, overrides
 from safetensors.torch import load_file
-from test_baselines import TINY as TINY_RL
-from test_online import _kill_when
 
 from ric.cli import main
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+# Every test here SIGKILLs processes that train or generate.
+pytestmark = pytest.mark.slow
+
 # Measured durations, and what is derived from them: they differ between any two runs.
 WALL_CLOCK = {
     "seconds",
@@ -31,6 +31,7 @@ WALL_CLOCK = {
     "train_steps_per_second",
     "response_tokens_per_second",
     "relative_to_morlhf",
+    "shard_seconds_per_row",
 }
 # A resumed run says so; the HF Trainer's end-of-call summary averages the loss of the steps
 # that call ran (its runtime and speeds are wall clock).
@@ -40,10 +41,6 @@ UNORDERED = {"target_modules"}
 # A shard cache's folder: <what>-<16 hex digits of its settings' hash>.
 CACHE_KEY = re.compile(r"-[0-9a-f]{16}(?=/)")
 OUTPUTS = (".parquet", ".csv", ".json", ".jsonl", ".yaml", ".safetensors")
-
-
-def _settings(*settings):
-    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 @contextlib.contextmanager
@@ -69,7 +66,7 @@ def _kill_three_times_then_finish(args, kill_points, finished):
     command = [sys.executable, "-m", "ric.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for number, ready in enumerate(kill_points, start=1):
-        assert _kill_when(command, ready, env), f"kill {number} came after the process ended"
+        assert kill_when(command, ready, env), f"kill {number} came after the process ended"
         assert not finished.exists(), f"kill {number} came after the run had finished"
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
@@ -180,7 +177,7 @@ BOOTSTRAP = [
     "--no-progress",
     "--samples",
     "2",
-    *_settings(
+    *overrides(
         "bootstrap.limit=48",
         "bootstrap.shard_size=1",  # 48 shards
         "generation.max_new_tokens=8",
@@ -205,7 +202,7 @@ def test_bootstrap_killed_three_times_gives_the_uninterrupted_pairs(tmp_path):
 
 # --------------------------------------------------------------------------- baseline morlhf
 
-MORLHF_SETTINGS = _settings(*TINY_RL, "baseline.max_steps=6")
+MORLHF_SETTINGS = overrides(*TINY_RL, "baseline.max_steps=6")
 
 
 def _morlhf_args(tiny_offline, output):
@@ -286,7 +283,7 @@ def test_morlhf_killed_while_writing_a_checkpoint_resumes(morlhf_runs, tiny_offl
 
 # ---------------------------------------------------------------------------- compare --smoke
 
-COMPARE_SETTINGS = _settings("evaluate.grid=lattice", "evaluate.divisions=2")
+COMPARE_SETTINGS = overrides("evaluate.grid=lattice", "evaluate.divisions=2")
 
 
 @pytest.fixture(scope="module")

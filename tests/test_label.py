@@ -115,6 +115,7 @@ def test_rerun_reuses_shards_and_new_reward_scores_only_itself(tmp_path):
     assert label_dataset(fresh, False).shards_scored == 12
 
 
+@pytest.mark.slow
 def test_resume_after_kill_does_not_rescore_finished_shards(tmp_path):
     data = _write(tmp_path / "in.jsonl")
     log = tmp_path / "calls.log"

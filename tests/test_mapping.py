@@ -1,4 +1,4 @@
-"""Preference-to-reward mappings against hand-computed values (DESIGN §1.4)."""
+"""Preference-to-reward mappings against hand-computed values (docs/design.md §1.4)."""
 
 import math
 import re

@@ -4,35 +4,21 @@ updates, ablation flags, the comparison report, and resume after real kills at s
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import EXAMPLES, TINY_LORA, TINY_STOPPING, kill_when, overrides
 from safetensors.torch import load_file
 
 from ric.cli import main
 from ric.core import draw_targets, front_targets, mors_mask, uniform_targets
+from ric.training.online import SECONDS_COLUMN
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
-TINY = [
-    "--set",
-    "lora.r=4",
-    "--set",
-    "lora.alpha=8",
-    "--set",
-    "train.mixed_precision=fp32",
-    "--set",
-    "generation.max_new_tokens=12",
-    # The tiny model never emits EOS: a stop string ends some answers (finished), the token
-    # budget cuts the others (unfinished), so selection sees both.
-    "--set",
-    "generation.stop_strings=[e]",
-]
+# Answers of at most 12 tokens, some ended by a stop string (see helpers.TINY_STOPPING).
+TINY = overrides(*TINY_LORA, *TINY_STOPPING)
 
 
 def test_front_targets_hold_all_but_one_objective_at_r_max():
@@ -57,13 +43,66 @@ def test_uniform_targets_and_registry_errors():
         front_targets(np.random.default_rng(0), 3, np.ones(2), np.zeros(2))
 
 
+def test_an_iteration_plans_its_prompts_and_targets_from_its_seed_and_number():
+    from ric.config import MappingConfig, OnlineConfig
+    from ric.steering import Steering
+    from ric.training.online import plan_iteration
+
+    r_min, r_max = np.array([-1.0, -2.0]), np.array([1.0, 2.0])
+    steering = Steering(("verbosity", "positivity"), MappingConfig(), r_min, r_max)
+    prompts, settings = ["a?", "b?", "c?"], OnlineConfig(samples=60, seed=3)
+    plan = plan_iteration(prompts, settings, steering, 1)
+    assert list(plan.columns) == ["prompt", "target_verbosity", "target_positivity"]
+    assert len(plan) == 60 and set(plan["prompt"]) == set(prompts)  # drawn with replacement
+    targets = plan[["target_verbosity", "target_positivity"]].to_numpy()
+    assert np.all((targets >= r_min) & (targets <= r_max))
+    assert np.all(np.isclose(targets, r_max).sum(axis=1) >= 1)  # front: one objective free
+    pd.testing.assert_frame_equal(plan, plan_iteration(prompts, settings, steering, 1))  # resume
+    assert not plan.equals(plan_iteration(prompts, settings, steering, 2))  # each its own draw
+
+
+def test_mors_keeps_what_beats_its_threshold_in_one_objective_and_off_keeps_all():
+    from ric.training.online import select
+
+    standardized = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [1.0, 0.5]])
+    kept, thresholds = select(standardized, mors=True, quantile=0.5)
+    np.testing.assert_array_equal(thresholds, [1.0, 0.5])  # each objective's median
+    assert kept.tolist() == [False, True, True, True, False]
+    kept, thresholds = select(standardized, mors=False, quantile=0.5)
+    assert kept.all() and thresholds is None
+
+
+def test_the_offline_model_and_each_iteration_are_swept_on_the_same_prompts(tiny_offline, tmp_path):
+    """`ric online --heldout`'s report (ric.recipes.iterations), here on the tiny offline run as
+    both the offline model and a finished iteration: the same model, so the same front."""
+    from ric.config import load_config
+    from ric.recipes.iterations import compare_iterations
+    from ric.training.online import OnlineResult
+
+    run = tiny_offline / "train"
+    settings = [f"online.model={run}", f"evaluate.prompts={EXAMPLES}", "evaluate.num_prompts=2"]
+    settings += ["evaluate.probe=false", "evaluate.resamples=0", "generation.do_sample=false"]
+    config = load_config(None, [*settings, "generation.max_new_tokens=4"])
+    output = tmp_path / "evaluate"
+    comparison = compare_iterations(config, OnlineResult(tmp_path, (run,)), output, False)
+    assert [model.label for model in comparison.models] == ["offline", "online 1"]
+    offline, online = comparison.models
+    assert offline.hypervolume == online.hypervolume and offline.points == online.points == 11
+    assert list(pd.read_csv(output / "comparison.csv")["label"]) == ["offline", "online 1"]
+    fronts = [
+        json.loads((output / k / "metrics.json").read_text())["front"]
+        for k in ("offline", "online-1")
+    ]
+    assert fronts[0]["reference"] == fronts[1]["reference"]
+    assert "online 1" in comparison.report.read_text()
+
+
 @pytest.fixture
 def offline(tiny_offline):
     return tiny_offline
 
 
 def _online_args(model, out, *settings):
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
     return [
         "online",
         "--model",
@@ -72,13 +111,14 @@ def _online_args(model, out, *settings):
         str(out),
         "--no-progress",
         *TINY,
-        *overrides,
+        *overrides(*settings),
     ]
 
 
 SMALL = ("online.samples=12", "online.shard_size=5", "online.max_steps=3")
 
 
+@pytest.mark.slow
 def test_online_iterations_write_every_artifact(offline, tmp_path, capsys):
     out = tmp_path / "online"
     heldout = ["--heldout", str(EXAMPLES), "--set", "evaluate.num_prompts=2"]
@@ -143,6 +183,7 @@ def test_online_iterations_write_every_artifact(offline, tmp_path, capsys):
         )
 
 
+@pytest.mark.slow
 def test_ablation_flags(offline, tmp_path):
     out = tmp_path / "ablation"
     args = _online_args(offline / "train", out, *SMALL, "online.iterations=1")
@@ -166,18 +207,7 @@ def test_online_errors(offline, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def _kill_when(command, ready, env):
-    """Start ``command``, SIGKILL it once ``ready()`` is true; return whether it was killed."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and not ready():
-        time.sleep(0.01)
-    killed = process.poll() is None
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return killed
-
-
+@pytest.mark.slow
 def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_path):
     settings = (
         "online.samples=40",
@@ -198,7 +228,7 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
         lambda: any((out / "iter-01" / "checkpoints").glob("step-*")),  # training
         lambda: any((out / "iter-02").glob("parts-*/shard-00001.parquet")),  # 2nd iteration
     ]
-    killed = [_kill_when(command, ready, env) for ready in kill_points]
+    killed = [kill_when(command, ready, env) for ready in kill_points]
     assert all(killed), f"a kill came after the run had finished: {killed}"
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
 
@@ -206,6 +236,11 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
         ours = pd.read_parquet(out / iteration / "buffer.parquet")
         theirs = pd.read_parquet(reference / iteration / "buffer.parquet")
         pd.testing.assert_frame_equal(ours, theirs)  # nothing lost, nothing duplicated
+        # the time counts every shard, also those the killed processes made
+        shards = (out / iteration).glob("parts-*/shard-*.parquet")
+        recorded = sum(pd.read_parquet(shard)[SECONDS_COLUMN].sum() for shard in shards)
+        metrics = json.loads((out / iteration / "metrics.json").read_text())
+        assert metrics["seconds"]["generate_and_score"] == pytest.approx(recorded)
     assert len(ours) == 80
     final = load_file(str(out / "iter-02" / "adapter" / "adapter_model.safetensors"))
     expected = load_file(str(reference / "iter-02" / "adapter" / "adapter_model.safetensors"))
@@ -213,6 +248,7 @@ def test_online_resumes_after_kills_during_generation_and_training(offline, tmp_
         np.testing.assert_allclose(final[key], expected[key], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_changed_shard_size_after_a_kill_neither_duplicates_nor_loses_rows(
     offline, tmp_path, capsys
 ):
@@ -224,7 +260,7 @@ def test_a_changed_shard_size_after_a_kill_neither_duplicates_nor_loses_rows(
     killed_run = _online_args(offline / "train", out, *settings, "online.shard_size=3")
     command = [sys.executable, "-m", "ric.cli", *killed_run]
     ready = lambda: any((out / "iter-01").glob("parts-*/shard-00001.parquet"))  # noqa: E731
-    assert _kill_when(command, ready, os.environ.copy()), "the kill came after the run finished"
+    assert kill_when(command, ready, os.environ.copy()), "the kill came after the run finished"
     assert main(_online_args(offline / "train", out, *settings, "online.shard_size=4")) == 0
 
     ours = pd.read_parquet(out / "iter-01" / "buffer.parquet")

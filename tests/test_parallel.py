@@ -15,19 +15,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 import torch
+from helpers import EXAMPLES, TINY_LORA, TINY_RL, TINY_STOPPING, overrides
 from safetensors.torch import load_file
 
 from ric import parallel
 from ric.cli import main
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
-TINY = ["lora.r=4", "lora.alpha=8", "lora.dropout=0", "train.mixed_precision=fp32"]
+TINY = [*TINY_LORA, "lora.dropout=0"]
 # An odd micro-batch (one process takes 3 samples, the other 2) and accumulation over 2.
 TRAIN = [
     *TINY,
@@ -39,17 +38,12 @@ TRAIN = [
 ]
 ONLINE = [
     *TINY,
-    "generation.max_new_tokens=12",
-    "generation.stop_strings=[e]",  # the tiny model never emits EOS (see test_online)
+    *TINY_STOPPING,
     "online.samples=12",
     "online.shard_size=5",
     "online.max_steps=3",
     "online.iterations=2",
 ]
-
-
-def _settings(settings):
-    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def _launch(arguments, processes=2):
@@ -75,21 +69,15 @@ def _assert_same_training(ours, theirs):
     assert _losses(ours) == pytest.approx(_losses(theirs), rel=1e-5)
     mine, reference = _weights(ours), _weights(theirs)
     assert mine.keys() == reference.keys()
+    # Two processes sum the gradients in another order than one: the weights agree to rounding
+    # (up to 1.1e-6 seen on a 2-core AMX machine), far below one update (lr x grad, ~1e-3).
     for name, value in mine.items():
-        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("label")
-    flags = ["--reward", "verbosity", "--reward", "positivity", "--no-progress"]
-    assert main(["label", "--data", str(EXAMPLES), "--output", str(out), *flags]) == 0
-    return out
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=5e-6)
 
 
 def _train_args(data, out, *extra):
     arguments = ["train", "--data", str(data), "--output", str(out), "--model", "tiny"]
-    return [*arguments, "--no-progress", *_settings([*TRAIN, *extra])]
+    return [*arguments, "--no-progress", *overrides(*TRAIN, *extra)]
 
 
 def test_one_process_helpers_are_identity():
@@ -114,6 +102,7 @@ Path(sys.argv[1], f"rank-{parallel.process_index()}.json").write_text(json.dumps
 """
 
 
+@pytest.mark.slow
 def test_rows_are_split_between_processes_and_gathered_in_input_order(tmp_path):
     script = tmp_path / "split.py"
     script.write_text(SPLIT_SCRIPT)
@@ -126,6 +115,7 @@ def test_rows_are_split_between_processes_and_gathered_in_input_order(tmp_path):
     assert all(report["rows"] == expected for report in reports)  # every process gets all
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "image train"])
 def test_one_process_commands_refuse_a_launch_of_several_once(command, tmp_path):
     output = tmp_path / "out"
@@ -173,6 +163,7 @@ def test_an_rl_batch_that_does_not_split_over_the_processes_is_refused(monkeypat
     assert _per_process_batch(6) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "frozen_cache"),
     [
@@ -196,9 +187,10 @@ def test_two_process_training_matches_one_process(labeled, tmp_path, extra, froz
     _assert_same_training(two, one)
 
 
+@pytest.mark.slow
 def test_two_process_online_buffer_has_exactly_the_one_process_rows(tiny_offline, tmp_path):
     model = tiny_offline / "train"
-    arguments = ["online", "--model", str(model), "--no-progress", *_settings(ONLINE)]
+    arguments = ["online", "--model", str(model), "--no-progress", *overrides(*ONLINE)]
     assert main([*arguments, "--output", str(tmp_path / "one")]) == 0
     result = _run(_launch([*arguments, "--output", str(tmp_path / "two")]))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -214,6 +206,7 @@ def test_two_process_online_buffer_has_exactly_the_one_process_rows(tiny_offline
     assert metrics["processes"] == 2 and metrics["generated"] == 12 and metrics["buffer"] == 24
 
 
+@pytest.mark.slow
 def test_two_process_label_gives_the_one_process_scores(labeled, tmp_path):
     flags = ["--reward", "verbosity", "--reward", "positivity", "--no-progress"]
     arguments = ["label", "--data", str(EXAMPLES), "--output", str(tmp_path / "two"), *flags]
@@ -264,6 +257,7 @@ def straight(labeled, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 1], ids=["main", "worker"])
 def test_a_run_with_a_killed_process_resumes_to_the_uninterrupted_result(
     labeled, straight, tmp_path, rank
@@ -280,19 +274,13 @@ def test_a_run_with_a_killed_process_resumes_to_the_uninterrupted_result(
     _assert_same_training(out, straight)
 
 
-RL = [
-    *TINY,
-    "generation.max_new_tokens=6",
-    "baseline.num_generations=2",
-    "baseline.prompts_per_step=2",
-    "baseline.save_steps=1",
-]
+RL = [*TINY_RL, "lora.dropout=0"]
 
 
 def _rl_args(data, out, *extra):
     arguments = ["baseline", "morlhf", "--data", str(data), "--output", str(out)]
     flags = ["--model", "tiny", "--preference", "0.5,0.5", "--no-progress"]
-    return [*arguments, *flags, *_settings([*RL, *extra])]
+    return [*arguments, *flags, *overrides(*RL, *extra)]
 
 
 def _progress(run, step):
@@ -305,6 +293,7 @@ def _log_steps(run):
     return [json.loads(line)["step"] for line in (run / "train_log.jsonl").open()]
 
 
+@pytest.mark.slow
 def test_two_process_rl_scores_the_global_batch_and_writes_once(labeled, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(_rl_args(labeled, one, "baseline.max_steps=3")) == 0
@@ -324,6 +313,7 @@ def test_two_process_rl_scores_the_global_batch_and_writes_once(labeled, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_a_killed_rl_worker_resumes_from_the_last_checkpoint(labeled, tmp_path):
     out = tmp_path / "killed"
     arguments = _rl_args(labeled, out, "baseline.max_steps=40")

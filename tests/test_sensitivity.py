@@ -19,6 +19,7 @@ from ric.evaluation.probe import (
 )
 from ric.evaluation.sensitivity import response_loss, reward_sensitivity
 from ric.runs import load_trained
+from ric.steering import Steering
 
 TINY = [
     "--model",
@@ -66,6 +67,7 @@ def _sensitivity(model_dir, label):
     ]
 
 
+@pytest.mark.slow
 def test_trained_model_reads_the_reward_and_untrained_does_not(decided_by_reward):
     untrained = _sensitivity(decided_by_reward / "untrained", decided_by_reward / "label")
     trained = _sensitivity(decided_by_reward / "trained", decided_by_reward / "label")
@@ -79,13 +81,14 @@ def test_trained_model_reads_the_reward_and_untrained_does_not(decided_by_reward
     assert abs(untrained["sequence_gap"]) < 0.2
 
 
+@pytest.mark.slow
 def test_response_loss_is_the_mean_nll_per_response_token(decided_by_reward):
     policy = load_trained(decided_by_reward / "untrained")
     prompts, responses = ["Why?", "What is it?"], [SHORT, LONG]
     values = np.array([[1.0], [-1.0]])
     expected_total, expected_tokens = 0.0, 0
     for prompt, response in zip(
-        policy.conditioned_prompts(prompts, values), responses, strict=True
+        Steering.for_run(policy).prompts(prompts, values), responses, strict=True
     ):
         prompt_ids = policy.tokenizer(prompt)["input_ids"]
         response_ids = policy.tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -126,18 +129,18 @@ def test_probe_targets_and_moves_by_hand():
     )
 
 
+@pytest.mark.slow
 def test_probe_finds_the_trained_model_moves_its_objective(decided_by_reward):
-    from ric.config import GenerationConfig
+    from ric.config import GenerationConfig, MappingConfig
     from ric.rewards import create_reward
 
     policy = load_trained(decided_by_reward / "trained")
     stats = policy.stats
+    steering = Steering.for_run(policy, MappingConfig(range_source="quantile"))
     r_min, r_max = stats.reward_range("quantile")
     greedy = GenerationConfig(do_sample=False, max_new_tokens=64)
     prompts = [f"Question number {i}?" for i in range(100, 104)]  # unseen
-    result = behaviour_probe(
-        policy, prompts, r_min, r_max, greedy, [create_reward("verbosity", {})]
-    )
+    result = behaviour_probe(policy, steering, prompts, greedy, [create_reward("verbosity", {})])
     probe = result.summary["verbosity"]
     assert probe["obtained_low_raw"] == len(SHORT) and probe["obtained_high_raw"] == len(LONG)
     assert probe["difference_sd"] == pytest.approx((len(LONG) - len(SHORT)) / stats.std[0])

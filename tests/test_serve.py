@@ -15,23 +15,28 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from helpers import CHAT, NAMES, request, running, serve_config
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from ric.cli import main  # noqa: E402
-from ric.config import GenerationConfig, ServeConfig, config_from_values  # noqa: E402
+from ric.config import (  # noqa: E402
+    GenerationConfig,
+    MappingConfig,
+    ServeConfig,
+    config_from_values,
+)
 from ric.core import parse_prompt  # noqa: E402
-from ric.runs import layered_config, write_method  # noqa: E402
+from ric.runs import write_method  # noqa: E402
 from ric.serve import build_app  # noqa: E402
 from ric.serve.batching import Batcher, Job, QueueFull, group_jobs, token_router  # noqa: E402
 from ric.serve.errors import RequestError  # noqa: E402
-from ric.serve.steering import (  # noqa: E402
+from ric.serve.guardrails import (  # noqa: E402
     Guardrails,
     chat_prompt,
     guardrails,
@@ -39,57 +44,13 @@ from ric.serve.steering import (  # noqa: E402
     steer,
 )
 from ric.serve.streaming import Stream  # noqa: E402
+from ric.steering import Steering  # noqa: E402
 
-NAMES = ["verbosity", "positivity"]
 ERROR_KEYS = {"message", "type", "param", "code"}
-
-
-def serve_config(run, **serve):
-    """The config `ric serve` would use: the run's recorded settings under the user's."""
-    values = {"serve": serve, "generation": {"max_new_tokens": 6}}
-    return layered_config(values, run).config
-
-
-@contextmanager
-def running(run, **serve):
-    """A real uvicorn server for ``run`` on a free port; yields its base URL."""
-    import uvicorn
-
-    app = build_app(run, serve_config(run, **serve))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 def client(url):
     return openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
-
-
-def request(url, path, body=None, method="POST"):
-    """(status, headers by lowercase name, JSON) of one raw HTTP request; ``body`` bytes are
-    sent as they are."""
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    connection.request(method, path, body=data, headers={"Content-Type": "application/json"})
-    response = connection.getresponse()
-    payload = json.loads(response.read())
-    connection.close()
-    headers = {name.lower(): value for name, value in response.getheaders()}
-    return response.status, headers, payload
 
 
 def chat_body(**fields):
@@ -112,9 +73,9 @@ def mapped(run, preference):
     config = serve_config(run)
     from ric.data.io import load_stats
 
-    stats = load_stats(run / "stats.json")
-    r_min, r_max = config.mapping.reward_range(stats, 2)
-    return config.mapping.desired_rewards(preference, r_min, r_max)
+    return Steering.for_stats(load_stats(run / "stats.json"), config.mapping).map_preference(
+        preference
+    )
 
 
 # --- the API through the official client ------------------------------------------------------
@@ -396,8 +357,6 @@ def test_chat_messages_become_one_prompt():
 
 # --- errors, exactly as OpenAI gives them -----------------------------------------------------
 
-CHAT = "/v1/chat/completions"
-
 
 @pytest.mark.parametrize(
     ("body", "status", "param"),
@@ -589,8 +548,16 @@ def test_guardrails_refuse(run):
 def test_steer_rules_without_a_server():
     rails = guardrails(ServeConfig(), NAMES)
     assert isinstance(rails, Guardrails) and not rails.refuse
-    plain = steer(None, [1, 2], NAMES, np.array([0.5, 0.5]), rails, lambda w: w)
+    steering = Steering(tuple(NAMES), MappingConfig(), np.array([-4.0, -4.0]), np.array([4.0, 4.0]))
+    plain = steer(None, [1, 2], steering, np.array([0.5, 0.5]), rails)
     assert plain.source == "rewards" and plain.desired.tolist() == [1, 2]
+    mapped = steer({"verbosity": 1.0}, None, steering, np.array([0.5, 0.5]), rails)
+    assert mapped.source == "preference" and mapped.desired.tolist() == [4.0, -4.0]  # p_inf
+    default = steer(None, None, steering, np.array([0.5, 0.5]), rails)
+    assert default.source == "default" and default.desired.tolist() == [4.0, 4.0]
+    with pytest.raises(RequestError, match="unknown objective 'nope'") as error:
+        steer({"nope": 1.0}, None, steering, np.array([0.5, 0.5]), rails)
+    assert error.value.param == "preference"
     with pytest.raises(ValueError, match=r"serve\.reward_bounds names objective 'nope'"):
         guardrails(ServeConfig(reward_bounds={"nope": [0, 1]}), NAMES)
     with pytest.raises(ValueError, match="admit no preference"):
@@ -623,6 +590,7 @@ def test_stopped_and_started_again_serves_again(run):
             assert request(base, CHAT, chat_body())[0] == 200
 
 
+@pytest.mark.slow
 def test_killed_and_restarted_through_the_cli_serves_again(run):
     """`ric serve` in its own process, SIGKILLed while answering, then started again on the
     same port: it serves with nothing to repair (it writes nothing)."""

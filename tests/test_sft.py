@@ -12,13 +12,9 @@ from ric.models.lora import unfreeze_top_layers
 from ric.models.packed_attention import packed_attention
 from ric.models.samples import IGNORE_INDEX, collate, pack, response_loss_sum, tokenize_sample
 from ric.models.tiny import build_tiny
-from ric.training.sft import (
-    adamw,
-    epoch_batches,
-    latest_checkpoint,
-    resolve_mixed_precision,
-    train,
-)
+from ric.training.checkpoints import latest_checkpoint
+from ric.training.optimization import adamw, resolve_mixed_precision
+from ric.training.sft import epoch_batches, train
 
 PAIRS = [
     (build_prompt("What is a fox?", [1.0, -1.0]), "A fox is a small wild animal."),
@@ -119,6 +115,7 @@ def test_packed_loss_equals_padded_loss_so_no_sample_attends_to_another(tokenize
     assert response_loss_sum(model, joined).item() != pytest.approx(sum(per_sample), rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_packed_training_matches_padded_training(tokenizer, tmp_path, accumulation):
     runs = {}
@@ -185,6 +182,7 @@ def _settings(**overrides):
     return TrainConfig(**{**values, **overrides})
 
 
+@pytest.mark.slow
 def test_loss_falls_and_log_is_written(tokenizer, tmp_path):
     model, _ = build_tiny(seed=0)
     result = train(
@@ -201,6 +199,7 @@ def test_loss_falls_and_log_is_written(tokenizer, tmp_path):
     assert result.response_tokens > 0
 
 
+@pytest.mark.slow
 def test_final_loss_is_logged_even_without_periodic_logging(tokenizer, tmp_path):
     model, _ = build_tiny(seed=0)
     settings = _settings(max_steps=3, log_steps=0)
@@ -225,6 +224,7 @@ def _tiny_trained_from(top_layers):
     return unfreeze_top_layers(model, top_layers) if top_layers else model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("top_layers", [0, 1])
 def test_resume_after_interruption_matches_an_uninterrupted_run(tokenizer, tmp_path, top_layers):
     settings = _settings(

@@ -8,7 +8,7 @@ import torch
 
 from ric.config import LoraConfig, ModelConfig
 from ric.models import attach_lora, load_adapter, load_policy, merge_adapter, save_adapter
-from ric.models.soups import soup_model
+from ric.models.interpolation import soup_model
 
 
 def _base():

@@ -11,40 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_LORA, overrides
 
 from ric.cli import main
 from ric.models.tiny import build_tiny
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+# Every test here trains the tiny model.
+pytestmark = pytest.mark.slow
+
 TRAIN_FLAGS = [
-    "--model",
-    "tiny",
-    "--set",
-    "lora.r=4",
-    "--set",
-    "lora.alpha=8",
-    "--set",
-    "train.batch_size=8",
-    "--set",
-    "train.learning_rate=0.003",
-    "--set",
-    "train.mixed_precision=fp32",
-    "--set",
-    "train.log_steps=5",
+    *("--model", "tiny"),
+    *overrides(*TINY_LORA, "train.batch_size=8", "train.learning_rate=0.003", "train.log_steps=5"),
 ]
-
-
-@pytest.fixture(scope="module")
-def labeled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("label")
-    flags = f"--no-progress --reward verbosity --reward positivity --output {out}"
-    assert main(["label", "--data", str(EXAMPLES), *flags.split()]) == 0
-    return out
 
 
 def _train(data, out, *settings):
     """`ric train` on the tiny model; ``settings`` are key=value overrides."""
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
     return main(
         [
             "train",
@@ -54,7 +36,7 @@ def _train(data, out, *settings):
             str(out),
             "--no-progress",
             *TRAIN_FLAGS,
-            *overrides,
+            *overrides(*settings),
         ]
     )
 
@@ -189,8 +171,7 @@ def test_train_init_continues_a_ric_run_with_its_own_settings(tiny_offline, tmp_
             *("train.max_steps=2", "train.mixed_precision=fp32"),
             *(f"train.learning_rate={learning_rate}", "lora.r=16"),  # r: the init's wins
         ]
-        overrides = [arg for setting in settings for arg in ("--set", setting)]
-        assert main([*argv, "--no-progress", *overrides]) == 0
+        assert main([*argv, "--no-progress", *overrides(*settings)]) == 0
         return load_file(str(output / adapter))
 
     # A vanishing learning rate leaves the init's adapter (trained, B != 0) as it was: training
@@ -215,19 +196,8 @@ def test_train_init_continues_a_ric_run_with_its_own_settings(tiny_offline, tmp_
 def test_train_init_refuses_a_baseline_run(tiny_offline, tmp_path, capsys):
     sft = tmp_path / "sft"
     argv = ["baseline", "sft", "--data", str(tiny_offline / "label"), "--output", str(sft)]
-    settings = ["train.max_steps=1", "lora.r=4", "train.mixed_precision=fp32"]
-    assert (
-        main(
-            [
-                *argv,
-                "--model",
-                "tiny",
-                "--no-progress",
-                *[a for s in settings for a in ("--set", s)],
-            ]
-        )
-        == 0
-    )
+    settings = ["train.max_steps=1", *TINY_LORA]
+    assert main([*argv, "--model", "tiny", "--no-progress", *overrides(*settings)]) == 0
     argv = ["train", "--data", str(tiny_offline / "label"), "--output", str(tmp_path / "out")]
     assert main([*argv, "--init", str(sft), "--no-progress"]) == 2
     assert "is a 'sft' run: it continues a RiC run" in capsys.readouterr().err

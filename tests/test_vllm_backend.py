@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from helpers import SILENT, STOP, TAUGHT, greedy, train_to_answer
 from peft import PeftModel
-from test_generation import SILENT, STOP, TAUGHT, greedy, train_to_answer
 from transformers import AutoModelForCausalLM
 
 from ric.config import GenerationConfig, LoraConfig
@@ -145,6 +145,7 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Any:
     vllm_backend.release_engine()
 
 
+@pytest.mark.slow
 def test_plain_model_gives_the_hf_results_through_vllm(fake_vllm: Any) -> None:
     model, tokenizer = trained_tiny()
     prompts = [*PROMPTS, SILENT]
@@ -165,6 +166,7 @@ def test_plain_model_gives_the_hf_results_through_vllm(fake_vllm: Any) -> None:
     assert call["lora"] is None
 
 
+@pytest.mark.slow
 def test_the_engine_is_rebuilt_when_the_weights_change(fake_vllm: Any) -> None:
     model, tokenizer = trained_tiny()
     settings = greedy(backend="vllm", max_new_tokens=4)
@@ -181,6 +183,7 @@ def test_the_engine_is_rebuilt_when_the_weights_change(fake_vllm: Any) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("top_layers", [0, 1])
 def test_lora_model_is_served_as_an_adapter_on_its_base(fake_vllm: Any, top_layers: int) -> None:
     model, tokenizer = trained_tiny()
@@ -206,6 +209,7 @@ def test_lora_model_is_served_as_an_adapter_on_its_base(fake_vllm: Any, top_laye
     assert len(set(ids)) == 2
 
 
+@pytest.mark.slow
 def test_sampling_settings_and_per_prompt_seeds_reach_vllm(fake_vllm: Any) -> None:
     model, tokenizer = trained_tiny()
     sampled = GenerationConfig(
@@ -239,6 +243,7 @@ def real_vllm() -> None:
         pytest.skip("vLLM runs on a CUDA device; torch sees none")
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_vllm_greedy_equals_hf_greedy_for_a_plain_model() -> None:
     real_vllm()
@@ -258,6 +263,7 @@ def test_vllm_greedy_equals_hf_greedy_for_a_plain_model() -> None:
         vllm_backend.release_engine()
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("top_layers", [0, 1])
 def test_vllm_greedy_equals_hf_greedy_for_a_lora_model(top_layers: int) -> None:

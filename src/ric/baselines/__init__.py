@@ -1,1 +1,1 @@
-"""The paper's baselines (DESIGN §1.6)."""
+"""The paper's baselines (docs/design.md §1.6)."""

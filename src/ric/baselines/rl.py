@@ -1,4 +1,4 @@
-"""MORLHF (DESIGN §1.6): RL on the scalarized reward w^T z(r), one model per preference.
+"""MORLHF (docs/design.md §1.6): RL on the scalarized reward w^T z(r), one model per preference.
 
 z(r) are the rewards standardized with the label run's stats (the units RiC trains in), so a
 preference weighs objectives on the same scale whatever their raw units. The scorers are the
@@ -40,13 +40,15 @@ from ric.rewards import create_reward
 from ric.runs import (
     ADAPTER_DIR,
     METRICS_FILE,
+    RunResult,
     finished_run,
     load_start,
     settings_of,
     write_method,
 )
 from ric.runtime import describe_device, import_optional
-from ric.training.sft import CHECKPOINTS, LOG_FILE, resolve_mixed_precision
+from ric.training.checkpoints import CHECKPOINTS, LOG_FILE
+from ric.training.optimization import resolve_mixed_precision
 
 # What determines an RL run's weights, besides its preference (a finished run is reused only
 # by these settings).
@@ -74,10 +76,10 @@ def preference_folder(preference: Sequence[float]) -> str:
 
 def run_rl(
     config: RicConfig, preference: Sequence[float], output: Path, show_progress: bool = True
-) -> Path:
-    """Train the MORLHF model of ``preference`` into ``output`` and return it. A rerun resumes
-    from the newest complete checkpoint, with the reward history and seconds saved with it; a
-    finished run with the same settings is returned as is (``ric.runs.finished_run``)."""
+) -> RunResult:
+    """Train the MORLHF model of ``preference`` into ``output``; return it and its metrics. A
+    rerun resumes from the newest complete checkpoint, with the reward history and seconds saved
+    with it; a finished run with the same settings is returned as is (``ric.runs.finished_run``)."""
     import_optional("trl")  # before any work
     settings = config.baseline
     data = settings.data or config.train.data
@@ -87,7 +89,7 @@ def run_rl(
     weights = check_preference(np.asarray(preference, dtype=float), stats.num_objectives)
     requested = {**settings_of(config, TRAINED_BY), "preference": weights.tolist()}
     if finished_run(output, requested, "RL run"):
-        return output
+        return RunResult.recorded(output)
     if not config.generation.do_sample:
         raise ValueError(
             "RL compares sampled completions of a prompt: generation.do_sample must be true"
@@ -115,7 +117,7 @@ def run_rl(
     trainer.add_callback(_save_progress_callback(progress))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = progress.seconds()
-    history, resume = progress.history, checkpoint is not None
+    metrics = _metrics(trainer, progress.history, stats, weights, seconds, checkpoint is not None)
 
     def write_run() -> None:
         trainer.model.save_pretrained(output / ADAPTER_DIR)
@@ -125,11 +127,10 @@ def run_rl(
         write_method(output, "morlhf", weights.tolist(), init)
         log = trainer.state.log_history
         write_text_atomic(output / LOG_FILE, "".join(json.dumps(entry) + "\n" for entry in log))
-        metrics = _metrics(trainer, history, stats, weights, seconds, resume)
         write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
 
     parallel.on_main(write_run)
-    return output
+    return RunResult(output, metrics)
 
 
 def _prompts(frame: Any, prompt_column: str, config: RicConfig) -> Any:

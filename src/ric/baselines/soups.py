@@ -1,8 +1,9 @@
-"""Rewarded Soups (DESIGN §1.6): one RL model per reward, interpolated per preference.
+"""Rewarded Soups (docs/design.md §1.6): one RL model per reward, interpolated per preference.
 
 The members are `ric baseline morlhf` runs at the one-hot preferences; the soup's folder names
-them (``method.json``) and ``ric.models.soups.soup_model`` mixes their weights per preference
-when the soup is evaluated or asked (the interpolation's math is documented there).
+them (``method.json``) and ``ric.models.interpolation.soup_model`` mixes their weights per
+preference when the soup is evaluated or asked (``ric.steering.Steering.model_for``; the
+interpolation's math is documented in ``ric.models.interpolation``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def train_soup(config: RicConfig, output: Path, show_progress: bool = True) -> P
         load_stats(Path(config.baseline.data or config.train.data) / STATS_FILE).names
     )
     members = [
-        run_rl(config, w, output / "members" / preference_folder(w), show_progress)
+        run_rl(config, w, output / "members" / preference_folder(w), show_progress).output
         for w in np.eye(num_objectives).tolist()
     ]
     return assemble_soup(output, members)

@@ -1,4 +1,4 @@
-"""Preference-to-reward mappings (DESIGN §1.4, paper §3.4 and appendix A).
+"""Preference-to-reward mappings (docs/design.md §1.4, paper §3.4 and appendix A).
 
 A user's preference w (on the simplex) becomes the desired rewards R written into the prompt.
 With phi_i the linear map of [r_min_i, r_max_i] onto [0, 1], every method picks z = phi(R) in

@@ -1,4 +1,4 @@
-"""Pareto utilities for maximization, via moocore (DESIGN §1.5).
+"""Pareto utilities for maximization, via moocore (docs/design.md §1.5).
 
 moocore's routines are exact (WFG-style hypervolume), written in C and maintained by the
 multi-objective optimization community; we only fix the sense (maximize) and check inputs.

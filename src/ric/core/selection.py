@@ -1,4 +1,4 @@
-"""Multi-objective rejection sampling (MORS, DESIGN §1.3 step 4).
+"""Multi-objective rejection sampling (MORS, docs/design.md §1.3 step 4).
 
 A sample is removed when it is at or below the threshold in *every* objective
 (r_1 <= tau_1 and ... and r_N <= tau_N); it is kept when it beats the threshold in at least one.

@@ -1,4 +1,4 @@
-"""Per-objective normalization statistics (DESIGN §1.1).
+"""Per-objective normalization statistics (docs/design.md §1.1).
 
 One ``RewardStats`` object is computed when a dataset is labeled and then reused, unchanged, for
 online relabeling, evaluation and serving: the defect it prevents is the reference code's mix of

@@ -1,4 +1,4 @@
-"""Target rewards for the online stage (DESIGN §1.3 step 1): where to ask the model to go.
+"""Target rewards for the online stage (docs/design.md §1.3 step 1): where to ask the model to go.
 
 The paper's rule (``front``) aims at the Pareto front: every objective at r_max except one,
 chosen uniformly, whose target is drawn uniformly in [r_min, r_max] (the p = infinity mapping's

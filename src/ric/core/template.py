@@ -1,4 +1,4 @@
-"""The conditioned prompt: reward values written into the context (DESIGN §1.1).
+"""The conditioned prompt: reward values written into the context (docs/design.md §1.1).
 
 ``build_prompt("What is a fox?", [0.3, -1.2])`` gives, with the paper's template,
 ``"### Input: What is a fox? <R1> 0.3 <R2> -1.2 ### Response: "``; ``parse_prompt`` inverts it.

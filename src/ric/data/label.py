@@ -1,4 +1,5 @@
-"""`ric label`: score (prompt, response) data with N rewards and standardize them (DESIGN §1.1).
+"""`ric label`: score (prompt, response) data with N rewards and standardize them
+(docs/design.md §1.1).
 
 Output directory layout:
 
@@ -106,10 +107,12 @@ def read_labeled_frame(directory: str | Path) -> tuple[pd.DataFrame, RewardStats
 
 @dataclass(frozen=True)
 class LabelResult:
-    scored_path: Path
-    stats_path: Path
-    config_path: Path
-    stats: RewardStats
+    """What a labeling run (`ric label`, `ric image label`) wrote, and how much it scored."""
+
+    scored_path: Path  # the table with each objective's raw and standardized columns
+    stats_path: Path  # stats.json: the fitted per-objective statistics
+    config_path: Path  # the resolved config of the run
+    stats: RewardStats  # what stats.json holds
     shards_scored: int  # (reward, shard) units scored in this run
     shards_reused: int  # units loaded from the cache of an earlier run
 

@@ -242,9 +242,19 @@ def length_filter(
     return pairs[keep].reset_index(drop=True), len(keep) - sum(keep)
 
 
-def run_prepare(config: RicConfig) -> Path:
-    """Prepare ``config.prepare.data`` with the ``prepare.dataset`` preparer; return the
-    output directory."""
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `ric prepare` wrote: the pairs, and the report recorded beside them."""
+
+    pairs_path: Path  # the (prompt, response) pairs that `ric label` reads
+    # prepare.json's content: dataset, source, upstream_rows, pairs, left_out (reason -> rows
+    # left out for it) and the pairs' columns
+    report: dict[str, Any]
+
+
+def run_prepare(config: RicConfig) -> PrepareResult:
+    """Prepare ``config.prepare.data`` with the ``prepare.dataset`` preparer into
+    ``prepare.output``; return the pairs' path and the report written beside them."""
     settings = config.prepare
     if settings.dataset not in PREPARERS:
         raise ValueError(
@@ -286,4 +296,4 @@ def run_prepare(config: RicConfig) -> Path:
     }
     write_text_atomic(output / REPORT_FILE, json.dumps(report, indent=1))
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    return output
+    return PrepareResult(output / PAIRS_FILE, report)

@@ -1,1 +1,2 @@
-"""Preference sweeps, empirical fronts, steerability metrics, plots and reports (DESIGN §1.5)."""
+"""Preference sweeps, empirical fronts, steerability metrics, plots and reports
+(docs/design.md §1.5)."""

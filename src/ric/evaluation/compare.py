@@ -9,11 +9,11 @@ crash only evaluates what is missing).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,34 @@ from ric.evaluation.sweep import (
     per_prompt_rewards,
     run_evaluate,
 )
+from ric.runs import RunResult
 
 COMPARISON_PLOT = "fronts.png"
 COMPARISON_TABLE = "comparison.csv"
+Interval = list[float] | None  # [low, high] of a 95% interval; None where none was computed
+
+
+@dataclass(frozen=True)
+class ComparedModel:
+    """One row of a comparison: a model, or a group of models forming one front (MORLHF)."""
+
+    label: str
+    points: int  # points of its front: one per preference it was swept at (base, SFT: one)
+    hypervolume: float  # of its front, raw reward units, against the comparison's reference
+    hypervolume_interval: Interval  # over resampled prompts (None: evaluate.resamples is 0)
+    # its hypervolume minus the last model's, resampled on the same prompts: (0, 0) for the last
+    minus_last_interval: Interval
+    # objective -> the behavioural probe's move (``difference_sd``, ``difference_se``; see
+    # ric.evaluation.probe); None for a model that is not asked for rewards
+    probe: dict[str, dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What ``evaluate_models`` wrote: the report, and its table's rows as data."""
+
+    report: Path  # report.md, beside comparison.csv and fronts.png
+    models: tuple[ComparedModel, ...]  # in the order given: the last is the gaps' reference
 
 
 def folder_name(label: str) -> str:
@@ -53,8 +78,9 @@ def evaluate_models(
     output: Path,
     show_progress: bool = True,
     appendix: str = "",
-) -> Path:
-    """Evaluate every ``label -> model directory`` and write the comparison; return report.md.
+) -> Comparison:
+    """Evaluate every ``label -> model directory`` and write the comparison; return the report
+    and its rows.
 
     A label may name several directories (MORLHF: one model per preference): each is evaluated
     in its own sub-folder and their points form one front. ``appendix`` (markdown) ends the
@@ -70,7 +96,7 @@ def evaluate_models(
         raise ValueError(f"no model directories for {empty[0]!r}")
     first = next(iter(groups.values()))[0]
     reference = config.evaluate.reference or default_reference(load_stats(first / STATS_FILE))
-    rows, fronts, names, group_rewards = [], {}, None, []
+    compared, steerings, fronts, names, group_rewards = [], [], {}, None, []
     for label, members in groups.items():
         folders = _member_folders(output, label, members)
         summaries, probes, rewards = [], [], []
@@ -92,33 +118,24 @@ def evaluate_models(
         means = summary[[f"mean_{n}" for n in names]].to_numpy()  # (K, N) raw units
         desired = summary[[f"desired_{n}" for n in names]].to_numpy()
         fronts[label] = (preferences, means)
-        steering = steerability(preferences, desired, means, names)
-        rows.append(
-            {
-                "label": label,
-                "model": ", ".join(str(m) for m in members),
-                "points": len(summary),
-                "hypervolume": front_summary(means, np.asarray(reference))["hypervolume"],
-                **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
-                # the behavioural probe's move (sd) and its standard error; only a RiC model is
-                # asked for rewards
-                **{
-                    f"probe_{part}_{n}": (
-                        probes[0][n].get(f"difference_{part}") if probes[0] else None
-                    )
-                    for n in names
-                    for part in ("sd", "se")
-                },
-            }
-        )
+        steerings.append(steerability(preferences, desired, means, names))
+        hypervolume = front_summary(means, np.asarray(reference))["hypervolume"]
+        compared.append(ComparedModel(label, len(summary), hypervolume, None, None, probes[0]))
         group_rewards.append(np.concatenate(rewards))
     assert names is not None
-    table = pd.DataFrame(rows)
-    if config.evaluate.resamples:
-        intervals = _hypervolume_intervals(group_rewards, reference, config.evaluate.resamples)
-        after = table.columns.get_loc("hypervolume") + 1
-        for offset, column in enumerate(intervals.columns):
-            table.insert(after + offset, column, intervals[column])
+    resamples = config.evaluate.resamples
+    if resamples:
+        intervals = _hypervolume_intervals(group_rewards, reference, resamples)
+        compared = [
+            replace(model, hypervolume_interval=interval, minus_last_interval=gap)
+            for model, (interval, gap) in zip(compared, intervals, strict=True)
+        ]
+    table = pd.DataFrame(
+        [
+            _table_row(model, groups[model.label], steering, names, bool(resamples))
+            for model, steering in zip(compared, steerings, strict=True)
+        ]
+    )
     path = output / REPORT_FILE
 
     def write_comparison() -> None:
@@ -162,12 +179,45 @@ def evaluate_models(
         write_text_atomic(path, "\n".join(lines))
 
     parallel.on_main(write_comparison)
-    return path
+    return Comparison(path, tuple(compared))
+
+
+def _table_row(
+    model: ComparedModel,
+    members: list[Path],
+    steering: dict[str, dict],
+    names: list[str],
+    resampled: bool,
+) -> dict[str, Any]:
+    """``model``'s row of comparison.csv: the intervals only where resampled, and the probe's
+    move (sd) and its standard error only for a model asked for rewards (RiC)."""
+    low, high = model.hypervolume_interval or (None, None)
+    gap_low, gap_high = model.minus_last_interval or (None, None)
+    intervals = {
+        "hypervolume_low": low,
+        "hypervolume_high": high,
+        "minus_last_low": gap_low,
+        "minus_last_high": gap_high,
+    }
+    probe = model.probe
+    return {
+        "label": model.label,
+        "model": ", ".join(str(m) for m in members),
+        "points": model.points,
+        "hypervolume": model.hypervolume,
+        **(intervals if resampled else {}),
+        **{f"spearman_w1_{n}": steering[n]["w1_vs_obtained"] for n in names},
+        **{
+            f"probe_{part}_{n}": probe[n].get(f"difference_{part}") if probe else None
+            for n in names
+            for part in ("sd", "se")
+        },
+    }
 
 
 def _hypervolume_intervals(
     rewards: list[np.ndarray], reference: Sequence[float], resamples: int
-) -> pd.DataFrame:
+) -> list[tuple[Interval, Interval]]:
     """Per front (``rewards``: each group's raw rewards (K_g, P, N) on the same P prompts), the
     95% interval of its hypervolume and of its hypervolume minus the last front's, over the
     same prompt draws for every front: the difference is resampled pairwise, so what the
@@ -178,19 +228,10 @@ def _hypervolume_intervals(
         resampled_hypervolumes(resampled_means(each, draws), np.asarray(reference))
         for each in rewards
     ]
-    rows = []
-    for volume in volumes:
-        low, high = percentile_interval(volume) or (None, None)
-        gap_low, gap_high = percentile_interval(volume - volumes[-1]) or (None, None)
-        rows.append(
-            {
-                "hypervolume_low": low,
-                "hypervolume_high": high,
-                "minus_last_low": gap_low,
-                "minus_last_high": gap_high,
-            }
-        )
-    return pd.DataFrame(rows)
+    return [
+        (percentile_interval(volume), percentile_interval(volume - volumes[-1]))
+        for volume in volumes
+    ]
 
 
 def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]:
@@ -208,9 +249,9 @@ def _evaluation(
         config.evaluate, model=str(model), output=str(folder), reference=list(reference)
     )
     run_config = replace(config, evaluate=settings)
-    if not _evaluated_with(folder, run_config):
-        run_evaluate(run_config, show_progress)
-    return json.loads((folder / METRICS_FILE).read_text())  # type: ignore[no-any-return]
+    if _evaluated_with(folder, run_config):
+        return RunResult.recorded(folder).metrics
+    return run_evaluate(run_config, show_progress).metrics
 
 
 def _evaluated_with(folder: Path, config: RicConfig) -> bool:

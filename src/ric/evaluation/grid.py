@@ -12,7 +12,7 @@ import numpy as np
 
 from ric.core import check_preference
 
-# The paper's 13 preference vectors for 3 objectives (DESIGN §5).
+# The paper's 13 preference vectors for 3 objectives (docs/design.md §5).
 PAPER_GRID_3 = (
     (0.0, 0.0, 1.0),
     (0.0, 1.0, 0.0),

@@ -28,6 +28,7 @@ from ric.data.label import add_rewards
 from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import RewardFunction, score_split
 from ric.runs import TrainedPolicy
+from ric.steering import Steering
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,15 @@ def probe_standard_errors(obtained: np.ndarray, per_prompt: int = 1) -> list[flo
 
 def probe_generations(
     policy: TrainedPolicy,
+    steering: Steering,
     prompts: Sequence[str],
-    r_min: np.ndarray,
-    r_max: np.ndarray,
     generation: GenerationConfig,
     show_progress: bool = False,
 ) -> tuple[np.ndarray, GenerationResult]:
-    """The probe's desired rewards (2N, N), rows in ``probe_targets`` order, and its generations
-    (2N * P, target-major), all in one batched call."""
-    targets = probe_targets(r_min, r_max).reshape(-1, policy.stats.num_objectives)
-    texts = [text for row in targets for text in policy.conditioned_prompts(prompts, row)]
+    """The probe's desired rewards (2N, N) over the steering's range, rows in ``probe_targets``
+    order, and its generations (2N * P, target-major), all in one batched call."""
+    targets = probe_targets(steering.r_min, steering.r_max).reshape(-1, steering.num_objectives)
+    texts = steering.grid_prompts(prompts, targets)
     return targets, generate_with_stats(
         policy.model, policy.tokenizer, texts, generation, show_progress
     )
@@ -89,9 +89,8 @@ def probe_generations(
 
 def behaviour_probe(
     policy: TrainedPolicy,
+    steering: Steering,
     prompts: Sequence[str],
-    r_min: np.ndarray,
-    r_max: np.ndarray,
     generation: GenerationConfig,
     scorers: Sequence[RewardFunction],
     show_progress: bool = False,
@@ -100,7 +99,7 @@ def behaviour_probe(
     the low and high end, ``difference_sd``, the move in training standard deviations, and its
     standard error over the prompts, ``difference_se``) and the answers it was computed from."""
     prompts = list(prompts)
-    targets, generated = probe_generations(policy, prompts, r_min, r_max, generation, show_progress)
+    targets, generated = probe_generations(policy, steering, prompts, generation, show_progress)
     repeated = prompts * len(targets)
     raw = np.column_stack([score_split(scorer, repeated, generated.texts) for scorer in scorers])
     names = policy.stats.names

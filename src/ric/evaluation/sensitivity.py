@@ -24,6 +24,7 @@ import torch
 
 from ric.models.samples import IGNORE_INDEX, collate, tokenize_sample
 from ric.runs import TrainedPolicy
+from ric.steering import Steering
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def response_loss(
     """NLL of ``responses`` given prompts conditioned on ``values`` (B, N), standardized units.
     ``max_length`` cuts samples as training does; None keeps every response whole, so that
     prompts of different lengths (other values written in) are scored on the same tokens."""
-    conditioned = policy.conditioned_prompts(prompts, values)
+    conditioned = Steering.for_run(policy).prompts(prompts, values)
     limit = max_length if max_length is not None else sys.maxsize
     samples = [
         sample

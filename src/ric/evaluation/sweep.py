@@ -23,7 +23,6 @@ Output directory:
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +51,8 @@ from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.models.generation import GenerationResult, generate_with_stats
 from ric.rewards import create_reward, score_split
-from ric.runs import TrainedPolicy, load_trained
+from ric.runs import RunResult, TrainedPolicy, load_trained
+from ric.steering import Steering
 
 FRONT_PLOT = "front.png"
 PROBE_SAMPLES = "probe_samples.parquet"
@@ -69,6 +69,7 @@ class SweepResult:
     mean_standardized: np.ndarray  # (K, N)
     samples: pd.DataFrame
     probe: ProbeResult | None  # the behavioural probe; None for baselines or when it is off
+    steering: Steering  # how the points were asked (mapping, range, method)
 
 
 def per_prompt_rewards(samples: pd.DataFrame, names: list[str], preferences: int) -> np.ndarray:
@@ -83,7 +84,10 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
     settings = config.evaluate
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts)
     stats = policy.stats
-    preferences, desired, texts, generated = _generate(config, policy, prompts, show_progress)
+    steering = Steering.for_run(policy, config.mapping)
+    preferences, desired, texts, generated = _generate(
+        steering, policy, config, prompts, show_progress
+    )
     responses = generated.texts
     repeated_prompts = prompts * len(preferences)
     scorers = [create_reward(reward.type, reward.options) for reward in policy.reward_configs()]
@@ -106,6 +110,7 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
     add_rewards(samples, stats, raw)
     return SweepResult(
         stats=stats,
+        steering=steering,
         num_prompts=len(prompts),
         preferences=preferences,
         desired=desired,
@@ -115,59 +120,54 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
         probe=(
             behaviour_probe(
                 policy,
+                steering,
                 prompts,
-                *config.mapping.reward_range(stats, stats.num_objectives),
                 config.generation,
                 scorers,
                 show_progress,
             )
-            if settings.probe and policy.method.conditioned
+            if settings.probe and steering.takes_rewards
             else None
         ),
     )
 
 
 def _generate(
-    config: RicConfig, policy: TrainedPolicy, prompts: list[str], show_progress: bool
+    steering: Steering,
+    policy: TrainedPolicy,
+    config: RicConfig,
+    prompts: list[str],
+    show_progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, list[str], GenerationResult]:
     """Preferences (K, N), desired rewards (K, N; NaN for baselines, which are not asked),
-    prompt texts and generations (K * P, preference-major), by method:
-
-    * RiC: every grid preference, its desired rewards written into the prompt, in one batch;
-    * Rewarded Soups: every grid preference, each with its own interpolated weights;
-    * MORLHF: its own preference only; base and SFT: one point with no preference (NaN).
-    """
-    from ric.models.soups import soup_model
-
-    stats, method, settings = policy.stats, policy.method, config.evaluate
+    prompt texts and generations (K * P, preference-major). The steering picks the points
+    (``Steering.sweep_preferences``); a model that answers every point itself (RiC, and the
+    one point of base, SFT or MORLHF) generates them in one batch, a Rewarded Soups model
+    once per point with its own interpolated weights."""
     grid = resolve_grid(
-        stats.num_objectives, settings.grid, settings.divisions, settings.preferences
+        steering.num_objectives,
+        config.evaluate.grid,
+        config.evaluate.divisions,
+        config.evaluate.preferences,
     )
-    unknown = np.full(grid.shape, np.nan)
+    preferences = steering.sweep_preferences(grid)
+    desired = steering.map_preferences(preferences)
     generate = partial(
         generate_with_stats,
         tokenizer=policy.tokenizer,
         settings=config.generation,
         show_progress=show_progress,
     )
-    if method.conditioned:
-        r_min, r_max = config.mapping.reward_range(stats, stats.num_objectives)
-        desired = np.array([config.mapping.desired_rewards(w, r_min, r_max) for w in grid])
-        texts = [text for row in desired for text in policy.conditioned_prompts(prompts, row)]
-        return grid, desired, texts, generate(policy.model, prompts=texts)
-    plain = policy.plain_prompts(prompts)
-    if method.name == "soups":
-        per_soup = [
-            generate(
-                soup_model(copy.deepcopy(policy.model), policy.member_adapters(), w), prompts=plain
-            )
-            for w in grid
-        ]
-        return grid, unknown, plain * len(grid), GenerationResult.concatenate(per_soup)
-    own = np.full((1, stats.num_objectives), np.nan)
-    if method.preference is not None:
-        own[0] = method.preference
-    return own, np.full_like(own, np.nan), plain, generate(policy.model, prompts=plain)
+    if steering.method.name != "soups":
+        texts = (
+            steering.grid_prompts(prompts, desired)
+            if steering.takes_rewards
+            else steering.prompts(prompts) * len(preferences)
+        )
+        return preferences, desired, texts, generate(policy.model, prompts=texts)
+    plain = steering.prompts(prompts)
+    per_soup = [generate(steering.model_for(policy, w), prompts=plain) for w in preferences]
+    return preferences, desired, plain * len(preferences), GenerationResult.concatenate(per_soup)
 
 
 def summary_table(result: SweepResult, names: list[str]) -> pd.DataFrame:
@@ -230,8 +230,9 @@ def default_reference(stats: RewardStats) -> list[float]:
     return [float(v) for v in minimum]
 
 
-def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
-    """Run the sweep and write every artifact of the module docstring; return the directory."""
+def run_evaluate(config: RicConfig, show_progress: bool = True) -> RunResult:
+    """Run the sweep and write every artifact of the module docstring; return the directory and
+    the metrics written there."""
     settings = config.evaluate
     if not settings.output:
         raise ValueError("no output directory: set evaluate.output (or pass --output)")
@@ -266,7 +267,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
             if settings.resamples
             else None
         ),
-        "mapping": {"method": config.mapping.method, "p": config.mapping.p},
+        "mapping": result.steering.describe(),
         "reward_sensitivity": _sensitivity(policy, settings.sensitivity_samples),
         "probe": result.probe.summary if result.probe else None,
     }
@@ -293,4 +294,4 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> Path:
         write_report(output, metrics, summary, config)
 
     parallel.on_main(write_evaluation)
-    return output
+    return RunResult(output, metrics)

@@ -45,6 +45,8 @@ from ric.image.data import read_captions
 from ric.image.pipeline import sample_images
 from ric.image.rewards import create_image_reward
 from ric.image.train import TrainedImageModel, conditioned_captions, load_trained_image_model
+from ric.runs import RunResult
+from ric.steering import Steering
 
 IMAGES_DIR = "images"
 IMAGE_GRID_FILE = "image_grid.png"
@@ -97,14 +99,13 @@ def image_probe(
     model: TrainedImageModel,
     config: ImageRicConfig,
     captions: list[str],
-    r_min: np.ndarray,
-    r_max: np.ndarray,
+    steering: Steering,
     show_progress: bool,
 ) -> dict[str, dict[str, float]]:
-    """The behavioural probe of ``ric.evaluation.probe`` on images."""
+    """The behavioural probe of ``ric.evaluation.probe`` on images, over the steering's range."""
     stats, count = model.stats, model.stats.num_objectives
     per_caption = config.evaluate.images_per_prompt
-    targets = probe_targets(r_min, r_max).reshape(-1, count)  # (2N, N)
+    targets = probe_targets(steering.r_min, steering.r_max).reshape(-1, count)  # (2N, N)
     _, images = generate_for_targets(
         model, config, captions, targets, per_caption, show_progress, "probe"
     )
@@ -144,8 +145,9 @@ def draw_image_grid(
     return path
 
 
-def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> Path:
-    """Run the sweep and write every artifact of the module docstring; return the directory."""
+def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> RunResult:
+    """Run the sweep and write every artifact of the module docstring; return the directory and
+    the metrics written there."""
     settings = config.evaluate
     for key, hint in (("output", "--output"), ("model", "--model"), ("prompts", "--prompts")):
         if not getattr(settings, key):
@@ -155,8 +157,8 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
     stats, names = model.stats, list(model.stats.names)
     count, per_caption = stats.num_objectives, settings.images_per_prompt
     preferences = resolve_grid(count, settings.grid, settings.divisions, settings.preferences)
-    r_min, r_max = config.mapping.reward_range(stats, count)
-    desired = np.array([config.mapping.desired_rewards(w, r_min, r_max) for w in preferences])
+    steering = Steering.for_stats(stats, config.mapping)
+    desired = steering.map_preferences(preferences)
     texts, images = generate_for_targets(
         model, config, captions, desired, per_caption, show_progress, "evaluate"
     )
@@ -209,9 +211,9 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
             if settings.resamples
             else None
         ),
-        "mapping": {"method": config.mapping.method, "p": config.mapping.p},
+        "mapping": steering.describe(),
         "probe": (
-            image_probe(model, config, captions, r_min, r_max, show_progress)
+            image_probe(model, config, captions, steering, show_progress)
             if settings.probe
             else None
         ),
@@ -243,4 +245,4 @@ def evaluate_image_model(config: ImageRicConfig, show_progress: bool = True) -> 
         "",
     ]
     write_report(output, metrics, summary, config, extra=grid_lines)
-    return output
+    return RunResult(output, metrics)

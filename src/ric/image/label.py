@@ -35,7 +35,13 @@ from ric.data.io import (
     write_atomic,
     write_text_atomic,
 )
-from ric.data.label import CACHE_DIR, check_rewards, raw_column, standardized_column
+from ric.data.label import (
+    CACHE_DIR,
+    LabelResult,
+    check_rewards,
+    raw_column,
+    standardized_column,
+)
 from ric.data.shards import ShardCache
 from ric.data.sources import fingerprint_pairs
 from ric.image.config import ImageRicConfig
@@ -74,8 +80,9 @@ def score_shard(
         raise ValueError(f"{error} (rows {start}-{last}); no output was written") from error
 
 
-def label_images(config: ImageRicConfig, show_progress: bool = True) -> Path:
-    """Score ``config.data`` with ``config.rewards`` into ``config.label.output``; returns it."""
+def label_images(config: ImageRicConfig, show_progress: bool = True) -> LabelResult:
+    """Score ``config.data`` with ``config.rewards`` into ``config.label.output``; return what
+    was written and how many shard scores were computed or reused."""
     if not config.label.output:
         raise ValueError("no output directory: set label.output (or pass --output)")
     check_rewards(config.rewards)
@@ -86,6 +93,7 @@ def label_images(config: ImageRicConfig, show_progress: bool = True) -> Path:
     output = Path(config.label.output)
     shard_size = config.label.shard_size
     raw = np.empty((len(rows), len(scorers)))
+    scored = reused = 0
     progress = tqdm(
         total=len(rows) * len(scorers), desc="label", unit="image", disable=not show_progress
     )
@@ -105,8 +113,10 @@ def label_images(config: ImageRicConfig, show_progress: bool = True) -> Path:
                 scores = score_shard(scorer, rows.captions[start:stop], images, start)
                 return pd.DataFrame({"score": scores})
 
-            scores, _ = cache.compute(shard, score, config.label.reuse_scores)
+            scores, was_reused = cache.compute(shard, score, config.label.reuse_scores)
             raw[start:stop, column] = scores["score"].to_numpy()
+            reused += was_reused
+            scored += not was_reused
             progress.update(stop - start)
     progress.close()
 
@@ -123,7 +133,14 @@ def label_images(config: ImageRicConfig, show_progress: bool = True) -> Path:
     write_atomic(output / SCORED_FILE, lambda tmp: frame.to_parquet(tmp, index=False))
     save_stats(stats, output / STATS_FILE)
     write_text_atomic(output / CONFIG_FILE, dump_config(config))
-    return output
+    return LabelResult(
+        scored_path=output / SCORED_FILE,
+        stats_path=output / STATS_FILE,
+        config_path=output / CONFIG_FILE,
+        stats=stats,
+        shards_scored=scored,
+        shards_reused=reused,
+    )
 
 
 def read_image_labels(directory: str | Path) -> ImageLabels:

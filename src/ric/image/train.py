@@ -1,4 +1,4 @@
-"""`ric image train`: reward-conditioned fine-tuning of a text-to-image model (DESIGN §1.7).
+"""`ric image train`: reward-conditioned fine-tuning of a text-to-image model (docs/design.md §1.7).
 
 Each labeled image's caption gets its standardized rewards appended with the text pipeline's
 template (``a red circle <R1> 0.3 <R2> -1.2``; ``ric.core.template``), a share
@@ -11,8 +11,8 @@ model, built from scratch, needs it; the paper keeps CLIP frozen).
 
 Every random choice of a step (its images, noise, timesteps, dropped captions) is drawn from
 (seed, step), and checkpoints hold the trainable weights, optimizer and schedule, so ``resume``
-continues with exactly what an uninterrupted run would have done (``ric.training.sft``'s
-checkpoint format). Output directory:
+continues with exactly what an uninterrupted run would have done (the checkpoint format of
+``ric.training.checkpoints``). Output directory:
 
     model/            the trained parts in the diffusers layout (the embedded model: all of
                       them), ``ric_pipeline.json`` naming what the rest is loaded from
@@ -53,14 +53,14 @@ from ric.image.pipeline import (
     to_pixels,
 )
 from ric.runtime import default_device
-from ric.training.sft import (
+from ric.training.checkpoints import (
     CHECKPOINTS,
-    adamw,
     append_log,
     load_latest_checkpoint,
     save_checkpoint,
     truncate_log,
 )
+from ric.training.optimization import adamw
 
 MODEL_DIR = "model"
 LORA_DIR = "unet_lora"

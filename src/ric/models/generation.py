@@ -2,7 +2,7 @@
 
 The authors' code generated one example at a time and cleaned responses with character-set
 stripping (``rstrip("### Response:")``, ``.strip('</s>')``), which ate the ends of real answers
-(DESIGN §2). Here:
+(docs/design.md §2). Here:
 
 * prompts are tokenized once, alone, exactly as ``tokenizer(prompt)`` (and the SFT loop) tokenizes
   them, then sorted by length into batches (little padding) and padded on the LEFT by

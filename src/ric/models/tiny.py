@@ -1,6 +1,6 @@
 """A tiny causal language model and tokenizer built in code, for tests and `--smoke` runs.
 
-DESIGN §3: a Llama with hidden size 64, 2 layers and 4 heads, and a byte-level BPE tokenizer
+docs/design.md §3: a Llama with hidden size 64, 2 layers and 4 heads, and a byte-level BPE tokenizer
 trained in code on a few sentences (vocabulary ~400, because logits dominate the cost of such a
 small model otherwise). It mirrors the embedded SmolLM2 where it matters to RiC: eos = pad =
 ``<|im_end|>`` and no automatic BOS. Building both takes a few hundredths of a second.

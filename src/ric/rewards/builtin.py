@@ -1,4 +1,5 @@
-"""Built-in reward scorers that run offline (DESIGN §3): each one ships its model in a wheel.
+"""Built-in reward scorers that run offline (docs/design.md §3): each one ships its model in a
+wheel.
 
 Heavy libraries are imported inside ``__init__``, so ``import ric.rewards`` stays fast and a
 missing optional dependency only fails the scorer that needs it. Every ``score`` goes through

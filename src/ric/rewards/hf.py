@@ -1,4 +1,5 @@
-"""Adapter for Hugging Face sequence-classification reward models (DESIGN §5 lists the paper's).
+"""Adapter for Hugging Face sequence-classification reward models (docs/design.md §5 lists the
+paper's).
 
 Reward models differ in what they read: a (prompt, response) text pair, the response alone, or
 one string built from a template (e.g. ``"{response} <|endoftext|> {prompt}"``), the prompt
@@ -6,7 +7,7 @@ framed as they were trained (``prompt_template``, e.g. ``"{prompt} \n\nAssistant
 which output column is the reward. All are options here, so every model of the paper is one
 config entry; ``preset`` names the paper's six with the inputs its code fed them (``PRESETS``).
 
-Scoring is batched the way the authors' code was not (DESIGN §2): texts are tokenized once,
+Scoring is batched the way the authors' code was not (docs/design.md §2): texts are tokenized once,
 sorted by token length, batched, right-padded, and the scores are put back in input order.
 Sorting keeps padding (wasted compute) small. Right padding is the safe side for every
 architecture: encoders with absolute positions see the same positions as unpadded text, and

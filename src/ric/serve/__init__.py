@@ -1,10 +1,12 @@
 """`ric serve`: one trained RiC run behind an OpenAI-compatible HTTP API, where every request
 carries its own preference (or desired rewards).
 
-``ric.serve.steering`` turns a request into desired rewards (guardrails included) and a chat
-into a prompt, ``ric.serve.batching`` gathers concurrent requests into shared generate calls,
-``ric.serve.app`` is the FastAPI application. Baseline runs (SFT, MORLHF, Rewarded Soups) are
-refused at startup: their prompts carry no rewards, so there is nothing to steer.
+``ric.serve.guardrails`` turns a request into desired rewards (through ``ric.steering``, bounds
+included) and a chat into a prompt, ``ric.serve.batching`` gathers concurrent requests into shared
+generate calls, ``ric.serve.deployment`` holds the run served, ``ric.serve.wire`` speaks OpenAI's
+format and ``ric.serve.app`` is the FastAPI application's routes. Baseline runs (SFT, MORLHF,
+Rewarded Soups) are refused at startup: their prompts carry no rewards, so there is nothing to
+steer.
 """
 
 from __future__ import annotations

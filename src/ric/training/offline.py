@@ -1,4 +1,4 @@
-"""`ric train`: the offline stage (DESIGN §1.2) on a `ric label` output directory.
+"""`ric train`: the offline stage (docs/design.md §1.2) on a `ric label` output directory.
 
 Every labeled sample becomes (conditioned prompt, response): the prompt carries the sample's own
 standardized rewards, so both good and bad responses teach the model what each reward level looks
@@ -32,6 +32,7 @@ from ric.data.sources import boolean_column
 from ric.models.samples import TokenizedSample, tokenize_sample
 from ric.runs import (
     METRICS_FILE,
+    RunResult,
     finished_run,
     load_trained,
     read_method,
@@ -41,7 +42,8 @@ from ric.runs import (
     write_method,
 )
 from ric.runtime import describe_device
-from ric.training.sft import CHECKPOINTS, TrainResult, train
+from ric.training.checkpoints import CHECKPOINTS
+from ric.training.sft import TrainResult, train
 
 # What determines an offline run's weights (a finished run is reused only by these settings).
 TRAINED_BY = ("model", "lora", "template", "train")
@@ -82,9 +84,10 @@ def read_labeled(
 
 def run_train(
     config: RicConfig, resume: bool = False, show_progress: bool = True, conditioned: bool = True
-) -> Path:
-    """Train on ``config.train.data``; write to ``config.train.output``; return that path.
-    ``conditioned=False`` is the SFT baseline: the same loop on prompts without rewards."""
+) -> RunResult:
+    """Train on ``config.train.data``; write to ``config.train.output``; return that folder and
+    its metrics. ``conditioned=False`` is the SFT baseline: the same loop on prompts without
+    rewards."""
     if not config.train.output:
         raise ValueError("no output directory: set train.output (or pass --output)")
     if config.train.init:
@@ -93,7 +96,7 @@ def run_train(
     output = Path(settings.output)
     sections = [*TRAINED_BY, *([] if conditioned else ["baseline.sft_column"])]
     if finished_run(output, settings_of(config, sections), "training run"):
-        return output  # the same settings: nothing left to do
+        return RunResult.recorded(output)  # the same settings: nothing left to do
     has_checkpoints = any((output / CHECKPOINTS).glob("step-*"))
     if has_checkpoints and not resume:
         raise ValueError(
@@ -109,6 +112,7 @@ def run_train(
         if (sample := tokenize_sample(tokenizer, prompt, response, settings.max_length))
     ]
     result = train(model, samples, settings, output, tokenizer.pad_token_id, resume, show_progress)
+    metrics = _metrics(result, samples, data)
 
     def write_run() -> None:
         save_weights(model, tokenizer, output)
@@ -116,11 +120,10 @@ def run_train(
         write_text_atomic(output / CONFIG_FILE, dump_config(config))
         if not conditioned:
             write_method(output, "sft")
-        metrics = _metrics(result, samples, data)
         write_text_atomic(output / METRICS_FILE, json.dumps(metrics, indent=1))
 
     parallel.on_main(write_run)
-    return output
+    return RunResult(output, metrics)
 
 
 def _start_model(config: RicConfig) -> tuple[Any, Any]:

@@ -1,4 +1,4 @@
-"""`ric online`: the online stage (DESIGN §1.3), iterated and crash-safe.
+"""`ric online`: the online stage (docs/design.md §1.3), iterated and crash-safe.
 
 Each iteration k continues the policy of iteration k - 1 (iteration 0 is the offline run):
 
@@ -69,12 +69,15 @@ from ric.runs import (
     settings_of,
 )
 from ric.runtime import describe_device
+from ric.steering import Steering
 from ric.training.sft import train
 
 BUFFER_FILE = "buffer.parquet"
 # What determines an iteration's result (a finished one is reused only by these settings).
 ITERATION_MADE_BY = ("online", "generation", "mapping", "train.max_length")
 THRESHOLDS_FILE = "thresholds.json"
+# Per generated row: its shard's generation and scoring seconds over the shard's rows.
+SECONDS_COLUMN = "shard_seconds_per_row"
 
 
 def iteration_folder(output: Path, iteration: int) -> Path:
@@ -86,16 +89,15 @@ def target_column(name: str) -> str:
 
 
 def plan_iteration(
-    prompts: list[str], config: RicConfig, stats: RewardStats, iteration: int
+    prompts: list[str], settings: OnlineConfig, steering: Steering, iteration: int
 ) -> pd.DataFrame:
-    """Prompts (sampled with replacement) and their targets (standardized units)."""
-    settings = config.online
+    """Prompts (sampled with replacement) and their targets (standardized units), drawn over
+    the steering's range: the one evaluation and serving map preferences over."""
     rng = np.random.default_rng([settings.seed, iteration])
     chosen = rng.integers(0, len(prompts), size=settings.samples)
-    r_min, r_max = config.mapping.reward_range(stats, stats.num_objectives)
-    targets = draw_targets(settings.targets, rng, settings.samples, r_min, r_max)
+    targets = draw_targets(settings.targets, rng, settings.samples, steering.r_min, steering.r_max)
     plan = pd.DataFrame({"prompt": [prompts[i] for i in chosen]})
-    for i, name in enumerate(stats.names):
+    for i, name in enumerate(steering.names):
         plan[target_column(name)] = targets[:, i]
     return plan
 
@@ -111,8 +113,16 @@ def select(
     return mors_mask(standardized, thresholds), thresholds
 
 
-def run_online(config: RicConfig, show_progress: bool = True) -> Path:
-    """Run (or resume) every online iteration; return the output directory."""
+@dataclass(frozen=True)
+class OnlineResult:
+    """The online stage's output, as its callers compare the iterations."""
+
+    output: Path  # online.output, holding one folder per iteration
+    iterations: tuple[Path, ...]  # every iteration's finished run, iteration 1 first
+
+
+def run_online(config: RicConfig, show_progress: bool = True) -> OnlineResult:
+    """Run (or resume) every online iteration; return the output directory and its iterations."""
     settings = config.online
     if not settings.model:
         raise ValueError("no model: set online.model (or pass --model) to a `ric train` output")
@@ -164,7 +174,8 @@ def run_online(config: RicConfig, show_progress: bool = True) -> Path:
                 show_progress,
             )
         previous = folder
-    return output
+    iterations = range(1, settings.iterations + 1)
+    return OnlineResult(output, tuple(iteration_folder(output, k) for k in iterations))
 
 
 def _run_iteration(
@@ -180,7 +191,6 @@ def _run_iteration(
 ) -> None:
     settings = config.online
     seconds: dict[str, float] = {}
-    began = time.perf_counter()
     plan_settings = {
         "prompts": prompts,
         "online": {k: getattr(settings, k) for k in ("samples", "seed", "targets")},
@@ -188,11 +198,12 @@ def _run_iteration(
         "stats": stats.to_json(),
         "iteration": iteration,
     }
-    plan, _ = ShardCache.under(folder, "plan", plan_settings).compute(
-        0, lambda: plan_iteration(prompts, config, stats, iteration)
-    )
     policy = load_trained(
         previous, trainable=True, dtype=config.model.dtype, device=config.model.device
+    )
+    steering = Steering.for_run(policy, config.mapping)
+    plan, _ = ShardCache.under(folder, "plan", plan_settings).compute(
+        0, lambda: plan_iteration(prompts, settings, steering, iteration)
     )
     shards = ShardCache.under(
         folder,
@@ -205,8 +216,14 @@ def _run_iteration(
             "dtype": config.model.dtype,
         },
     )
-    generated = _generate_and_score(policy, plan, config, shards, iteration, show_progress)
-    seconds["generate_and_score"] = time.perf_counter() - began
+    generated = _generate_and_score(
+        policy, steering, plan, config, shards, iteration, show_progress
+    )
+    # Each shard recorded its own time: a run killed and resumed counts every process's work.
+    # (Shards saved before this column existed count 0.)
+    shard_seconds = generated.get(SECONDS_COLUMN, pd.Series(0.0, index=generated.index))
+    seconds["generate_and_score"] = float(shard_seconds.fillna(0.0).sum())
+    generated = generated.drop(columns=SECONDS_COLUMN, errors="ignore")  # bookkeeping, not data
 
     began = time.perf_counter()
     buffer = _buffer(generated, previous, iteration, stats)
@@ -247,7 +264,7 @@ def _run_iteration(
             mixed.rows[[standardized_column(n) for n in names]].to_numpy(),
         ]
     )  # (B, N) obtained rewards: hindsight relabeling
-    conditioned = policy.conditioned_prompts(train_rows["prompt"].tolist(), train_values)
+    conditioned = steering.prompts(train_rows["prompt"].tolist(), train_values)
     train_settings = replace(
         config.train,
         max_steps=settings.max_steps,
@@ -311,13 +328,16 @@ def _run_iteration(
 
 def _generate_and_score(
     policy: TrainedPolicy,
+    steering: Steering,
     plan: pd.DataFrame,
     config: RicConfig,
     shards: ShardCache,
     iteration: int,
     show_progress: bool,
 ) -> pd.DataFrame:
-    """Every shard of ``plan`` generated and scored (saved ones read back), in plan order."""
+    """Every shard of ``plan`` generated and scored (saved ones read back), in plan order;
+    each row holds its shard's wall-clock seconds shared among the shard's rows
+    (``SECONDS_COLUMN``), so their sum is the iteration's time however often it resumed."""
     from ric.models.generation import generate_with_stats
 
     settings = config.online
@@ -329,8 +349,9 @@ def _generate_and_score(
         shard = plan.iloc[start : start + settings.shard_size].reset_index(drop=True)
 
         def generate_and_score(shard: pd.DataFrame = shard, index: int = index) -> pd.DataFrame:
+            began = time.perf_counter()
             targets = shard[[target_column(n) for n in names]].to_numpy()
-            conditioned = policy.conditioned_prompts(shard["prompt"].tolist(), targets)
+            conditioned = steering.prompts(shard["prompt"].tolist(), targets)
             generation = replace(
                 config.generation, seed=config.generation.seed + 1_000 * iteration + index
             )
@@ -340,6 +361,7 @@ def _generate_and_score(
             for name, scorer in zip(names, scorers, strict=True):
                 shard[raw_column(name)] = score_split(scorer, prompts, responses)
             shard["iteration"] = iteration
+            shard[SECONDS_COLUMN] = (time.perf_counter() - began) / len(shard)
             return shard
 
         frames.append(shards.compute(index, generate_and_score)[0])

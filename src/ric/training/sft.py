@@ -1,9 +1,9 @@
-"""Multi-reward conditional SFT (DESIGN §1.2): the loop the offline and online stages share.
+"""Multi-reward conditional SFT (docs/design.md §1.2): the loop the offline and online stages share.
 
 A plain accelerate loop, not TRL's SFTTrainer, for three reasons:
 * labels come from token positions: each sample is tokenized once as prompt ids + response ids +
   EOS, and the loss covers exactly the tokens after the prompt's length. No decode/re-tokenize
-  round trip, no search for a response template (DESIGN §2);
+  round trip, no search for a response template (docs/design.md §2);
 * batches are grouped by length (padding is wasted compute) and their order is a pure function of
   (seed, epoch), so ``resume`` continues with exactly the batches an uninterrupted run would see;
 * one loop, readable top to bottom, serves both stages; accelerate still gives device placement,
@@ -26,9 +26,7 @@ model is trained on and the one it is asked with are the same token ids.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,13 +38,18 @@ from tqdm.auto import tqdm
 
 from ric import parallel
 from ric.config import TrainConfig
-from ric.data.io import write_text_atomic
 from ric.models.frozen_layers import FrozenLayerCache, frozen_layer_cache
 from ric.models.packed_attention import packed_attention
 from ric.models.samples import TokenizedSample, collate, pack, response_loss_sum
+from ric.training.checkpoints import (
+    append_log,
+    checkpoint_folder,
+    load_latest_checkpoint,
+    save_checkpoint,
+    truncate_log,
+)
+from ric.training.optimization import adamw, resolve_mixed_precision
 
-CHECKPOINTS = "checkpoints"
-LOG_FILE = "train_log.jsonl"
 LENGTH_GROUP_FACTOR = 50  # batches per length-sorted group: little padding, still shuffled
 
 
@@ -65,26 +68,6 @@ def epoch_batches(
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     generator.shuffle(batches)
     return batches
-
-
-def resolve_mixed_precision(setting: str) -> str:
-    """accelerate's mode for a setting; ``auto``: bf16 on a CUDA device that supports it or on a
-    CPU with AMX tiles, else fp32 ("no"). Without AMX, CPU bf16 autocast is slower than fp32
-    (measured 6.2 vs 3.7 s per demo step on a 2-core AVX512-BF16 Xeon)."""
-    if setting == "fp32":
-        return "no"
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if _cpu_has_amx() else "no"
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -114,10 +97,14 @@ def train(
     and training continues from its step with the same data order.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from transformers import get_scheduler
 
     if not samples:
         raise ValueError("no training samples (all prompts longer than train.max_length?)")
+    # accelerate keeps the first mixed-precision mode of a process and refuses another; one
+    # process may train several models (`ric compare`, a notebook) with different modes.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(settings.mixed_precision), cpu=parallel.on_cpu()
     )
@@ -280,117 +267,3 @@ def _backward_share(
         # DDP averages over processes; the step wants the sum over the micro-batch's tokens.
         accelerator.backward(loss_sum * processes / (batch_tokens * accumulation))
     return torch.tensor([loss_sum.item() / batch_tokens, 1.0 / processes])
-
-
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch's fused AdamW kernel runs
-
-
-def adamw(
-    parameters: Sequence[torch.nn.Parameter], learning_rate: float, weight_decay: float
-) -> torch.optim.AdamW:
-    """AdamW over ``parameters``, with torch's fused kernel where every parameter's device has
-    it: one pass per tensor rather than a dozen elementwise ones (on 2 CPU cores, 20 against 52
-    ms for the demo's 35M trained weights; TRL's trainers use it too). Elsewhere torch's
-    default implementation."""
-    fused = all(parameter.device.type in FUSED_ADAMW_DEVICES for parameter in parameters)
-    return torch.optim.AdamW(
-        parameters, lr=learning_rate, weight_decay=weight_decay, fused=fused or None
-    )
-
-
-def append_log(output: Path, step: int, loss: float, lr: float, began: float) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    record = {"step": step, "loss": loss, "lr": lr, "seconds": time.perf_counter() - began}
-    with (output / LOG_FILE).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def truncate_log(output: Path, step: int) -> None:
-    """Keep only the log records up to ``step`` (all of them gone for a fresh start)."""
-    log = output / LOG_FILE
-    if not log.is_file():
-        return
-    kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-    write_text_atomic(log, "".join(f"{line}\n" for line in kept))
-
-
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        name: param.detach().cpu().clone()
-        for name, param in model.named_parameters()
-        if param.requires_grad
-    }
-
-
-def checkpoint_folder(output: Path, step: int) -> Path:
-    return output / CHECKPOINTS / f"step-{step:08d}"
-
-
-def save_checkpoint(
-    output: Path,
-    progress: tuple[int, float, int],
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    keep: int,
-) -> None:
-    """Write ``checkpoints/step-N`` atomically (temp dir, then rename); keep the newest ``keep``.
-    ``progress``: the step, and the seconds and response tokens trained so far."""
-    step, seconds, tokens = progress
-    from safetensors.torch import save_file
-
-    root = output / CHECKPOINTS
-    final = checkpoint_folder(output, step)
-    partial = root / f".partial-step-{step:08d}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file(_trainable_state(model), str(partial / "trainable.safetensors"))
-    torch.save(
-        {
-            "step": step,
-            "seconds": seconds,
-            "response_tokens": tokens,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
-        partial / "state.pt",
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old)
-
-
-def latest_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
-    folders = sorted((output / CHECKPOINTS).glob("step-*"))
-    return folders[-1] if folders else None
-
-
-def load_latest_checkpoint(
-    output: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any
-) -> tuple[int, float, int]:
-    """Restore the newest checkpoint; return its step and the seconds and response tokens
-    trained before it (zeros without a checkpoint)."""
-    from safetensors.torch import load_file
-
-    folder = latest_checkpoint(output)
-    if folder is None:
-        return 0, 0.0, 0
-    weights = load_file(str(folder / "trainable.safetensors"))
-    parameters = dict(model.named_parameters())
-    missing = sorted(set(weights) - set(parameters))
-    if missing:
-        raise ValueError(f"checkpoint {folder} does not fit the model: unknown {missing[:3]}")
-    with torch.no_grad():
-        for name, value in weights.items():
-            parameters[name].copy_(value)
-    state = torch.load(folder / "state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["step"]), float(state["seconds"]), int(state["response_tokens"])

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ric.config import config_from_values
+from ric.config import config_from_values, read_values, set_value
 from ric.data.io import write_text_atomic
 from ric.image.config import ImageRicConfig
 from ric.image.evaluate import evaluate_image_model
 from ric.image.label import label_images
 from ric.image.train import train_image_model
+from ric.recipes.demo import TIMING_FILE
+from ric.runs import RunResult
 from ric.tasks.shapes import CAPTIONS_FILE, HELDOUT_FILE, build_shapes
 
 IMAGE_DEMO_CONFIG = Path(__file__).parent / "image_demo.yaml"
@@ -41,11 +42,20 @@ SMOKE_OVERRIDES = [
 ]
 
 
+@dataclass(frozen=True)
+class ImageDemoResult:
+    """What `ric image demo` reports: the evaluation of the trained model, and how long each
+    stage took (also written to ``demo.json``)."""
+
+    evaluation: RunResult  # the evaluation folder (report.md) and its metrics
+    seconds: dict[str, float]  # stage -> wall-clock seconds, and their total
+
+
 def image_demo_config(
     output: Path, smoke: bool = False, overrides: list[str] | None = None
 ) -> ImageRicConfig:
     """The demo's config with every path under ``output``, then ``overrides``."""
-    values = yaml.safe_load(IMAGE_DEMO_CONFIG.read_text())
+    values = read_values(IMAGE_DEMO_CONFIG)
     images = output / "images"
     paths = {
         "data.path": images,
@@ -56,9 +66,10 @@ def image_demo_config(
         "evaluate.prompts": images / HELDOUT_FILE,
         "evaluate.output": output / "evaluate",
     }
-    settings = [f"{key}={json.dumps(str(value))}" for key, value in paths.items()]
+    for key, path in paths.items():
+        set_value(values, key, str(path))
     extra = [*(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
-    return config_from_values(values, [*settings, *extra], cls=ImageRicConfig)
+    return config_from_values(values, extra, cls=ImageRicConfig)
 
 
 def run_image_demo(
@@ -66,8 +77,8 @@ def run_image_demo(
     smoke: bool = False,
     overrides: list[str] | None = None,
     show_progress: bool = True,
-) -> Path:
-    """Run every stage; return the report's path. Stage times go to ``output/demo.json``."""
+) -> ImageDemoResult:
+    """Run every stage; return the evaluation and the stage times (also in demo.json)."""
     config = image_demo_config(output, smoke, overrides)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -83,8 +94,8 @@ def run_image_demo(
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    report = evaluate_image_model(config, show_progress) / "report.md"
+    evaluation = evaluate_image_model(config, show_progress)
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = sum(seconds.values())
-    write_text_atomic(output / "demo.json", json.dumps({"smoke": smoke, "seconds": seconds}))
-    return report
+    write_text_atomic(output / TIMING_FILE, json.dumps({"smoke": smoke, "seconds": seconds}))
+    return ImageDemoResult(evaluation, seconds)

@@ -1,4 +1,5 @@
-"""Rewarded Soups' weight interpolation (DESIGN §1.6): one model per reward, mixed per preference.
+"""Rewarded Soups' weight interpolation (docs/design.md §1.6): one model per reward, mixed per
+preference.
 
 theta(w) = sum_i w_i theta_i. With LoRA, every theta_i = theta_0 + Delta_i where
 Delta_i = (alpha / r) B_i A_i is the adapter's merged weight delta, so (w on the simplex)

@@ -18,7 +18,7 @@ as the paper trains them too) counts in both. Labeling, shared by all, is left o
 read from each run's metrics, so a rerun (which resumes and skips finished runs) reports the
 same table.
 
-The default task is the demo's (``ric/tasks/demo.yaml``, whose ``baseline`` section sizes the
+The default task is the demo's (``ric/recipes/demo.yaml``, whose ``baseline`` section sizes the
 RL runs for a 2-core CPU); ``--config FILE`` lays a file over it (``configs/compare-gpu.yaml``).
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +39,13 @@ from ric.baselines.soups import assemble_soup
 from ric.config import RicConfig
 from ric.data.io import write_text_atomic
 from ric.data.label import label_dataset
-from ric.evaluation.compare import evaluate_models
+from ric.evaluation.compare import Comparison, evaluate_models
 from ric.evaluation.report import markdown_table
+from ric.recipes.demo import demo_config
 from ric.runs import METRICS_FILE
 from ric.runtime import import_optional
-from ric.tasks.demo import demo_config
 from ric.training.offline import run_train
-from ric.training.online import iteration_folder, run_online
+from ric.training.online import run_online
 
 COST_TABLE = "costs.csv"
 SMOKE_OVERRIDES = [
@@ -55,14 +55,24 @@ SMOKE_OVERRIDES = [
 ]
 
 
+@dataclass(frozen=True)
+class MethodComparison:
+    """What `ric compare` reports: every method's front in one comparison, and the cost table
+    (also written to ``evaluate/costs.csv``)."""
+
+    comparison: Comparison
+    # one row per method: method, runs, seconds, device, relative_to_morlhf (see cost_table)
+    costs: pd.DataFrame
+
+
 def run_compare(
     output: Path,
     smoke: bool = False,
     overrides: list[str] | None = None,
     layer: Path | None = None,
     show_progress: bool = True,
-) -> Path:
-    """Train what is missing, evaluate everything, return ``evaluate/report.md``."""
+) -> MethodComparison:
+    """Train what is missing, evaluate everything; return the comparison and the costs."""
     import_optional("trl")  # the RL baselines need it: say so before hours of RiC training
     extra = [*(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
     config = demo_config(output, smoke, extra, layer)
@@ -76,7 +86,7 @@ def run_compare(
     stage("RiC, offline stage")
     run_train(config, resume=True, show_progress=show_progress)
     stage("RiC, online stage")
-    run_online(config, show_progress)
+    online = list(run_online(config, show_progress).iterations)
 
     stage("SFT baseline")
     sft = output / "sft"
@@ -91,11 +101,10 @@ def run_compare(
     runs = {}
     for w in [*preferences, *(w for w in one_hot if w not in preferences)]:
         stage(f"RL (MORLHF / Rewarded Soups member) at preference {w}")
-        runs[tuple(w)] = run_rl(rl_config, w, output / "rl" / preference_folder(w), show_progress)
+        folder = output / "rl" / preference_folder(w)
+        runs[tuple(w)] = run_rl(rl_config, w, folder, show_progress).output
     soups = assemble_soup(output / "soups", [runs[tuple(w)] for w in one_hot])
 
-    iterations = range(1, config.online.iterations + 1)
-    online = [iteration_folder(Path(config.online.output), k) for k in iterations]
     models: dict[str, Path | list[Path]] = {
         "base": base,
         "SFT": sft,
@@ -126,7 +135,8 @@ def run_compare(
             "",
         ]
     )
-    return evaluate_models(models, config, evaluation, show_progress, appendix)
+    comparison = evaluate_models(models, config, evaluation, show_progress, appendix)
+    return MethodComparison(comparison, costs)
 
 
 def _with_train_output(config: RicConfig, output: Path) -> RicConfig:

@@ -1,96 +1,46 @@
-"""Typed configuration: YAML files mapped onto dataclasses, with command-line overrides.
+"""The section of each command (label, train, evaluate, bootstrap, prepare, online, baseline,
+serve), and ``RicConfig``, the whole config that gathers them with the shared sections.
 
-Every field has a type, a default and a one-line ``doc`` (shown by ``ric config --help-fields``).
-Unknown keys and wrongly typed values are errors that name the key path (``label.shard_size``),
-so a typo never silently falls back to a default. The resolved config is written beside every
-output so that a run describes itself.
+Each of these sections is read by one command only; the shared ones are in
+``ric.config.sections``. ``load_config`` and ``config_from_values`` live here because they
+build a ``RicConfig`` unless told another class (``ric.image.config.ImageConfig``).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import re
-import types
-import typing
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import yaml
 
-from ric.core import (
-    MAPPING_METHODS,
-    TARGET_STRATEGIES,
-    PromptTemplate,
-    RewardStats,
-    check_preference,
-    normal_reward_range,
-    preference_to_rewards,
+from ric.config.engine import (
+    T,
+    check_choice,
+    doc_field,
+    fill_default_sections,
+    from_dict,
+    read_values,
+    with_overrides,
 )
+from ric.config.sections import (
+    DataConfig,
+    GenerationConfig,
+    LoraConfig,
+    MappingConfig,
+    ModelConfig,
+    RewardConfig,
+    TemplateConfig,
+)
+from ric.core import TARGET_STRATEGIES, check_preference
 
-T = TypeVar("T")
-DATA_FORMATS = ("auto", "jsonl", "parquet", "csv", "hf")
 OUTPUT_FORMATS = ("parquet", "jsonl")
-RANGE_SOURCES = ("normal", "quantile")
-DTYPES = ("float32", "bfloat16", "float16")
 LR_SCHEDULES = ("linear", "constant", "cosine")
 MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
-GENERATION_BACKENDS = ("hf", "vllm")
 RL_ALGORITHMS = ("grpo", "rloo")
 OUT_OF_BOUNDS = ("clamp", "refuse")
-_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
-    """Raise ValueError naming ``key`` when ``value`` is not one of ``valid``."""
-    if value not in valid:
-        raise ValueError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
-
-
-def doc_field(default: Any, doc: str) -> Any:
-    """A dataclass field with a default (copied for mutable values) and a one-line doc."""
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
-
-
-@dataclass
-class RewardConfig:
-    """One objective: which scorer computes it and what it is called."""
-
-    type: str = doc_field("", "registry name (see `ric rewards`) or 'package.module:function'")
-    name: str = doc_field("", "column and display name of the objective; defaults to the type")
-    options: dict[str, Any] = doc_field({}, "keyword arguments for the scorer")
-
-    @property
-    def resolved_name(self) -> str:
-        return self.name or self.type.replace(":", ".")
-
-
-@dataclass
-class DataConfig:
-    """Where the (prompt, response) pairs come from."""
-
-    path: str = doc_field("", "JSONL, Parquet or CSV file, a saved HF dataset dir, or a hub name")
-    format: str = doc_field("auto", "auto, jsonl, parquet, csv or hf (auto: from the suffix)")
-    split: str = doc_field("train", "split to read from a Hugging Face dataset")
-    prompt_column: str = doc_field("prompt", "column holding the prompt text")
-    response_column: str = doc_field("response", "column holding the response text")
-    limit: int | None = doc_field(None, "read only the first LIMIT rows (None: all)")
-    finished_column: str = doc_field(
-        "finished",
-        "true/false column; rows whose response was cut by a generation budget (false) are "
-        "left out of labeling and training (ignored when the data has no such column)",
-    )
-
-    def __post_init__(self) -> None:
-        check_choice("data.format", self.format, DATA_FORMATS)
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"data.limit must be >= 1 or null, got {self.limit}")
 
 
 @dataclass
@@ -117,164 +67,6 @@ class LabelConfig:
             raise ValueError(
                 f"label.contrast_pairs must be >= 0 (0: none), got {self.contrast_pairs}"
             )
-
-
-@dataclass
-class TemplateConfig:
-    """How reward values are written into the prompt (see ric.core.template)."""
-
-    text: str = doc_field(
-        "### Input: {prompt} {rewards} ### Response: ",
-        "conditioned prompt with {prompt} and then {rewards}; the response follows it",
-    )
-    marker: str = doc_field("<R{i}>", "reward marker; {i} is the 1-based objective index")
-    protected: list[str] = doc_field([], "extra strings neutralized in user prompts")
-
-    def prompt_template(self) -> PromptTemplate:
-        """The template as ``ric.core`` uses it."""
-        return PromptTemplate(self.text, self.marker, tuple(self.protected))
-
-
-@dataclass
-class MappingConfig:
-    """How a preference becomes desired rewards (see ric.core.mapping)."""
-
-    method: str = doc_field("p_inf", "linear, p_norm, p_inf or convex")
-    p: float = doc_field(2.0, "norm exponent for p_norm and convex (convex also takes inf)")
-    lam: list[float] | None = doc_field(None, "per-objective reweighting, each >= 1 (None: ones)")
-    ordered: bool = doc_field(True, "convex only: keep desired rewards ordered like the weights")
-    range_source: str = doc_field("normal", "r_min/r_max from 'normal' draws or data 'quantile's")
-    normal_samples: int = doc_field(50_000, "standard-normal draws per objective (paper: 50,000)")
-    seed: int = doc_field(0, "seed of the normal draws")
-    lower_quantile: float = doc_field(0.0, "quantile for r_min when range_source is quantile")
-    upper_quantile: float = doc_field(1.0, "quantile for r_max when range_source is quantile")
-
-    def __post_init__(self) -> None:
-        check_choice("mapping.method", self.method, MAPPING_METHODS)
-        check_choice("mapping.range_source", self.range_source, RANGE_SOURCES)
-
-    def reward_range(
-        self, stats: RewardStats | None, num_objectives: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(r_min, r_max) in standardized units; data quantiles need the stats."""
-        if stats is not None:
-            return stats.reward_range(
-                self.range_source,  # type: ignore[arg-type]
-                samples=self.normal_samples,
-                seed=self.seed,
-                lower=self.lower_quantile,
-                upper=self.upper_quantile,
-            )
-        if self.range_source == "quantile":
-            raise ValueError("mapping.range_source 'quantile' needs a stats file (--stats)")
-        return normal_reward_range(num_objectives, samples=self.normal_samples, seed=self.seed)
-
-    def desired_rewards(
-        self, preference: Sequence[float], r_min: np.ndarray, r_max: np.ndarray
-    ) -> np.ndarray:
-        """Map a preference to desired (standardized) rewards with these settings."""
-        return preference_to_rewards(
-            preference,
-            r_min,
-            r_max,
-            method=self.method,
-            p=self.p,
-            lam=self.lam,
-            ordered=self.ordered,
-        )
-
-
-@dataclass
-class ModelConfig:
-    """The policy model (see ric.models)."""
-
-    source: str = doc_field(
-        "smollm2", "'smollm2' (embedded), 'tiny' (built in code), a local dir or a hub id"
-    )
-    dtype: str = doc_field("float32", "weights dtype: float32, bfloat16 or float16")
-    device: str | None = doc_field(None, "torch device (None: cuda if available, else cpu)")
-    load_in_8bit: bool = doc_field(False, "8-bit base weights (needs bitsandbytes and CUDA)")
-
-    def __post_init__(self) -> None:
-        check_choice("model.dtype", self.dtype, DTYPES)
-
-
-def placed(model: T, dtype: str | None, device: str | None) -> T:
-    """A run's model settings (``ModelConfig`` or the image one) with the ``dtype`` and
-    ``device`` to load it in, where given: how a run is loaded, not what it is."""
-    given = {"dtype": dtype, "device": device}
-    return dataclasses.replace(model, **{k: v for k, v in given.items() if v is not None})
-
-
-@dataclass
-class LoraConfig:
-    """LoRA adapter settings (paper: r 64, alpha 128, dropout 0.05)."""
-
-    enabled: bool = doc_field(True, "train a LoRA adapter (false: full fine-tuning)")
-    r: int = doc_field(64, "adapter rank")
-    alpha: float = doc_field(128.0, "scaling numerator (scale = alpha / r)")
-    dropout: float = doc_field(0.05, "dropout on the adapter input")
-    target_modules: list[str] = doc_field(
-        ["q_proj", "v_proj"], "names of the linear layers that get adapters"
-    )
-    top_layers: int = doc_field(
-        0,
-        "adapt only the top N decoder layers (0: all; with enabled false, fine-tune only "
-        "their weights); backprop then stops below them",
-    )
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora.r must be >= 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("lora.target_modules must name at least one module")
-        if self.top_layers < 0:
-            raise ValueError(f"lora.top_layers must be >= 0 (0: all layers), got {self.top_layers}")
-
-
-@dataclass
-class GenerationConfig:
-    """Sampling settings, recorded in every output that holds generations."""
-
-    max_new_tokens: int = doc_field(128, "most tokens generated per response")
-    do_sample: bool = doc_field(True, "sample (false: greedy decoding)")
-    temperature: float = doc_field(0.7, "softmax temperature when sampling")
-    top_p: float = doc_field(0.9, "nucleus sampling mass (1.0: off)")
-    top_k: int = doc_field(0, "keep only the k most likely tokens (0: off)")
-    stop_strings: list[str] = doc_field([], "cut a response at the first of these strings")
-    min_new_tokens: int = doc_field(1, "suppress EOS for the first tokens (paper: 1)")
-    batch_size: int = doc_field(16, "prompts generated together (left-padded)")
-    seed: int = doc_field(0, "sampling seed")
-    backend: str = doc_field(
-        "hf", "hf (transformers generate; always works) or vllm (pip install vllm; CUDA only)"
-    )
-    vllm_gpu_memory: float = doc_field(
-        0.5,
-        "share of GPU memory the vLLM engine may take (its gpu_memory_utilization); the model "
-        "being trained stays on the GPU beside it",
-    )
-
-    def __post_init__(self) -> None:
-        check_choice("generation.backend", self.backend, GENERATION_BACKENDS)
-        if not 0.0 < self.vllm_gpu_memory <= 1.0:
-            raise ValueError(
-                f"generation.vllm_gpu_memory must be in (0, 1], got {self.vllm_gpu_memory}"
-            )
-        if self.max_new_tokens < 1:
-            raise ValueError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise ValueError(f"generation.batch_size must be >= 1, got {self.batch_size}")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError(
-                f"generation.temperature must be > 0 when sampling, got {self.temperature} "
-                "(for greedy decoding set generation.do_sample=false)"
-            )
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"generation.top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"generation.top_k must be >= 0, got {self.top_k}")
 
 
 @dataclass
@@ -430,7 +222,8 @@ class PrepareConfig:
 
 @dataclass
 class OnlineConfig:
-    """The online stage (DESIGN §1.3): generate near the front, relabel, MORS, fine-tune again."""
+    """The online stage (docs/design.md §1.3): generate near the front, relabel, MORS, fine-tune
+    again."""
 
     model: str = doc_field("", "the `ric train` output to continue (the offline stage)")
     output: str = doc_field("", "output directory: one iter-K/ folder per iteration")
@@ -469,7 +262,7 @@ class OnlineConfig:
 
 @dataclass
 class BaselineConfig:
-    """The paper's baselines (DESIGN §1.6): plain SFT, MORLHF and Rewarded Soups' members.
+    """The paper's baselines (docs/design.md §1.6): plain SFT, MORLHF and Rewarded Soups' members.
 
     SFT runs the offline loop (``train.*``) on prompts without rewards. The RL runs fine-tune
     a LoRA adapter with a maintained TRL trainer on the scalarized standardized reward
@@ -525,7 +318,7 @@ class ServeConfig:
     max_wait_ms: float = doc_field(
         10.0,
         "how long the first queued request waits for others (under steady load on a CPU, 200 "
-        "lets answered clients rejoin the next batch: README 'Serve')",
+        "lets answered clients rejoin the next batch: docs/serving.md)",
     )
     max_queue: int = doc_field(64, "requests waiting for generation; beyond it: 429")
     retry_after_s: int = doc_field(1, "the Retry-After header (seconds) of a 429 answer")
@@ -608,142 +401,6 @@ class RicConfig:
         fill_default_sections(self)
 
 
-def fill_default_sections(config: Any) -> None:
-    """Give every section left at None its own defaults (doc_field(None) keeps the docs in one
-    place)."""
-    for name, annotation in typing.get_type_hints(type(config)).items():
-        if getattr(config, name) is None and dataclasses.is_dataclass(annotation):
-            setattr(config, name, annotation())
-
-
-def _describe(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _convert(value: Any, annotation: Any, path: str) -> Any:
-    """Check and convert a YAML value to ``annotation``; errors name ``path``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, path)
-            except ValueError as error:
-                errors.append(str(error))
-        raise ValueError(errors[0])
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, path)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{path}: expected a list, got {value!r}")
-        return [_convert(item, args[0], f"{path}[{i}]") for i, item in enumerate(value)]
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{path}: expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is Any:
-        return value
-    if annotation is float:
-        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf"):
-            return float("inf")
-        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif (annotation is bool or annotation is str) and isinstance(value, annotation):
-        return value
-    raise ValueError(f"{path}: expected {_describe(annotation)}, got {value!r}")
-
-
-def from_dict(cls: type[T], values: dict[str, Any], path: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys and bad types name their path."""
-    fields = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown config key {path + '.' if path else ''}{unknown[0]}; "
-            f"valid keys{' in ' + path if path else ''}: {', '.join(fields)}"
-        )
-    kwargs = {
-        name: _convert(value, fields[name], f"{path}.{name}" if path else name)
-        for name, value in values.items()
-    }
-    return cls(**kwargs)
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def apply_override(values: dict[str, Any], override: str) -> None:
-    """Apply ``key.sub=value`` (value parsed as YAML) to a nested mapping, in place."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"override {override!r} must look like key.sub=value")
-    parts = key.strip().split(".")
-    target = values
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ValueError(f"override {override!r}: {part} is not a section")
-    target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-
-
-def read_values(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The raw mapping of a YAML config file (empty without one) with ``overrides`` applied:
-    exactly what the user set, before defaults. A file's top-level ``base: other.yaml`` (a path
-    relative to the file) is read first and the file laid over it, section by section."""
-    values = _read_file(Path(path), ()) if path is not None else {}
-    return with_overrides(values, overrides)
-
-
-def _read_file(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    if file.resolve() in chain:
-        raise ValueError(f"config file {str(file)!r} is its own base (a cycle of base: keys)")
-    if not file.is_file():
-        raise ValueError(f"config file {str(file)!r} does not exist")
-    try:
-        loaded = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or type(error).__name__
-        raise ValueError(f"config file {str(file)!r} is not valid YAML{where}: {problem}") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"config file {str(file)!r} must hold a mapping at the top level")
-    base = loaded.pop("base", None)
-    if base is None:
-        return loaded
-    if not isinstance(base, str):
-        raise ValueError(f"base in {str(file)!r} must be a path to a YAML file, got {base!r}")
-    return _merge(_read_file(file.parent / base, (*chain, file.resolve())), loaded)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` laid onto ``base``: mappings merge key by key, anything else is replaced."""
-    merged = dict(base)
-    for key, value in over.items():
-        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if both else value
-    return merged
-
-
-def with_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """A copy of ``values`` with every ``key.sub=value`` override applied."""
-    values = copy.deepcopy(values)
-    for override in overrides:
-        apply_override(values, override)
-    return values
-
-
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = RicConfig
 ) -> T:
@@ -756,33 +413,3 @@ def config_from_values(
 ) -> T:
     """The typed config of an already-read YAML mapping, after ``overrides``."""
     return from_dict(cls, with_overrides(values, overrides))
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested sections as dotted keys (lists are values)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def dump_config(config: Any) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
-
-
-def iter_field_docs(cls: type, prefix: str = "") -> Iterator[tuple[str, str, Any, str]]:
-    """(key path, type, default, doc) for every field, depth first; used by `ric config`."""
-    instance = cls()
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key, annotation = f"{prefix}{f.name}", hints[f.name]
-        if dataclasses.is_dataclass(annotation):
-            yield from iter_field_docs(annotation, f"{key}.")  # type: ignore[arg-type]
-            continue
-        yield key, _describe(annotation), getattr(instance, f.name), f.metadata.get("doc", "")
-        item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
-        if dataclasses.is_dataclass(item):
-            yield from iter_field_docs(item, f"{key}[].")  # type: ignore[arg-type]

@@ -2,24 +2,23 @@
 
 Pure functions, no model and no HTTP:
 
-* **Steering.** A request sets ``preference`` (N weights, or an object keyed by objective name,
-  missing names 0) or ``rewards`` (desired standardized rewards, a list or an object, missing
-  names 0: the training mean), never both; with neither, the deployment's default preference
-  applies. A preference must be a valid one (``ric.core.check_preference``: N finite weights
-  >= 0 summing to 1) and is mapped with the run's ``mapping.*`` settings and range.
+* **Steering.** A request sets ``preference`` or ``rewards``, never both; with neither, the
+  deployment's default preference applies. ``ric.steering.Steering`` reads and checks them (lists in
+  objective order or objects keyed by name) and maps a preference with the run's ``mapping.*``
+  settings and range, as everywhere else in ``ric``.
 * **Guardrails.** Per objective, bounds on the preference weight and on the desired reward
   (``serve.preference_bounds``, ``serve.reward_bounds``). Outside them a request is refused or
-  clamped (``serve.out_of_bounds``): a preference is moved to the nearest allowed one (the
-  Euclidean projection onto the simplex within the bounds, so it still sums to 1), desired
-  rewards are clipped; reward bounds apply to the desired rewards however they were obtained.
-  Every change is listed (``Adjustment``) and reported in the answer.
-* **Chat messages to a prompt.** RiC models are trained on single-turn prompts, so a chat
-  becomes one prompt: a lone user message is the prompt verbatim; a longer conversation is a
-  transcript, one ``Role: text`` line block per message (``System:``, ``User:``,
-  ``Assistant:``), which must end with a user message. Text parts of a list ``content`` are
-  joined. The prompt then goes through ``TrainedPolicy.conditioned_prompts`` like every other
-  prompt, whose neutralizer (``ric.core.sanitize_prompt``) defuses reward markers and template
-  text in it: no message can set or shift the rewards the model is asked for.
+  clamped (``serve.out_of_bounds``): a preference is moved to the nearest allowed one (the Euclidean
+  projection onto the simplex within the bounds, so it still sums to 1), desired rewards are
+  clipped; reward bounds apply to the desired rewards however they were obtained. Every change is
+  listed (``Adjustment``) and reported in the answer.
+* **Chat messages to a prompt.** RiC models are trained on single-turn prompts, so a chat becomes
+  one prompt: a lone user message is the prompt verbatim; a longer conversation is a transcript, one
+  ``Role: text`` line block per message (``System:``, ``User:``, ``Assistant:``), which must end
+  with a user message. Text parts of a list ``content`` are joined. The prompt then goes through
+  ``Steering.prompts`` like every other prompt, whose neutralizer (``ric.core.sanitize_prompt``)
+  defuses reward markers and template text in it: no message can set or shift the rewards the model
+  is asked for.
 """
 
 from __future__ import annotations
@@ -31,10 +30,9 @@ from typing import Any
 import numpy as np
 
 from ric.config import ServeConfig
-from ric.core import check_preference
 from ric.serve.errors import RequestError
+from ric.steering import Steering, SteeringError, Values
 
-Values = Sequence[float] | Mapping[str, float]
 ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 
 
@@ -60,7 +58,7 @@ class Adjustment:
 
 
 @dataclass(frozen=True)
-class Steering:
+class SteeredRequest:
     """The desired rewards one request gets, and how they were obtained."""
 
     source: str  # "preference", "rewards" or "default"
@@ -97,25 +95,6 @@ def guardrails(config: ServeConfig, names: Sequence[str]) -> Guardrails:
         reward_high,
         refuse=config.out_of_bounds == "refuse",
     )
-
-
-def by_objective(values: Values, names: Sequence[str], param: str) -> np.ndarray:
-    """A list of N values, or an object keyed by objective name (missing names 0), as (N,)."""
-    if isinstance(values, Mapping):
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise RequestError(
-                f"{param} names unknown objective {unknown[0]!r}; objectives: {', '.join(names)}",
-                param=param,
-            )
-        return np.array([float(values.get(name, 0.0)) for name in names])
-    if len(values) != len(names):
-        raise RequestError(
-            f"{param} has {len(values)} values; the model has {len(names)} objectives "
-            f"({', '.join(names)})",
-            param=param,
-        )
-    return np.asarray(values, dtype=float)
 
 
 def project_preference(w: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -166,39 +145,34 @@ def bound(
 def steer(
     preference: Values | None,
     rewards: Values | None,
-    names: Sequence[str],
+    steering: Steering,
     default: np.ndarray,
     rails: Guardrails,
-    to_rewards: Callable[[np.ndarray], np.ndarray],
-) -> Steering:
-    """The desired rewards of one request (rules in the module docstring); ``to_rewards``
-    maps a preference with the run's mapping settings and range."""
+) -> SteeredRequest:
+    """The desired rewards of one request (rules in the module docstring)."""
     if preference is not None and rewards is not None:
         raise RequestError("give preference or rewards, not both", param="rewards")
+    names = steering.names
     weights: np.ndarray | None = None
     changes: tuple[Adjustment, ...] = ()
-    if rewards is not None:
-        source, desired = "rewards", by_objective(rewards, names, "rewards")
-        if not np.all(np.isfinite(desired)):
-            raise RequestError(f"rewards must be finite, got {desired.tolist()}", param="rewards")
-    else:
-        source, weights = "default", default
-        if preference is not None:
-            source, requested = "preference", by_objective(preference, names, "preference")
-            try:
-                weights = check_preference(requested, len(names))
-            except ValueError as error:
-                raise RequestError(str(error), param="preference") from None
-        weights, changes = bound(
-            weights,
-            rails.preference_low,
-            rails.preference_high,
-            names,
-            "preference",
-            rails.refuse,
-            lambda w: project_preference(w, rails.preference_low, rails.preference_high),
-        )
-        desired = to_rewards(weights)
+    try:
+        if rewards is not None:
+            source, desired = "rewards", steering.desired(rewards=rewards)
+        else:
+            source = "default" if preference is None else "preference"
+            weights = default if preference is None else steering.check(preference)
+            weights, changes = bound(
+                weights,
+                rails.preference_low,
+                rails.preference_high,
+                names,
+                "preference",
+                rails.refuse,
+                lambda w: project_preference(w, rails.preference_low, rails.preference_high),
+            )
+            desired = steering.map_preference(weights)
+    except SteeringError as error:
+        raise RequestError(str(error), param=error.param) from None
     desired, reward_changes = bound(
         desired,
         rails.reward_low,
@@ -208,7 +182,7 @@ def steer(
         rails.refuse,
         lambda r: np.clip(r, rails.reward_low, rails.reward_high),
     )
-    return Steering(source, weights, desired, changes + reward_changes)
+    return SteeredRequest(source, weights, desired, changes + reward_changes)
 
 
 def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:

@@ -1,9 +1,10 @@
 """`ric demo`: label -> offline training -> one online iteration -> evaluation, on the embedded
 default task.
 
-The data ship inside the package (``data/``), the policy is the embedded SmolLM2, the rewards are
-built-in scorers: nothing is downloaded. ``--smoke`` runs the same pipeline on the tiny in-code
-model and a slice of the data, in well under a minute (tests and quick checks use it).
+The data ship inside the package (``ric.tasks``), the policy is the embedded SmolLM2, the
+rewards are built-in scorers: nothing is downloaded. ``--smoke`` runs the same pipeline on the
+tiny in-code model and a slice of the data, in well under a minute (tests and quick checks use
+it).
 
 The evaluation sweeps the offline model and the online iteration on the same held-out prompts:
 ``evaluate/report.md`` shows both fronts and their hypervolumes, and ``evaluate/offline/`` and
@@ -18,22 +19,28 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ric import parallel
-from ric.config import RicConfig, config_from_values
+from ric.config import (
+    RicConfig,
+    config_from_values,
+    flatten,
+    merge_values,
+    read_values,
+    set_value,
+)
 from ric.data.io import write_text_atomic
 from ric.data.label import label_dataset
-from ric.tasks.iterations import compare_iterations
+from ric.evaluation.compare import Comparison
+from ric.recipes.iterations import compare_iterations
+from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS
 from ric.training.offline import run_train
 from ric.training.online import run_online
 
-TASK_DIR = Path(__file__).parent
-DEMO_CONFIG = TASK_DIR / "demo.yaml"
-TRAIN_PAIRS = TASK_DIR / "data" / "pairs.jsonl"
-HELDOUT_QUESTIONS = TASK_DIR / "data" / "questions_heldout.jsonl"
+DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
+TIMING_FILE = "demo.json"
 SMOKE_OVERRIDES = [
     "model.source=tiny",
     "data.limit=48",
@@ -54,6 +61,15 @@ SMOKE_OVERRIDES = [
 ]
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    """What `ric demo` reports: the comparison of the offline model and the online iteration,
+    and how long each stage took (also written to ``demo.json``)."""
+
+    comparison: Comparison
+    seconds: dict[str, float]  # stage -> wall-clock seconds, and their total
+
+
 def demo_config(
     output: Path,
     smoke: bool = False,
@@ -63,38 +79,22 @@ def demo_config(
     """The demo's config with every output path under ``output``. ``layer``: a YAML file laid
     over the embedded task (its sections merged key by key; a list replaces the list), e.g. to
     resize it for a GPU or to use other data and rewards."""
-    values = yaml.safe_load(DEMO_CONFIG.read_text())
+    values = read_values(DEMO_CONFIG)
     if layer is not None:
-        if not layer.is_file():
-            raise ValueError(f"config file {str(layer)!r} does not exist")
-        _merge(values, yaml.safe_load(layer.read_text()) or {})
+        values = merge_values(values, read_values(layer))
     inputs = {"data.path": TRAIN_PAIRS, "evaluate.prompts": HELDOUT_QUESTIONS}
+    chosen = flatten(values)
     paths = {
-        **{key: value for key, value in inputs.items() if not _get(values, key)},
+        **{key: value for key, value in inputs.items() if not chosen.get(key)},
         "label.output": output / "label",
         "train.data": output / "label",
         "train.output": output / "train",
         "online.model": output / "train",
         "online.output": output / "online",
     }
-    settings = [f"{key}={json.dumps(str(value))}" for key, value in paths.items()]
-    return config_from_values(
-        values, [*settings, *(SMOKE_OVERRIDES if smoke else []), *(overrides or [])]
-    )
-
-
-def _merge(base: dict, layer: dict) -> None:
-    """Lay ``layer`` over ``base`` in place: mappings merge key by key, anything else replaces."""
-    for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _get(values: dict, key: str) -> object:
-    section, _, name = key.partition(".")
-    return (values.get(section) or {}).get(name)
+    for key, path in paths.items():
+        set_value(values, key, str(path))
+    return config_from_values(values, [*(SMOKE_OVERRIDES if smoke else []), *(overrides or [])])
 
 
 def run_demo(
@@ -102,8 +102,8 @@ def run_demo(
     smoke: bool = False,
     overrides: list[str] | None = None,
     show_progress: bool = True,
-) -> Path:
-    """Run every stage; return the path of the comparison report. Stage times go to demo.json."""
+) -> DemoResult:
+    """Run every stage; return the comparison and the stage times (also in demo.json)."""
     config = demo_config(output, smoke, overrides)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -115,13 +115,13 @@ def run_demo(
     seconds["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    run_online(config, show_progress)
+    online = run_online(config, show_progress)
     seconds["online"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    report = compare_iterations(config, output / "evaluate", show_progress)
+    comparison = compare_iterations(config, online, output / "evaluate", show_progress)
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = sum(seconds.values())
     timing = json.dumps({"smoke": smoke, "seconds": seconds})
-    parallel.on_main(lambda: write_text_atomic(output / "demo.json", timing))
-    return report
+    parallel.on_main(lambda: write_text_atomic(output / TIMING_FILE, timing))
+    return DemoResult(comparison, seconds)

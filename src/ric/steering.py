@@ -1,0 +1,268 @@
+"""The one place where a requested trade-off becomes what a model is given.
+
+A user asks a trained model for a trade-off in one of two ways:
+
+* a **preference** w: N weights >= 0 summing to 1, in objective order or as an object keyed by
+  objective name (missing names 0). The run's recorded mapping (``mapping.*``: linear, p_norm,
+  p_inf or convex, docs/design.md §1.4) turns it into desired rewards over the run's range
+  [r_min, r_max] (``mapping.range_source``: the paper's normal draws or the data's quantiles);
+* **desired rewards** themselves, in standardized units (a list or an object keyed by name,
+  missing names 0: the training mean).
+
+For a RiC model the desired rewards are written into the prompt (``ric.core.build_prompt``, whose
+neutralizer defuses marker text in user input). The paper's baselines take no rewards: base, SFT
+and MORLHF answer the plain prompt (a MORLHF model was trained for one preference and takes no
+other), and a Rewarded Soups model turns the preference into the weights that interpolate its
+members (``ric.models.interpolation``).
+
+``Steering`` holds exactly what that needs (objective names, mapping settings, range, prompt
+template, the model's method) and every caller goes through it: the CLI (`ric map`, `ric
+generate`), the sweep and the probe, the online stage, the server, the image pipeline and the
+export. So the preference -> desired rewards rule, its checks and its error messages exist once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ric.config import MappingConfig
+from ric.core import (
+    DEFAULT_TEMPLATE,
+    PromptTemplate,
+    RewardStats,
+    build_plain_prompt,
+    build_prompt,
+    check_preference,
+    normal_reward_range,
+    preference_to_rewards,
+)
+from ric.runs import Method, TrainedPolicy
+
+# A preference or desired rewards as a user gives them: N values, or an object keyed by name.
+Values = Sequence[float] | Mapping[str, float]
+
+
+class SteeringError(ValueError):
+    """A preference or desired rewards this model cannot take. ``param`` is the field at fault
+    ("preference" or "rewards"); the message writes field names as ``{preference}`` and
+    ``{rewards}``, so each caller shows them in its own words (``naming``): the server as its
+    JSON fields, the CLI as its flags."""
+
+    FIELDS = ("preference", "rewards")
+
+    def __init__(self, message: str, param: str) -> None:
+        self.template, self.param = message, param
+        super().__init__(self.naming({}))
+
+    def naming(self, labels: Mapping[str, str]) -> str:
+        """The message with each field called ``labels[field]`` (default: its own name)."""
+        text = self.template
+        for name in self.FIELDS:
+            text = text.replace("{" + name + "}", labels.get(name, name))
+        return text
+
+
+def mapping_range(
+    mapping: MappingConfig, stats: RewardStats | None, num_objectives: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(r_min, r_max), each (N,), standardized units: the range the mapping spans, from the
+    stats (normal draws or data quantiles), or normal draws alone where no stats are given."""
+    if stats is not None:
+        return stats.reward_range(
+            mapping.range_source,  # type: ignore[arg-type]
+            samples=mapping.normal_samples,
+            seed=mapping.seed,
+            lower=mapping.lower_quantile,
+            upper=mapping.upper_quantile,
+        )
+    if mapping.range_source == "quantile":
+        raise ValueError("mapping.range_source 'quantile' needs a stats file (--stats)")
+    return normal_reward_range(num_objectives, samples=mapping.normal_samples, seed=mapping.seed)
+
+
+@dataclass(frozen=True)
+class Steering:
+    """How one model is asked for a trade-off (rules in the module docstring)."""
+
+    names: tuple[str, ...]  # the objectives, in the order of every (N,) vector
+    mapping: MappingConfig
+    r_min: np.ndarray  # (N,) standardized
+    r_max: np.ndarray  # (N,)
+    template: PromptTemplate = DEFAULT_TEMPLATE
+    method: Method = field(default_factory=Method)
+
+    @classmethod
+    def for_stats(
+        cls,
+        stats: RewardStats,
+        mapping: MappingConfig,
+        template: PromptTemplate = DEFAULT_TEMPLATE,
+        method: Method | None = None,
+    ) -> Steering:
+        """Steering over the objectives of ``stats``, with the range ``mapping`` takes from
+        them."""
+        r_min, r_max = mapping_range(mapping, stats, stats.num_objectives)
+        return cls(tuple(stats.names), mapping, r_min, r_max, template, method or Method())
+
+    @classmethod
+    def for_run(cls, policy: TrainedPolicy, mapping: MappingConfig | None = None) -> Steering:
+        """Steering of a trained run: its objectives, template and method, with ``mapping``
+        (default: the run's recorded one; a command passes its resolved settings)."""
+        return cls.for_stats(
+            policy.stats, mapping or policy.config.mapping, policy.template, policy.method
+        )
+
+    @property
+    def num_objectives(self) -> int:
+        return len(self.names)
+
+    @property
+    def takes_rewards(self) -> bool:
+        """Whether prompts carry desired rewards (RiC) or not (every baseline)."""
+        return self.method.conditioned
+
+    @property
+    def takes_preference(self) -> bool:
+        """Whether a preference changes what the model does: RiC maps it, a soup mixes by it."""
+        return self.method.conditioned or self.method.name == "soups"
+
+    def by_objective(self, values: Values, param: str) -> np.ndarray:
+        """(N,) floats from N values in objective order, or an object keyed by objective name
+        (missing names 0); ``param`` names the field in errors."""
+        names = self.names
+        if isinstance(values, Mapping):
+            unknown = sorted(set(values) - set(names))
+            if unknown:
+                raise SteeringError(
+                    f"{{{param}}} names unknown objective {unknown[0]!r}; objectives: "
+                    f"{', '.join(names)}",
+                    param,
+                )
+            return np.array([float(values.get(name, 0.0)) for name in names])
+        if len(values) != len(names):
+            raise SteeringError(
+                f"{{{param}}} has {len(values)} values; the model has {len(names)} objectives "
+                f"({', '.join(names)})",
+                param,
+            )
+        return np.asarray(values, dtype=float)
+
+    def check(self, preference: Values) -> np.ndarray:
+        """A valid preference (N,) for this model: N finite weights >= 0 summing to 1."""
+        weights = self.by_objective(preference, "preference")
+        try:
+            return check_preference(weights, self.num_objectives, what="{preference}")
+        except ValueError as error:
+            raise SteeringError(str(error), "preference") from None
+
+    def map_preference(self, preference: Values) -> np.ndarray:
+        """Desired rewards (N,), standardized, for ``preference``: the mapping, once."""
+        mapping = self.mapping
+        return preference_to_rewards(
+            self.check(preference),
+            self.r_min,
+            self.r_max,
+            method=mapping.method,
+            p=mapping.p,
+            lam=mapping.lam,
+            ordered=mapping.ordered,
+        )
+
+    def map_preferences(self, preferences: np.ndarray) -> np.ndarray:
+        """Desired rewards (K, N) for preferences (K, N); NaN for a model that takes none."""
+        preferences = np.atleast_2d(np.asarray(preferences, dtype=float))
+        if not self.takes_rewards:
+            return np.full(preferences.shape, np.nan)
+        return np.array([self.map_preference(w) for w in preferences])
+
+    def desired(
+        self, preference: Values | None = None, rewards: Values | None = None
+    ) -> np.ndarray | None:
+        """The desired rewards (N,) of a request that gives exactly one of ``preference``
+        (mapped) and ``rewards`` (explicit, finite); None for a baseline, which takes no
+        rewards (a soup's preference goes to ``model_for``, MORLHF, base and SFT take none)."""
+        if self.takes_rewards:
+            if (preference is None) == (rewards is None):
+                raise SteeringError(
+                    "give exactly one of {preference} (mapped) or {rewards} (explicit)",
+                    "preference" if preference is None else "rewards",
+                )
+            if preference is not None:
+                return self.map_preference(preference)
+            desired = self.by_objective(rewards, "rewards")  # type: ignore[arg-type]
+            if not np.all(np.isfinite(desired)):
+                raise SteeringError(
+                    f"{{rewards}} must be finite, got {desired.tolist()}", "rewards"
+                )
+            return desired
+        name = self.method.name
+        if rewards is not None:
+            raise SteeringError(f"a {name} baseline takes no {{rewards}}", "rewards")
+        if name == "soups" and preference is None:
+            raise SteeringError(
+                "a Rewarded Soups model needs {preference} (its interpolation weights)",
+                "preference",
+            )
+        if name != "soups" and preference is not None:
+            trained = self.method.preference or "no preference"
+            raise SteeringError(
+                f"a {name} baseline was trained for {trained} and takes no {{preference}}",
+                "preference",
+            )
+        return None
+
+    def prompts(self, prompts: Sequence[str], desired: np.ndarray | None = None) -> list[str]:
+        """The texts the model is given: for RiC, each prompt with desired rewards (N,) or
+        (B, N) written in; for a baseline (``desired`` None), the plain prompts."""
+        if desired is None or not self.takes_rewards:
+            return [build_plain_prompt(prompt, self.template) for prompt in prompts]
+        rows = np.broadcast_to(np.asarray(desired, dtype=float), (len(prompts), len(self.names)))
+        return [
+            build_prompt(prompt, row.tolist(), self.template)
+            for prompt, row in zip(prompts, rows, strict=True)
+        ]
+
+    def grid_prompts(self, prompts: Sequence[str], desired: np.ndarray) -> list[str]:
+        """Every prompt under every row of ``desired`` (K, N), row-major: K * P texts."""
+        return [text for row in desired for text in self.prompts(prompts, row)]
+
+    def sweep_preferences(self, grid: np.ndarray) -> np.ndarray:
+        """The preferences (K, N) a sweep evaluates: the grid for RiC and Rewarded Soups, a
+        MORLHF model's own preference, one unknown point (NaN) for base and SFT."""
+        if self.takes_preference:
+            return np.asarray(grid, dtype=float)
+        own = np.full((1, self.num_objectives), np.nan)
+        if self.method.preference is not None:
+            own[0] = self.method.preference
+        return own
+
+    def model_for(self, policy: TrainedPolicy, preference: Values | None = None) -> Any:
+        """The model that answers ``preference``: a Rewarded Soups model's members mixed by it
+        into a copy of the starting weights; every other model as it is."""
+        if self.method.name != "soups":
+            return policy.model
+        from ric.models.interpolation import soup_model
+
+        weights = self.check(preference)  # type: ignore[arg-type]
+        return soup_model(copy.deepcopy(policy.model), policy.member_adapters(), weights)
+
+    def describe(self) -> dict[str, Any]:
+        """The mapping in the words every output uses (`ric map`, metrics, the server)."""
+        info: dict[str, Any] = {
+            "method": self.mapping.method,
+            "names": list(self.names),
+            "r_min": [float(v) for v in self.r_min],
+            "r_max": [float(v) for v in self.r_max],
+        }
+        if self.mapping.method in ("p_norm", "convex"):
+            p = self.mapping.p  # JSON has no Infinity: p = inf is written "inf"
+            info["p"] = p if math.isfinite(p) else "inf"
+        if self.mapping.lam is not None:
+            info["lam"] = list(self.mapping.lam)
+        return info
