@@ -48,6 +48,21 @@ def overrides(*settings: str) -> list[str]:
     return [arg for setting in settings for arg in ("--set", setting)]
 
 
+def edited_run(run: Path, copy: Path, **sections: dict[str, Any]) -> Path:
+    """A copy of the trained ``run`` at ``copy``, its config.yaml's ``sections`` updated with
+    the values given (e.g. ``mapping={"method": "convex"}``): a run recorded otherwise."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    for section, values in sections.items():
+        config[section] |= values
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 

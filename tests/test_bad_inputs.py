@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import EXAMPLES, TINY_STOPPING
+from helpers import EXAMPLES, TINY_STOPPING, edited_run
 
 from ric.cli import main
 
@@ -126,6 +126,21 @@ def not_a_run(paths: Paths, mp: pytest.MonkeyPatch) -> None:
 
 def weightless_run(paths: Paths, mp: pytest.MonkeyPatch) -> None:
     shutil.copytree(paths.train, paths.tmp / "weightless", ignore=shutil.ignore_patterns("adapter"))
+
+
+def export(paths: Paths, run: Path | None = None, *extra: str) -> list[str]:
+    return ["export", "--model", str(run or paths.train), "--output", str(paths.out), *extra]
+
+
+def baseline_run(paths: Paths, mp: pytest.MonkeyPatch) -> None:
+    from ric.runs import write_method
+
+    write_method(edited_run(paths.train, paths.tmp / "sft"), "sft")
+
+
+def taken_output(paths: Paths, mp: pytest.MonkeyPatch) -> None:
+    paths.out.mkdir()
+    (paths.out / "notes.txt").write_text("mine")
 
 
 def image_folder(paths: Paths, mp: pytest.MonkeyPatch, missing: bool = False) -> None:
@@ -383,6 +398,50 @@ CASES = [
         ],
         ["cannot average", "rescaled", "their stats.json differ"],
         lambda p, mp: _rescaled_copy(p.train, p.tmp / "rescaled"),
+    ),
+    Case(
+        "export of a folder that is not a trained run",
+        lambda p: export(p, p.label),
+        ["is not a finished trained run (no metrics.json or config.yaml)", "embedded-ric"],
+    ),
+    Case(
+        "export into a folder that is not empty",
+        export,
+        ["exists and is not empty: choose another --output"],
+        taken_output,
+    ),
+    Case(
+        "export with an unknown dtype",
+        lambda p: export(p, None, "--dtype", "float8"),
+        ["'float8'", "float16, bfloat16, float32"],
+    ),
+    Case(
+        "export --rank without --adapter",
+        lambda p: export(p, None, "--rank", "8"),
+        ["rank 8 is for an adapter (--adapter)"],
+    ),
+    Case(
+        "export of a run whose mapping a chat template cannot hold",
+        lambda p: export(p, p.tmp / "convex"),
+        ["mapping 'convex' cannot be written in a chat template", "linear, p_norm, p_inf"],
+        lambda p, mp: edited_run(p.train, p.tmp / "convex", mapping={"method": "convex"}),
+    ),
+    Case(
+        "export --adapter of a run whose base model is built in code",
+        lambda p: export(p, None, "--adapter"),
+        ["base model 'tiny'", "is built in code", "without --adapter"],
+    ),
+    Case(
+        "export --adapter of a run whose base model folder is gone",
+        lambda p: export(p, p.tmp / "moved", "--adapter"),
+        ["no longer exists", "without --adapter"],
+        lambda p, mp: edited_run(p.train, p.tmp / "moved", model={"source": str(p.tmp / "gone")}),
+    ),
+    Case(
+        "export of a baseline, which takes no preference",
+        lambda p: export(p, p.tmp / "sft"),
+        ["is a sft baseline, which takes no preference: there is nothing to steer"],
+        baseline_run,
     ),
     Case(
         "an unknown image reward",

@@ -85,7 +85,9 @@ def test_file_then_set_then_flags(tmp_path):
     assert config.online.shard_size == 7 and config.online.mors is True  # the file, a default
 
 
-@pytest.mark.parametrize("command", ["generate", "evaluate", "online", "serve", "export-lora"])
+@pytest.mark.parametrize(
+    "command", ["generate", "evaluate", "online", "serve", "export", "export-lora"]
+)
 def test_model_help_names_the_shipped_run(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])

@@ -318,6 +318,27 @@ def run_export_lora(args: argparse.Namespace, config: None) -> None:
     )
 
 
+def run_export(args: argparse.Namespace, config: None) -> None:
+    from ric.export import export_model
+
+    result = export_model(
+        args.model, args.output, args.dtype, args.adapter, args.rank, args.weights, args.evaluation
+    )
+    soup = f", averaged from {len(result.runs)} runs" if len(result.runs) > 1 else ""
+    if result.kind == "adapter":
+        form = f"LoRA adapter (rank {result.rank}) for {result.base_model}"
+    else:
+        form = f"merged model (base {result.base_model})"
+    print(
+        f"{result.output}: {form}{soup}, {result.dtype}, {len(result.files)} files, "
+        f"{result.bytes / 1e6:.1f} MB; default preference {list(result.default_preference)}"
+    )
+    print(
+        f'steer it: chat_template_kwargs {{"preference": [...]}} (or "rewards") in '
+        f"vLLM, SGLang, `transformers serve` or apply_chat_template; {result.output}/README.md"
+    )
+
+
 def run_rewards(args: argparse.Namespace, config: None) -> None:
     from ric.rewards import describe_rewards
 

@@ -22,6 +22,7 @@ from ric.cli.text import (
     run_config,
     run_demo,
     run_evaluate,
+    run_export,
     run_export_lora,
     run_generate,
     run_label,
@@ -230,12 +231,55 @@ COMMANDS: dict[str, Command] = {
         trained_run="--model",
         one_process=True,
     ),
+    "export": Command(
+        run_export,
+        "a RiC run as a Hugging Face model folder that vLLM, SGLang, transformers serve and "
+        "plain transformers steer, with no ric installed",
+        "Writes the weights merged into the base model (safetensors; --adapter: a PEFT LoRA "
+        "naming the real base), the tokenizer with a chat template that maps a `preference` "
+        "(or `rewards`) chat_template_kwarg to the run's conditioned prompt, "
+        "generation_config.json from the run's generation settings, ric_steering.json and a "
+        "model card (README.md). Given --model more than once, it exports the runs' weighted "
+        "average (a model soup). Not `ric export-lora`, which writes a ric run folder.",
+        (
+            Flag(
+                "--model",
+                f"{RIC_RUN}; repeat it to average several",
+                action="append",
+                required=True,
+            ),
+            Flag(
+                "--weights",
+                "soup weights, one per --model, summing to 1, e.g. 0.5,0.5 (default: equal)",
+                type=parse_floats,
+            ),
+            Flag("--output", "output directory (must not exist or be empty)", required=True),
+            Flag("--dtype", "float32, bfloat16 or float16 (default: the run's model.dtype)"),
+            Flag(
+                "--adapter",
+                "a PEFT LoRA adapter on the run's base model instead of merged weights",
+                action="store_true",
+            ),
+            Flag(
+                "--rank",
+                "--adapter: LoRA rank (default: a LoRA run's own, exact; 32 for layers/)",
+                type=int,
+            ),
+            Flag("--evaluation", "a `ric evaluate` output of the run, quoted in the card"),
+        ),
+        config_file=False,
+        overrides=False,
+        progress=False,
+        builds_config=False,
+        one_process=True,
+    ),
     "export-lora": Command(
         run_export_lora,
         "turn a fine-tuned run (top layers or a LoRA adapter) into a LoRA run of a few MB",
         "Each weight change becomes its best rank-r approximation (truncated SVD); norm "
-        "scales are kept whole. The output loads with `ric generate/evaluate/online/serve` and "
-        "with plain peft. metrics.json says how much of each change the rank kept. Given "
+        "scales are kept whole. The output is a ric run folder, not a Hugging Face model folder "
+        "(that is `ric export`): it loads with `ric generate/evaluate/online/serve` and with "
+        "plain peft. metrics.json says how much of each change the rank kept. Given "
         "--model more than once, it exports the runs' weighted average (a model soup) of runs "
         "that share base model, template and stats.json, such as successive online iterations.",
         (

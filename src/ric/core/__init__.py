@@ -1,9 +1,10 @@
-"""Pure RiC math: conditioning template, normalization stats, preference mappings, online
-targets, MORS, Pareto.
+"""Pure RiC math: conditioning template, chat messages to one prompt, normalization stats,
+preference mappings, online targets, MORS, Pareto.
 
 No file or network I/O and no model loading happens in this package.
 """
 
+from ric.core.chat import ROLES, ChatError, chat_prompt
 from ric.core.mapping import (
     MAPPING_METHODS,
     check_preference,
@@ -27,11 +28,14 @@ from ric.core.template import (
 __all__ = [
     "DEFAULT_TEMPLATE",
     "MAPPING_METHODS",
+    "ROLES",
     "TARGET_STRATEGIES",
+    "ChatError",
     "PromptTemplate",
     "RewardStats",
     "build_plain_prompt",
     "build_prompt",
+    "chat_prompt",
     "check_preference",
     "draw_targets",
     "format_reward",

@@ -65,10 +65,26 @@ def linear_z(w: np.ndarray) -> np.ndarray:
 
 
 def p_norm_z(w: np.ndarray, p: float, lam: np.ndarray) -> np.ndarray:
-    """Closed form of max w.z s.t. ||lam * z||_p <= 1 (appendix equation 10)."""
+    """Closed form of max w.z s.t. ||lam * z||_p <= 1 (appendix equation 10).
+
+    Computed in Python floats, one objective at a time and summed left to right, not with
+    numpy's ``**`` and ``sum``: those differ from the C library's ``pow`` and from a plain sum in
+    the last bit, by CPU (numpy's SIMD power) and by version (its pairwise summation). The
+    exported chat template (``ric.export.chat_template``) repeats these very operations in
+    Jinja, whose arithmetic is Python's, and must write the same one-decimal values.
+    """
     q = p / (p - 1.0)  # the dual exponent
-    total = float(np.sum((w / lam) ** q))
-    return w ** (1.0 / (p - 1.0)) / lam**q * total ** (-1.0 / p)
+    weights, scales = w.tolist(), lam.tolist()
+    total = 0.0
+    for weight, scale in zip(weights, scales, strict=True):
+        total = total + (weight / scale) ** q
+    norm = total ** (-1.0 / p)
+    return np.array(
+        [
+            weight ** (1.0 / (p - 1.0)) / scale**q * norm
+            for weight, scale in zip(weights, scales, strict=True)
+        ]
+    )
 
 
 def practical_p_inf_lam(w: np.ndarray) -> np.ndarray:

@@ -7,15 +7,29 @@ Values are written with one decimal, and ``-0.0`` is written ``0.0``, so a value
 spelling and training and inference prompts agree token for token.
 
 Neutralization rule (so user text can never inject or shift reward values): inside the user's
-prompt, every *protected string* gets a zero-width space (U+200B) inserted after its first
-character. Protected strings are (a) any reward marker for any index, matched case-insensitively
-and with optional whitespace inside it (``<R7>``, ``< r 7 >``), and (b) each line of the
-template's own literal text (``### Input:``, ``### Response:``, or the lines of a chat template
-such as ``<|im_end|>``), matched case-insensitively with flexible whitespace, plus any extra
-``protected`` strings such as a tokenizer's special tokens. The user's words stay readable (the
-inserted character is invisible), but neither the tokenizer nor ``parse_prompt`` sees a marker or
-template text there any more. Prompts without protected strings pass through unchanged, which is
-what makes the round trip exact.
+prompt, every occurrence of a *protected string* gets a zero-width space (U+200B) inserted after
+its first character. The protected strings (``PromptTemplate.protected_strings``) are
+
+* each line of the template's literal text (``### Input:``, ``### Response:``, or the lines of a
+  chat template such as ``<|im_end|>``) and of each extra ``protected`` string (a tokenizer's
+  special tokens, say), stripped, when at least 2 characters long;
+* the marker's opening text, the part of ``marker`` before ``{i}`` (``<R``; the part after it
+  when nothing but spaces comes before), in its own spelling, in lower case and in upper case.
+
+They are applied longest first (ties in code-point order), each by a plain
+``text.replace(s, s[0] + "\u200b" + s[1:])`` over the whole prompt. Inserting a character never
+creates a new occurrence of a string that holds no U+200B, so afterwards none of them is left:
+no marker (``<R1>``, ``<r1>``) and no template line can come from the user. The user's words
+stay readable (the inserted character is invisible). Prompts without protected strings pass
+through unchanged, which is what makes the round trip exact.
+
+Why this rule and not a pattern: until issue 31 the strings were matched by a regular expression,
+case-insensitively and with optional whitespace inside (``< r 7 >`` was neutralized too). The
+exported model's chat template (``ric.export.chat_template``) must build this very prompt inside
+Jinja, which has ``replace``, ``lower`` and ``upper`` but no regular expressions, so the rule is
+now one that Jinja writes exactly as Python does: literal strings, a fixed order, plain
+replacement. What it gives up is the neutralization of text that is not a marker to
+``parse_prompt`` anyway (``< r 7 >``, ``<rEward1>`` for a marker ``<reward{i}>``, ``### input:``).
 """
 
 from __future__ import annotations
@@ -40,11 +54,6 @@ def format_reward(value: float) -> str:
         raise ValueError(f"reward value must be finite, got {value!r}")
     text = f"{value:.1f}"
     return "0.0" if text == "-0.0" else text
-
-
-def _flexible_pattern(literal: str) -> str:
-    """Regex for ``literal`` that tolerates extra or missing whitespace between its characters."""
-    return r"\s*".join(re.escape(char) for char in literal if not char.isspace())
 
 
 @dataclass(frozen=True)
@@ -94,19 +103,24 @@ class PromptTemplate:
     def render_marker(self, index: int) -> str:
         return self.marker.replace(INDEX_FIELD, str(index))
 
-    @cached_property
-    def _protected_regex(self) -> re.Pattern[str]:
+    @property
+    def marker_opening(self) -> str:
+        """The marker's text before ``{i}`` (after it when only spaces come before), stripped:
+        the text every marker holds beside its index, so neutralizing it defuses markers of any
+        index."""
         before, after = self.marker.split(INDEX_FIELD)
-        marker = _flexible_pattern(before) + r"\s*\d+\s*" + _flexible_pattern(after)
-        literals = [
-            line.strip()
-            for piece in (self.head, self.middle, self.response_header, *self.protected)
-            for line in piece.splitlines()
-        ]
+        return before.strip() or after.strip()
+
+    @cached_property
+    def protected_strings(self) -> tuple[str, ...]:
+        """The strings neutralized in user text, in the order they are (module docstring)."""
+        pieces = (self.head, self.middle, self.response_header, *self.protected)
+        lines = {line.strip() for piece in pieces for line in piece.splitlines()}
+        opening = self.marker_opening
+        strings = {line for line in lines if len(line) >= 2}
+        strings |= {opening, opening.lower(), opening.upper()}
         # Longest first, so a long literal is neutralized whole rather than by a shorter prefix.
-        literal_patterns = {_flexible_pattern(lit) for lit in literals if len(lit) >= 2}
-        patterns = [marker, *sorted(literal_patterns, key=len, reverse=True)]
-        return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+        return tuple(sorted(strings, key=lambda text: (-len(text), text)))
 
     @cached_property
     def _parse_regex(self) -> re.Pattern[str]:
@@ -136,9 +150,14 @@ DEFAULT_TEMPLATE = PromptTemplate()
 
 def sanitize_prompt(prompt: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> str:
     """Neutralize marker and template text inside user text (rule in the module docstring)."""
-    return template._protected_regex.sub(
-        lambda match: match.group(0)[0] + ZERO_WIDTH_SPACE + match.group(0)[1:], prompt
-    )
+    for protected in template.protected_strings:
+        prompt = prompt.replace(protected, neutralized(protected))
+    return prompt
+
+
+def neutralized(protected: str) -> str:
+    """``protected`` with a zero-width space after its first character."""
+    return protected[0] + ZERO_WIDTH_SPACE + protected[1:]
 
 
 def build_prompt(

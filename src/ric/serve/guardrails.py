@@ -12,13 +12,12 @@ Pure functions, no model and no HTTP:
   projection onto the simplex within the bounds, so it still sums to 1), desired rewards are
   clipped; reward bounds apply to the desired rewards however they were obtained. Every change is
   listed (``Adjustment``) and reported in the answer.
-* **Chat messages to a prompt.** RiC models are trained on single-turn prompts, so a chat becomes
-  one prompt: a lone user message is the prompt verbatim; a longer conversation is a transcript, one
-  ``Role: text`` line block per message (``System:``, ``User:``, ``Assistant:``), which must end
-  with a user message. Text parts of a list ``content`` are joined. The prompt then goes through
-  ``Steering.prompts`` like every other prompt, whose neutralizer (``ric.core.sanitize_prompt``)
-  defuses reward markers and template text in it: no message can set or shift the rewards the model
-  is asked for.
+* **Chat messages to a prompt.** A chat becomes one prompt by ``ric.core.chat``'s rule (a lone
+  user message verbatim, else a ``Role: text`` transcript ending with the user's turn), the rule
+  the exported chat template applies too; here its errors become the 400 answers that name the
+  message at fault. The prompt then goes through ``Steering.prompts`` like every other prompt,
+  whose neutralizer (``ric.core.sanitize_prompt``) defuses reward markers and template text in
+  it: no message can set or shift the rewards the model is asked for.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from ric.config import ServeConfig
+from ric.core import ChatError
+from ric.core import chat_prompt as core_chat_prompt
 from ric.serve.errors import RequestError
 from ric.steering import Steering, SteeringError, Values
-
-ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
 
 
 @dataclass(frozen=True)
@@ -186,37 +185,9 @@ def steer(
 
 
 def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The one prompt a chat becomes (rule in the module docstring)."""
-    if not messages:
-        raise RequestError("messages must hold at least one message", param="messages")
-    turns = []
-    for index, message in enumerate(messages):
-        role = message.get("role")
-        if role not in ROLES:
-            raise RequestError(
-                f"messages[{index}].role {role!r} is not supported; use one of {', '.join(ROLES)}",
-                param=f"messages[{index}].role",
-            )
-        turns.append((ROLES[role], message_text(message.get("content"), index)))
-    if turns[-1][0] != "User":
-        raise RequestError("the last message must come from the user", param="messages")
-    if len(turns) == 1:
-        return turns[0][1]
-    return "\n".join(f"{role}: {text}" for role, text in turns)
-
-
-def message_text(content: Any, index: int) -> str:
-    """A message's text: a string, or the joined text parts of a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(part, Mapping)
-        and part.get("type") == "text"
-        and isinstance(part.get("text"), str)
-        for part in content
-    ):
-        return "\n".join(part["text"] for part in content)
-    raise RequestError(
-        f"messages[{index}].content must be a string or a list of text parts",
-        param=f"messages[{index}].content",
-    )
+    """The one prompt a chat becomes (``ric.core.chat``); bad messages raise a RequestError that
+    names the field at fault."""
+    try:
+        return core_chat_prompt(messages)
+    except ChatError as error:
+        raise RequestError(str(error), param=error.param) from None
