@@ -393,3 +393,111 @@ def test_jinja_literals_are_exact(value):
     assert json.loads(rendered.render()) == (
         [float(value[0]), value[1]] if isinstance(value, list) else value
     )
+
+
+# --- the chat format: ric's prelude, then the model's own chat template ------------------------
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SYSTEMS = ["{rewards}", "Rewards: {rewards}", "You answer.\n{rewards}\n### Be kind."]
+
+
+def chatml_tokenizer():
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def bos_tokenizer(writes_bos):
+    """The tiny tokenizer that adds a BOS itself, its chat template writing one or not."""
+    tokenizer = build_tiny_tokenizer()
+    backend = tokenizer.backend_tokenizer
+    bos = "<|im_start|>"
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))]
+    )
+    adding = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=bos, eos_token="<|im_end|>"
+    )
+    adding.chat_template = ("{{ bos_token }}" if writes_bos else "") + CHATML
+    return adding
+
+
+def smollm2_chat_tokenizer():
+    tokenizer = smollm2_tokenizer()
+    if not tokenizer.chat_template:
+        pytest.skip("the embedded SmolLM2's tokenizer has no chat template")
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        chatml_tokenizer,
+        lambda: bos_tokenizer(True),
+        lambda: bos_tokenizer(False),
+        smollm2_chat_tokenizer,
+    ],
+    ids=["tiny", "bos-written", "bos-added", "smollm2"],
+)
+def test_the_chat_format_template_writes_rics_prompt_text_and_tokens(load):
+    from ric.export.hf import _writes_bos
+    from ric.models.chat import adds_bos
+
+    tokenizer = load()
+    bos = tokenizer.bos_token if adds_bos(tokenizer) else ""
+    rng = np.random.default_rng(SEED + 1)
+    mismatches, count = [], 0
+    for _ in range(16):
+        count_names = int(rng.integers(2, 5))
+        names = tuple(str(name) for name in rng.choice(NAMES, count_names, replace=False))
+        marker = ["<R{i}>", "<reward{i}>"][rng.integers(2)]
+        template = PromptTemplate(
+            marker=marker, format="chat", system=SYSTEMS[rng.integers(len(SYSTEMS))]
+        )
+        steering = Steering(
+            names, random_mapping(rng, count_names), *random_range(rng, names), template
+        )
+        steering = steering.with_tokenizer(tokenizer)
+        default = random_preference(rng, count_names).tolist()
+        chat_template = steering_chat_template(
+            steering,
+            default,
+            bos_token=bool(bos) and not _writes_bos(tokenizer),
+            original=tokenizer.chat_template,
+        )
+        for _ in range(24):
+            messages, request = random_messages(rng), random_request(rng, names)
+            desired = (
+                steering.desired(**request) if request else steering.desired(preference=default)
+            )
+            expected = steering.chat_prompts([messages], desired)[0]
+            kwargs = {"chat_template": chat_template, "add_generation_prompt": True, **request}
+            text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+            ids = tokenizer.apply_chat_template(
+                messages, tokenize=True, return_dict=False, **kwargs
+            )
+            count += 1
+            if text != bos + expected or ids != tokenizer(expected)["input_ids"]:
+                mismatches.append((messages, request, bos + expected, text))
+    assert count == 384
+    assert not mismatches, f"{len(mismatches)} of {count} differ, e.g. {mismatches[:2]}"
+
+
+def test_the_chat_format_needs_the_models_own_template():
+    steering = steering_of(template=PromptTemplate(format="chat"))
+    with pytest.raises(ValueError, match="its tokenizer has none"):
+        steering_chat_template(steering, [0.5, 0.5])
+    chat_template = steering_chat_template(steering, [0.5, 0.5], original=CHATML)
+    assert chat_template.endswith(CHATML)  # the original, verbatim
+    messages = [{"role": "user", "content": "Hi"}]
+    # ric asks for the generation prompt whatever the request says, as in the plain format
+    without = build_tiny_tokenizer().apply_chat_template(
+        messages, chat_template=chat_template, tokenize=False
+    )
+    assert without.endswith("<|im_start|>assistant\n")
+    with pytest.raises(jinja2.TemplateError, match="last message must come from the user"):
+        render(chat_template, [{"role": "assistant", "content": "x"}])

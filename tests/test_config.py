@@ -90,6 +90,15 @@ def test_shipped_configs_load(path, tmp_path):
     assert config.rewards or config.online.model, f"{path.name} names no rewards and no model"
 
 
+def test_the_instruct_config_conditions_in_the_chat_format():
+    # Loading Qwen3 needs a network (the user's); the config itself is checked here.
+    config = load_config(Path(__file__).parent.parent / "configs" / "instruct" / "qwen3-chat.yaml")
+    template = config.template.prompt_template()
+    assert template.is_chat and "{rewards}" in template.system
+    assert config.model.source.startswith("Qwen/Qwen3")
+    assert config.lora.enabled and config.rewards and config.train.data
+
+
 def test_configs_are_shipped():
     assert CONFIGS, "configs/ holds no YAML file"
 

@@ -20,7 +20,7 @@ from ric.config import GenerationConfig
 from ric.export import export_model
 from ric.export.base_model import find_base
 from ric.export.card import wrap_paragraphs
-from ric.export.hf import adds_bos
+from ric.models.chat import adds_bos
 from ric.models.generation import generate_with_stats
 from ric.models.tiny import build_tiny
 from ric.runs import load_trained

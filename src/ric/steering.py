@@ -10,10 +10,14 @@ A user asks a trained model for a trade-off in one of two ways:
   missing names 0: the training mean).
 
 For a RiC model the desired rewards are written into the prompt (``ric.core.build_prompt``, whose
-neutralizer defuses marker text in user input). The paper's baselines take no rewards: base, SFT
-and MORLHF answer the plain prompt (a MORLHF model was trained for one preference and takes no
-other), and a Rewarded Soups model turns the preference into the weights that interpolate its
-members (``ric.models.interpolation``).
+neutralizer defuses marker text in user input). With a chat-format template (``template.format:
+chat``, for instruct models) the prompt is the model's own chat template rendered over the messages,
+the rewards in a system turn (``ric.core.build_chat_messages``): ``with_tokenizer`` (which
+``for_run`` applies) gives the steering the tokenizer's renderer (``ric.models.chat``) and adds its
+special tokens to the neutralized strings. The paper's baselines take no rewards: base, SFT and
+MORLHF answer the plain prompt (a MORLHF model was trained for one preference and takes no other),
+and a Rewarded Soups model turns the preference into the weights that interpolate its members
+(``ric.models.interpolation``).
 
 ``Steering`` holds exactly what that needs (objective names, mapping settings, range, prompt
 template, the model's method) and every caller goes through it: the CLI (`ric map`, `ric
@@ -25,8 +29,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,13 +40,19 @@ from ric.core import (
     DEFAULT_TEMPLATE,
     PromptTemplate,
     RewardStats,
+    build_chat_messages,
     build_plain_prompt,
     build_prompt,
+    chat_prompt,
     check_preference,
     normal_reward_range,
     preference_to_rewards,
 )
 from ric.runs import Method, TrainedPolicy
+
+# Chat format: the model's chat template, messages -> text (``ric.models.chat``, imported when
+# used: ``ric.models`` loads transformers).
+Render = Callable[[Sequence[dict[str, str]]], str]
 
 # A preference or desired rewards as a user gives them: N values, or an object keyed by name.
 Values = Sequence[float] | Mapping[str, float]
@@ -86,6 +96,48 @@ def mapping_range(
     return normal_reward_range(num_objectives, samples=mapping.normal_samples, seed=mapping.seed)
 
 
+def for_tokenizer(template: PromptTemplate, tokenizer: Any) -> tuple[PromptTemplate, Render | None]:
+    """``template`` as a model with ``tokenizer`` reads it: in the chat format with the
+    tokenizer's special tokens among the protected strings, and the tokenizer's chat template as
+    the renderer; a plain template as it is, with no renderer."""
+    if not template.is_chat:
+        return template, None
+    from ric.models.chat import chat_renderer, special_tokens
+
+    extra = tuple(t for t in special_tokens(tokenizer) if t not in template.protected)
+    return replace(template, protected=template.protected + extra), chat_renderer(tokenizer)
+
+
+def write_prompts(
+    prompts: Sequence[str | Sequence[Mapping[str, Any]]],
+    rewards: np.ndarray | None,
+    template: PromptTemplate,
+    render: Render | None = None,
+) -> list[str]:
+    """The texts a model is given: each prompt (a string, or a chat's messages in the chat
+    format) with the rewards of its row of ``rewards`` (B, N) written in, or without rewards
+    (``rewards`` None, the baselines'). Plain format: ``build_prompt`` (a chat is first made one
+    prompt, ``ric.core.chat_prompt``); chat format: ``render`` over ``build_chat_messages``."""
+    rows: list[list[float] | None] = (
+        [None] * len(prompts) if rewards is None else np.asarray(rewards, float).tolist()
+    )
+    if template.is_chat:
+        if render is None:
+            raise ValueError(
+                "template.format chat renders prompts with the model's chat template: this "
+                "steering has no tokenizer (build it with Steering.for_run or with_tokenizer)"
+            )
+        return [
+            render(build_chat_messages(prompt, row, template))
+            for prompt, row in zip(prompts, rows, strict=True)
+        ]
+    texts = [prompt if isinstance(prompt, str) else chat_prompt(prompt) for prompt in prompts]
+    return [
+        build_plain_prompt(text, template) if row is None else build_prompt(text, row, template)
+        for text, row in zip(texts, rows, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class Steering:
     """How one model is asked for a trade-off (rules in the module docstring)."""
@@ -96,6 +148,8 @@ class Steering:
     r_max: np.ndarray  # (N,)
     template: PromptTemplate = DEFAULT_TEMPLATE
     method: Method = field(default_factory=Method)
+    # Chat format: the model's chat template, messages -> text (``with_tokenizer``).
+    render: Render | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_stats(
@@ -114,9 +168,17 @@ class Steering:
     def for_run(cls, policy: TrainedPolicy, mapping: MappingConfig | None = None) -> Steering:
         """Steering of a trained run: its objectives, template and method, with ``mapping``
         (default: the run's recorded one; a command passes its resolved settings)."""
-        return cls.for_stats(
+        steering = cls.for_stats(
             policy.stats, mapping or policy.config.mapping, policy.template, policy.method
         )
+        return steering.with_tokenizer(policy.tokenizer)
+
+    def with_tokenizer(self, tokenizer: Any) -> Steering:
+        """This steering for a model with ``tokenizer``: in the chat format, its chat template
+        renders the prompts and its special tokens are neutralized in user text
+        (``for_tokenizer``); a plain template is unchanged."""
+        template, render = for_tokenizer(self.template, tokenizer)
+        return replace(self, template=template, render=render)
 
     @property
     def num_objectives(self) -> int:
@@ -219,14 +281,22 @@ class Steering:
 
     def prompts(self, prompts: Sequence[str], desired: np.ndarray | None = None) -> list[str]:
         """The texts the model is given: for RiC, each prompt with desired rewards (N,) or
-        (B, N) written in; for a baseline (``desired`` None), the plain prompts."""
+        (B, N) written in; for a baseline (``desired`` None), the plain prompts. In the chat
+        format, each prompt is one user message rendered by the model's chat template."""
+        return self.chat_prompts(prompts, desired)
+
+    def chat_prompts(
+        self,
+        chats: Sequence[str | Sequence[Mapping[str, Any]]],
+        desired: np.ndarray | None = None,
+    ) -> list[str]:
+        """``prompts`` for chats (each a list of messages, or one prompt string): in the chat
+        format the messages are rendered as they are (a multi-turn chat stays one), in the plain
+        format each chat is first made one prompt (``ric.core.chat_prompt``)."""
         if desired is None or not self.takes_rewards:
-            return [build_plain_prompt(prompt, self.template) for prompt in prompts]
-        rows = np.broadcast_to(np.asarray(desired, dtype=float), (len(prompts), len(self.names)))
-        return [
-            build_prompt(prompt, row.tolist(), self.template)
-            for prompt, row in zip(prompts, rows, strict=True)
-        ]
+            return write_prompts(chats, None, self.template, self.render)
+        rows = np.broadcast_to(np.asarray(desired, dtype=float), (len(chats), len(self.names)))
+        return write_prompts(chats, rows, self.template, self.render)
 
     def grid_prompts(self, prompts: Sequence[str], desired: np.ndarray) -> list[str]:
         """Every prompt under every row of ``desired`` (K, N), row-major: K * P texts."""

@@ -33,7 +33,7 @@ import torch
 
 from ric import parallel
 from ric.config import RicConfig, dump_config
-from ric.core import RewardStats, build_plain_prompt, check_preference
+from ric.core import RewardStats, check_preference
 from ric.data.io import CONFIG_FILE, STATS_FILE, stats_rewards, write_atomic, write_text_atomic
 from ric.data.label import read_labeled_frame
 from ric.rewards import create_reward
@@ -108,7 +108,7 @@ def run_rl(
         config,
         model,
         tokenizer,
-        _prompts(frame, columns.prompt_column, config),
+        _prompts(frame, columns.prompt_column, config, tokenizer),
         _reward_function(stats, weights, progress.history),
         output,
         per_process,
@@ -133,15 +133,18 @@ def run_rl(
     return RunResult(output, metrics)
 
 
-def _prompts(frame: Any, prompt_column: str, config: RicConfig) -> Any:
+def _prompts(frame: Any, prompt_column: str, config: RicConfig, tokenizer: Any) -> Any:
     """The labeled data's distinct prompts as a dataset: ``prompt`` in the template without
-    rewards (what the policy sees) and ``raw_prompt`` (what the scorers see)."""
+    rewards (what the policy sees; in the chat format the model's chat template, no system
+    turn) and ``raw_prompt`` (what the scorers see)."""
     from datasets import Dataset
 
+    from ric.steering import for_tokenizer, write_prompts
+
     raw = list(dict.fromkeys(frame[prompt_column].tolist()))  # distinct, first-seen order
-    template = config.template.prompt_template()
+    template, render = for_tokenizer(config.template.prompt_template(), tokenizer)
     return Dataset.from_dict(
-        {"prompt": [build_plain_prompt(p, template) for p in raw], "raw_prompt": raw}
+        {"prompt": write_prompts(raw, None, template, render), "raw_prompt": raw}
     )
 
 

@@ -53,6 +53,10 @@ def run_map(args: argparse.Namespace, config: RicConfig) -> None:
         "desired_rewards": [float(v) for v in desired],
     }
     if args.prompt is not None:
+        if template.is_chat:  # the model's chat template writes the prompt: its tokenizer
+            from ric.models.loading import load_tokenizer
+
+            steering = steering.with_tokenizer(load_tokenizer(config.model.source))
         (result["conditioned_prompt"],) = steering.prompts([args.prompt], desired)
         print(result["conditioned_prompt"])
     print(json.dumps(result))

@@ -16,6 +16,7 @@ from typing import Any
 from ric.config.engine import T, check_choice, doc_field
 from ric.core import (
     MAPPING_METHODS,
+    TEMPLATE_FORMATS,
     PromptTemplate,
 )
 
@@ -70,10 +71,27 @@ class TemplateConfig:
     )
     marker: str = doc_field("<R{i}>", "reward marker; {i} is the 1-based objective index")
     protected: list[str] = doc_field([], "extra strings neutralized in user prompts")
+    format: str = doc_field(
+        "plain",
+        "plain (the prompt is `text`, the paper's) or chat (the model's own chat template, the "
+        "rewards in a system turn: for instruct models; `text` is then unused)",
+    )
+    system: str = doc_field(
+        "{rewards}", "chat format: the system turn's text, with {rewards} (the reward markers) once"
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("template.format", self.format, TEMPLATE_FORMATS)
+        if self.system.count("{rewards}") != 1:
+            raise ValueError(
+                f"template.system must contain {{rewards}} exactly once, got {self.system!r}"
+            )
 
     def prompt_template(self) -> PromptTemplate:
         """The template as ``ric.core`` uses it."""
-        return PromptTemplate(self.text, self.marker, tuple(self.protected))
+        return PromptTemplate(
+            self.text, self.marker, tuple(self.protected), self.format, self.system
+        )
 
 
 @dataclass

@@ -4,7 +4,7 @@ preference mappings, online targets, MORS, Pareto.
 No file or network I/O and no model loading happens in this package.
 """
 
-from ric.core.chat import ROLES, ChatError, chat_prompt
+from ric.core.chat import ROLES, ChatError, build_chat_messages, chat_prompt
 from ric.core.mapping import (
     MAPPING_METHODS,
     check_preference,
@@ -17,11 +17,13 @@ from ric.core.stats import RewardStats, normal_reward_range
 from ric.core.targets import TARGET_STRATEGIES, draw_targets, front_targets, uniform_targets
 from ric.core.template import (
     DEFAULT_TEMPLATE,
+    TEMPLATE_FORMATS,
     PromptTemplate,
     build_plain_prompt,
     build_prompt,
     format_reward,
     parse_prompt,
+    rewards_block,
     sanitize_prompt,
 )
 
@@ -30,9 +32,11 @@ __all__ = [
     "MAPPING_METHODS",
     "ROLES",
     "TARGET_STRATEGIES",
+    "TEMPLATE_FORMATS",
     "ChatError",
     "PromptTemplate",
     "RewardStats",
+    "build_chat_messages",
     "build_plain_prompt",
     "build_prompt",
     "chat_prompt",
@@ -49,6 +53,7 @@ __all__ = [
     "preference_to_rewards",
     "preference_to_z",
     "quantile_thresholds",
+    "rewards_block",
     "sanitize_prompt",
     "uniform_targets",
 ]

@@ -13,6 +13,10 @@ The prompt then goes into the run's template like every other prompt, whose neut
 (``ric.core.sanitize_prompt``) defuses reward markers and template text in it: no message can set
 or shift the rewards the model is asked for.
 
+In the chat format (``template.format: chat``) a chat is not flattened:
+``build_chat_messages`` keeps the messages, neutralized one by one, and puts the reward block
+into a system turn ahead of them, for the model's own chat template to render.
+
 The rule lives here, pure, because two places apply it: ``ric serve`` (``ric.serve.guardrails``)
 and the exported model's chat template (``ric.export.chat_template``), which writes it again in
 Jinja and is tested against this function.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ric.core.template import PromptTemplate, rewards_block, sanitize_prompt
 
 # Each supported message role and the name its turn gets in a transcript.
 ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
@@ -71,3 +77,37 @@ def message_text(content: Any, index: int) -> str:
         f"messages[{index}].content must be a string or a list of text parts",
         param=f"messages[{index}].content",
     )
+
+
+def build_chat_messages(
+    messages: str | Sequence[Mapping[str, Any]],
+    rewards: Sequence[float] | None,
+    template: PromptTemplate,
+) -> list[dict[str, str]]:
+    """The messages a chat-format prompt renders (``template.format: chat``).
+
+    ``messages``: a chat (checked as ``chat_prompt`` checks it: known roles, text content, the
+    last message the user's) or one prompt string, which is ``[{"role": "user", ...}]``. Every
+    message's text is neutralized (``sanitize_prompt`` with ``template``'s protected strings);
+    a ``developer`` message is a ``system`` one. With ``rewards`` the first message is the
+    system turn ``template.system`` with the reward block (``<R1> 0.3 <R2> -1.2``) written in,
+    and a conversation's own leading system message is merged after it, a blank line between
+    (many chat templates take one system message only); with ``rewards`` None (a baseline) no
+    system turn is added.
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    chat_prompt(messages)  # the same checks and errors as the one-prompt rule
+    turns = [
+        {
+            "role": "system" if message["role"] == "developer" else str(message["role"]),
+            "content": sanitize_prompt(message_text(message.get("content"), index), template),
+        }
+        for index, message in enumerate(messages)
+    ]
+    if rewards is None:
+        return turns
+    system = template.system_text(rewards_block(rewards, template))
+    if turns[0]["role"] == "system":
+        system += "\n\n" + turns.pop(0)["content"]
+    return [{"role": "system", "content": system}, *turns]

@@ -23,6 +23,13 @@ no marker (``<R1>``, ``<r1>``) and no template line can come from the user. The 
 stay readable (the inserted character is invisible). Prompts without protected strings pass
 through unchanged, which is what makes the round trip exact.
 
+The chat format (``template.format: chat``, for instruct models): the conditioned prompt is the
+model's own chat template rendered over the user's messages, with the reward block written into a
+system turn (``template.system``, default ``{rewards}``): ``ric.core.chat.build_chat_messages``
+builds the messages, ``ric.steering`` renders them with the tokenizer. The protected strings are
+then the system text's lines, the ``protected`` strings (the tokenizer's special tokens, added
+when a run's steering is built) and the marker's opening; ``text`` is unused.
+
 Why this rule and not a pattern: until issue 31 the strings were matched by a regular expression,
 case-insensitively and with optional whitespace inside (``< r 7 >`` was neutralized too). The
 exported model's chat template (``ric.export.chat_template``) must build this very prompt inside
@@ -44,6 +51,9 @@ ZERO_WIDTH_SPACE = "\u200b"
 PROMPT_FIELD = "{prompt}"
 REWARDS_FIELD = "{rewards}"
 INDEX_FIELD = "{i}"
+# Where the conditioned prompt is written: the template's own text (the paper's), or the model's
+# own chat template with the rewards in a system turn (``ric.core.chat.build_chat_messages``).
+TEMPLATE_FORMATS = ("plain", "chat")
 # One decimal, an optional minus sign: the only spelling format_reward produces.
 _VALUE_PATTERN = r"-?\d+\.\d"
 
@@ -64,11 +74,17 @@ class PromptTemplate:
     ``{rewards}`` is the response header the model continues from. ``marker`` must contain
     ``{i}`` (the 1-based objective index). ``protected`` lists extra strings to neutralize in user
     text, for example a tokenizer's special tokens.
+
+    ``format`` ``"chat"`` writes the prompt with the model's own chat template instead of
+    ``text``: the rewards go into a system turn whose text is ``system`` (``{rewards}`` once),
+    see ``ric.core.chat.build_chat_messages``; ``text`` is then unused.
     """
 
     text: str = "### Input: {prompt} {rewards} ### Response: "
     marker: str = "<R{i}>"
     protected: tuple[str, ...] = field(default_factory=tuple)
+    format: str = "plain"
+    system: str = REWARDS_FIELD
 
     def __post_init__(self) -> None:
         for placeholder in (PROMPT_FIELD, REWARDS_FIELD):
@@ -82,7 +98,16 @@ class PromptTemplate:
             raise ValueError(f"marker must contain {{i}} exactly once, got {self.marker!r}")
         if not self.marker.replace(INDEX_FIELD, "").strip():
             raise ValueError(f"marker needs text besides {{i}}, got {self.marker!r}")
-        if ZERO_WIDTH_SPACE in self.text + self.marker + "".join(self.protected):
+        if self.format not in TEMPLATE_FORMATS:
+            raise ValueError(
+                f"template format must be one of {', '.join(TEMPLATE_FORMATS)}, got {self.format!r}"
+            )
+        if self.system.count(REWARDS_FIELD) != 1:
+            raise ValueError(
+                f"template system text must contain {REWARDS_FIELD} exactly once, "
+                f"got {self.system!r}"
+            )
+        if ZERO_WIDTH_SPACE in self.text + self.marker + self.system + "".join(self.protected):
             raise ValueError("template text must not contain U+200B, the neutralizing character")
 
     @property
@@ -94,6 +119,15 @@ class PromptTemplate:
     def middle(self) -> str:
         """Literal text between the prompt and the reward values."""
         return self.text.split(PROMPT_FIELD)[1].split(REWARDS_FIELD)[0]
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether the prompt is the model's chat template with the rewards in a system turn."""
+        return self.format == "chat"
+
+    def system_text(self, rewards_block: str) -> str:
+        """Chat format: the system turn's text with ``rewards_block`` written in."""
+        return self.system.replace(REWARDS_FIELD, rewards_block)
 
     @property
     def response_header(self) -> str:
@@ -113,8 +147,12 @@ class PromptTemplate:
 
     @cached_property
     def protected_strings(self) -> tuple[str, ...]:
-        """The strings neutralized in user text, in the order they are (module docstring)."""
-        pieces = (self.head, self.middle, self.response_header, *self.protected)
+        """The strings neutralized in user text, in the order they are (module docstring). In
+        the chat format the literal text is the system text's (``text`` is unused there)."""
+        if self.is_chat:
+            pieces: tuple[str, ...] = (*self.system.split(REWARDS_FIELD), *self.protected)
+        else:
+            pieces = (self.head, self.middle, self.response_header, *self.protected)
         lines = {line.strip() for piece in pieces for line in piece.splitlines()}
         opening = self.marker_opening
         strings = {line for line in lines if len(line) >= 2}
@@ -164,12 +202,8 @@ def build_prompt(
     prompt: str, rewards: Sequence[float], template: PromptTemplate = DEFAULT_TEMPLATE
 ) -> str:
     """The conditioned prompt: sanitized user prompt plus one marker and value per objective."""
-    if len(rewards) == 0:
-        raise ValueError("build_prompt needs at least one reward value")
-    values = " ".join(
-        f"{template.render_marker(i)} {format_reward(float(v))}"
-        for i, v in enumerate(rewards, start=1)
-    )
+    _plain_only(template)
+    values = rewards_block(rewards, template)
     return (
         template.head
         + sanitize_prompt(prompt, template)
@@ -179,11 +213,30 @@ def build_prompt(
     )
 
 
+def rewards_block(rewards: Sequence[float], template: PromptTemplate = DEFAULT_TEMPLATE) -> str:
+    """The markers and values, ``<R1> 0.3 <R2> -1.2``: what both formats write."""
+    if len(rewards) == 0:
+        raise ValueError("build_prompt needs at least one reward value")
+    return " ".join(
+        f"{template.render_marker(i)} {format_reward(float(v))}"
+        for i, v in enumerate(rewards, start=1)
+    )
+
+
 def build_plain_prompt(prompt: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> str:
     """The unconditioned prompt of the baselines (base, SFT, RL): the same template and
     sanitizing, with the reward block and the text between prompt and rewards left out, e.g.
     ``"### Input: What is a fox? ### Response: "``."""
+    _plain_only(template)
     return template.head + sanitize_prompt(prompt, template) + template.response_header
+
+
+def _plain_only(template: PromptTemplate) -> None:
+    if template.is_chat:
+        raise ValueError(
+            "a chat-format template (template.format: chat) is written by the model's chat "
+            "template: build the prompt through ric.steering with the model's tokenizer"
+        )
 
 
 def parse_prompt(text: str, template: PromptTemplate = DEFAULT_TEMPLATE) -> tuple[str, list[float]]:

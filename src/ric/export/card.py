@@ -72,6 +72,8 @@ def steering_record(facts: ExportFacts) -> dict[str, Any]:
             "text": template.text,
             "marker": template.marker,
             "protected": list(template.protected),
+            "format": template.format,
+            "system": template.system,
         },
         "default_preference": list(facts.default_preference),
         "bos_token": facts.bos_token,

@@ -29,6 +29,13 @@ roles, the protected strings, the markers, the range, the default preference.
 token ids; change one side and that test says where the other must follow. ``convex`` (a
 numerical solver) cannot be written in Jinja and is refused.
 
+A run in the chat format (``template.format: chat``) keeps its model's chat template: the
+template is then a prelude of the same blocks (messages checked, request read, mapping, reward
+block), which sets ``messages`` to ``ric.core.build_chat_messages``'s list (each text neutralized,
+ric's system turn first, a chat's own leading system message merged into it) and
+``add_generation_prompt`` to true, followed by the model's original template verbatim, which
+renders them (``tests/test_chat_template.py`` checks this too, text and token ids).
+
 Every tag strips the whitespace around it, so the template renders the same whether or not the
 engine sets ``trim_blocks``/``lstrip_blocks``; the only output is the last expression.
 """
@@ -56,6 +63,7 @@ def steering_chat_template(
     steering: Steering,
     default_preference: Sequence[float] | Mapping[str, float],
     bos_token: bool = False,
+    original: str | None = None,
 ) -> str:
     """A Jinja chat template that writes ``steering``'s conditioned prompt (module docstring).
 
@@ -65,7 +73,21 @@ def steering_chat_template(
     so a tokenizer that adds a BOS by itself needs it written. Raises ValueError for a mapping
     no template can hold (``convex``), a baseline (its prompts carry no rewards) or a default
     preference the model cannot take.
+
+    A chat-format steering (``template.format: chat``) needs ``original``, the model's own chat
+    template text: the result is a prelude that sets ``messages`` to the neutralized messages
+    after ric's system turn (``ric.core.build_chat_messages``) and ``add_generation_prompt`` to
+    true, followed by ``original`` verbatim, which renders them. ``steering`` must then be the
+    one ``Steering.with_tokenizer`` gives (the tokenizer's special tokens protected); ``bos_token``
+    writes BOS ahead of what ``original`` writes (for a tokenizer that adds BOS where the
+    original does not write it).
     """
+    chat = steering.template.is_chat
+    if chat and not original:
+        raise ValueError(
+            "a chat-format run (template.format: chat) is exported with its model's own chat "
+            "template, and its tokenizer has none"
+        )
     if not steering.takes_rewards:
         raise ValueError(
             f"a {steering.method.name} baseline takes no rewards in its prompt: a steering chat "
@@ -79,6 +101,19 @@ def steering_chat_template(
         )
     steering.map_preference(default_preference)  # checks the default, p, lam and the range
     default = steering.check(default_preference).tolist()
+    if chat:
+        return "".join(
+            [
+                _header(steering),
+                _chat_block(),
+                _messages_block(steering.template),
+                _request_block(steering, default),
+                _mapping_block(steering),
+                _values_block(steering),
+                _system_block(steering, bos_token),
+                original or "",
+            ]
+        )
     return "".join(
         [
             _header(steering),
@@ -86,6 +121,7 @@ def steering_chat_template(
             _neutralizer_block(steering.template),
             _request_block(steering, default),
             _mapping_block(steering),
+            _values_block(steering),
             _prompt_block(steering, bos_token),
         ]
     )
@@ -136,7 +172,7 @@ def _header(steering: Steering) -> str:
         f"{{%- set ric_r_max = {jinja_literal(steering.r_max.tolist())} -%}}\n"
         f"{{%- set ric_roles = {jinja_literal(ROLES)} -%}}\n"
         "{%- set ric = namespace(turns=[], prompt='', param='', given=none, values=[], z=[], "
-        "desired=[], texts=[]) -%}\n"
+        "desired=[], texts=[], roles=[], messages=[], system='') -%}\n"
     )
 
 
@@ -178,6 +214,7 @@ def _chat_block() -> str:
                           ~ "text parts") -}}}}
   {{%- endif -%}}
   {{%- set ric.turns = ric.turns + [[ric_roles[role], text]] -%}}
+  {{%- set ric.roles = ric.roles + [role] -%}}
 {{%- endfor -%}}
 {{%- if ric.turns[-1][0] != "User" -%}}
   {{{{- raise_exception("the last message must come from the user") -}}}}
@@ -190,13 +227,29 @@ def _chat_block() -> str:
 """
 
 
-def _neutralizer_block(template: PromptTemplate) -> str:
-    """``ric.core.sanitize_prompt`` in Jinja: the same replacements in the same order."""
+def _neutralizer_block(template: PromptTemplate, target: str = "ric.prompt") -> str:
+    """``ric.core.sanitize_prompt`` in Jinja, on the variable ``target``: the same replacements
+    in the same order."""
     lines = ["{#- Marker and template text in user text neutralized (ric.core.template). -#}\n"]
     for protected in template.protected_strings:
         old, new = jinja_literal(protected), jinja_literal(neutralized(protected))
-        lines.append(f"{{%- set ric.prompt = ric.prompt|replace({old}, {new}) -%}}\n")
+        lines.append(f"{{%- set {target} = {target}|replace({old}, {new}) -%}}\n")
     return "".join(lines)
+
+
+def _messages_block(template: PromptTemplate) -> str:
+    """``ric.core.build_chat_messages`` in Jinja, before the system turn: ``ric.messages``, each
+    message's text neutralized, a ``developer`` message a ``system`` one."""
+    return f"""\
+{{#- Chat format: every message neutralized (ric.core.chat.build_chat_messages). -#}}
+{{%- for turn in ric.turns -%}}
+  {{%- set text = turn[1] -%}}
+{_indent(_neutralizer_block(template, "text"))}\
+  {{%- set role = ric.roles[loop.index0] -%}}
+  {{%- set role = "system" if role == "developer" else role -%}}
+  {{%- set ric.messages = ric.messages + [{{"role": role, "content": text}}] -%}}
+{{%- endfor -%}}
+"""
 
 
 def _request_block(steering: Steering, default: list[float]) -> str:
@@ -321,15 +374,13 @@ def _mapping_block(steering: Steering) -> str:
 """
 
 
-def _prompt_block(steering: Steering, bos_token: bool) -> str:
-    """``ric.core.build_prompt`` in Jinja: the values written as ``format_reward`` writes them
-    (one decimal, ``-0.0`` as ``0.0``), after their markers, into the template's text."""
+def _values_block(steering: Steering) -> str:
+    """``ric.core.rewards_block`` in Jinja: ``ric.texts``, each value written as
+    ``format_reward`` writes it (one decimal, ``-0.0`` as ``0.0``) after its marker."""
     template = steering.template
     markers = [template.render_marker(i) for i in range(1, steering.num_objectives + 1)]
-    text = f"{jinja_literal(template.head)} ~ ric.prompt ~ {jinja_literal(template.middle)}"
-    text += f" ~ ric.texts|join(' ') ~ {jinja_literal(template.response_header)}"
     return f"""\
-{{#- The conditioned prompt (ric.core.build_prompt). -#}}
+{{#- The reward block (ric.core.template.rewards_block). -#}}
 {{%- set ric_markers = {jinja_literal(markers)} -%}}
 {{%- for value in ric.desired -%}}
   {{%- set written = '%.1f'|format(value) -%}}
@@ -338,8 +389,36 @@ def _prompt_block(steering: Steering, bos_token: bool) -> str:
   {{%- endif -%}}
   {{%- set ric.texts = ric.texts + [ric_markers[loop.index0] ~ ' ' ~ written] -%}}
 {{%- endfor -%}}
+"""
+
+
+def _prompt_block(steering: Steering, bos_token: bool) -> str:
+    """``ric.core.build_prompt`` in Jinja: the reward block into the template's text."""
+    template = steering.template
+    text = f"{jinja_literal(template.head)} ~ ric.prompt ~ {jinja_literal(template.middle)}"
+    text += f" ~ ric.texts|join(' ') ~ {jinja_literal(template.response_header)}"
+    return f"""\
+{{#- The conditioned prompt (ric.core.build_prompt). -#}}
 {"{{- bos_token -}}" if bos_token else ""}\
 {{{{- {text} -}}}}"""
+
+
+def _system_block(steering: Steering, bos_token: bool) -> str:
+    """Chat format: ric's system turn (``template.system`` with the reward block) ahead of
+    ``ric.messages``, a chat's own leading system message merged after it (a blank line
+    between), set as ``messages`` for the model's own template, which follows. The last tag
+    strips no whitespace after it, so the original template's text starts as it was written."""
+    head, tail = steering.template.system.split("{rewards}")
+    return f"""\
+{{#- The system turn, then the model's own chat template (ric.core.build_chat_messages). -#}}
+{{%- set ric.system = {jinja_literal(head)} ~ ric.texts|join(' ') ~ {jinja_literal(tail)} -%}}
+{{%- if ric.messages[0]["role"] == "system" -%}}
+  {{%- set ric.system = ric.system ~ "\\n\\n" ~ ric.messages[0]["content"] -%}}
+  {{%- set ric.messages = ric.messages[1:] -%}}
+{{%- endif -%}}
+{{%- set add_generation_prompt = true -%}}
+{"{{- bos_token -}}" if bos_token else ""}\
+{{%- set messages = [{{"role": "system", "content": ric.system}}] + ric.messages %}}"""
 
 
 def _indent(block: str) -> str:

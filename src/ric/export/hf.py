@@ -10,9 +10,11 @@ The folder holds, and why:
   the absolute folder the run was trained from), built by ``ric.export.lora``'s truncated SVD
   (exact at a LoRA run's own rank), for those who keep one base and many adapters;
 * the tokenizer, whose chat template is the steering (``ric.export.chat_template``): a request's
-  ``preference`` (or ``rewards``) chat_template_kwarg becomes ric's exact conditioned prompt,
-  with the run's mapping and range baked in. Every server that forwards chat_template_kwargs
-  (vLLM, SGLang, ``transformers serve``) then steers it, with no ric code in the loop;
+  ``preference`` (or ``rewards``) chat_template_kwarg becomes ric's exact conditioned prompt, with
+  the run's mapping and range baked in (a chat-format run's: ric's prelude, then the model's own
+  chat template verbatim, the rewards in a system turn). Every server that forwards
+  chat_template_kwargs (vLLM, SGLang, ``transformers serve``) then steers it, with no ric code in
+  the loop;
 * ``generation_config.json``: the run's recorded sampling settings, as ric generates with them;
 * ``ric_steering.json`` and the model card ``README.md`` (``ric.export.card``).
 
@@ -47,6 +49,7 @@ from ric.data.io import (
 from ric.export.base_model import BaseModel, find_base, require_location
 from ric.export.card import STEERING_FILE, ExportFacts, model_card, steering_record
 from ric.export.lora import check_dtype, check_soup_members, lora_of_runs, soup_weights
+from ric.models.chat import adds_bos
 from ric.runs import METRICS_FILE, MODEL_DIR, load_trained, read_method, run_folder
 from ric.steering import Steering
 
@@ -163,11 +166,34 @@ def _steered(folder: Path, config: RicConfig) -> _Steered:
     from ric.export.chat_template import steering_chat_template
 
     stats = load_stats(folder / STATS_FILE)
+    tokenizer = _tokenizer_of(folder, config)
     steering = Steering.for_stats(stats, config.mapping, config.template.prompt_template())
+    steering = steering.with_tokenizer(tokenizer)  # chat format: its special tokens protected
     default = _default_preference(config, steering)
-    bos_token = adds_bos(_tokenizer_of(folder, config))
-    template = steering_chat_template(steering, default, bos_token=bos_token)
+    bos_token = adds_bos(tokenizer)
+    if steering.template.is_chat:
+        # The model's own chat template follows ric's prelude; the prelude writes BOS only
+        # where the tokenizer adds one and the original template does not write it.
+        original = tokenizer.chat_template
+        if isinstance(original, dict):  # named templates: the one apply_chat_template uses
+            original = original.get("default")
+        template = steering_chat_template(
+            steering, default, bos_token=bos_token and not _writes_bos(tokenizer), original=original
+        )
+    else:
+        template = steering_chat_template(steering, default, bos_token=bos_token)
     return _Steered(stats, steering, default, bos_token, template)
+
+
+def _writes_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own chat template starts its text with the BOS token."""
+    bos = tokenizer.bos_token
+    if not bos or not getattr(tokenizer, "chat_template", None):
+        return False
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=False
+    )
+    return text.startswith(bos)
 
 
 def _write_folder(
@@ -186,14 +212,6 @@ def _write_folder(
             for path in staging.rglob("*")
             if path.is_file()
         }
-
-
-def adds_bos(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` starts every text with its BOS token by itself: then the chat
-    template must write BOS too, since servers tokenize a rendered chat without special tokens,
-    and ric's prompts (tokenized with them) begin with it."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
 
 
 def _check_steerable(folder: Path) -> None:

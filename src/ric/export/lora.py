@@ -193,6 +193,8 @@ def check_soup_members(folders: Sequence[Path], config: RicConfig) -> None:
         differences = {
             "model.source": (config.model.source, other.model.source),
             "template.text": (config.template.text, other.template.text),
+            "template.format": (config.template.format, other.template.format),
+            "template.system": (config.template.system, other.template.system),
             # the whole method: a MORLHF run's preference is part of what it is
             "method": (method, read_method(folder)),
         }

@@ -75,6 +75,14 @@ class ImageTemplateConfig(TemplateConfig):
         "{prompt} {rewards}", "conditioned caption with {prompt} and then {rewards}"
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.format != "plain":
+            raise ValueError(
+                f"template.format {self.format!r} is for chat models: a caption is plain text "
+                "(template.format: plain)"
+            )
+
 
 @dataclass
 class ImageModelConfig:

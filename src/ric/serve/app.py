@@ -4,7 +4,9 @@ Routes: ``GET /`` (the playground, ``playground.html``: sliders per objective, s
 scores, a side-by-side compare mode), ``GET /health`` (with the batcher's counters), ``GET
 /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions``, ``POST /v1/completions``. The
 model id is the run folder's name. Each request carries its own steering (``ric.serve.guardrails``,
-over ``ric.steering``) and sampling settings; the run's recorded ``mapping.*`` and ``generation.*``
+over ``ric.steering``) and sampling settings; a run trained in the chat format
+(``template.format: chat``) is given a chat's messages natively, through its own chat template
+with the rewards in a system turn; the run's recorded ``mapping.*`` and ``generation.*``
 settings are the defaults. Every answer has a ``ric`` object: the objectives, where the desired
 rewards came from (``steering``), the preference, the desired rewards written into the prompt, the
 mapping method and range, what a guardrail changed (``adjusted``), the conditioned prompts, the seed
@@ -106,7 +108,11 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
     async def chat(request: Request) -> Response:
         body = await read_request(request, ChatRequest, config.serve.max_body_bytes)
         check_model(deployment, body.model)
-        return await complete(deployment, body, [chat_prompt(body.messages)], chat=True)
+        prompt = chat_prompt(body.messages)  # checks the messages; what the scorers read
+        # A chat-format run renders the messages natively (its chat template, the rewards in a
+        # system turn); a plain one is given the one prompt they make.
+        chats = [body.messages] if deployment.steering.template.is_chat else None
+        return await complete(deployment, body, [prompt], chat=True, chats=chats)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -121,9 +127,15 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
 
 
 async def complete(
-    deployment: Deployment, request: CommonRequest, prompts: list[str], chat: bool
+    deployment: Deployment,
+    request: CommonRequest,
+    prompts: list[str],
+    chat: bool,
+    chats: list[Any] | None = None,
 ) -> Response:
-    """Check, steer, queue and answer one request (JSON or a stream)."""
+    """Check, steer, queue and answer one request (JSON or a stream). ``prompts``: the texts
+    the scorers read (a chat's one-prompt form); ``chats``: the messages a chat-format run
+    renders instead (default: ``prompts``)."""
     serve = deployment.config.serve
     param = "messages" if chat else "prompt"
     if any(len(prompt) > serve.max_prompt_chars for prompt in prompts):
@@ -140,7 +152,7 @@ async def complete(
         )
     steering = deployment.steer(request)
     settings = sampling(request, deployment.config.generation, serve.max_tokens)
-    conditioned = deployment.steering.prompts(prompts, steering.desired)
+    conditioned = deployment.steering.chat_prompts(chats or prompts, steering.desired)
     rows = [text for text in conditioned for _ in range(request.n)]
     stream = Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
     try:

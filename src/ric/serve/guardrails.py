@@ -17,7 +17,9 @@ Pure functions, no model and no HTTP:
   the exported chat template applies too; here its errors become the 400 answers that name the
   message at fault. The prompt then goes through ``Steering.prompts`` like every other prompt,
   whose neutralizer (``ric.core.sanitize_prompt``) defuses reward markers and template text in
-  it: no message can set or shift the rewards the model is asked for.
+  it: no message can set or shift the rewards the model is asked for. A chat-format run
+  (``template.format: chat``) is given the messages themselves (``Steering.chat_prompts``), each
+  neutralized, under its own chat template; the one prompt is then what the scorers read.
 """
 
 from __future__ import annotations

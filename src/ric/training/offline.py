@@ -2,7 +2,9 @@
 
 Every labeled sample becomes (conditioned prompt, response): the prompt carries the sample's own
 standardized rewards, so both good and bad responses teach the model what each reward level looks
-like. Output directory:
+like. With ``template.format: chat`` the prompt is the model's own chat template with the rewards in
+a system turn (``ric.steering.write_prompts``), exactly as ``ric generate`` writes it. Output
+directory:
 
     adapter/ (LoRA, loads with plain peft), layers/ (full fine-tuning of the top lora.top_layers
                     layers: their weights only) or model/ (full fine-tune), plus the tokenizer
@@ -25,7 +27,7 @@ import torch
 
 from ric import parallel
 from ric.config import RicConfig, dump_config, load_config
-from ric.core import PromptTemplate, RewardStats, build_plain_prompt, build_prompt
+from ric.core import PromptTemplate, RewardStats
 from ric.data.io import CONFIG_FILE, STATS_FILE, write_text_atomic
 from ric.data.label import read_labeled_frame, standardized_column
 from ric.data.sources import boolean_column
@@ -42,6 +44,7 @@ from ric.runs import (
     write_method,
 )
 from ric.runtime import describe_device
+from ric.steering import for_tokenizer, write_prompts
 from ric.training.checkpoints import CHECKPOINTS
 from ric.training.sft import TrainResult, train
 
@@ -59,11 +62,16 @@ class LabeledData:
 
 
 def read_labeled(
-    directory: str | Path, template: PromptTemplate, conditioned: bool = True, keep: str = ""
+    directory: str | Path,
+    template: PromptTemplate,
+    conditioned: bool = True,
+    keep: str = "",
+    tokenizer: Any = None,
 ) -> LabeledData:
     """Read scored data + stats from a `ric label` output and build conditioned prompts (or,
     for the SFT baseline, the same prompts without reward values). ``keep``: a true/false
-    column; only its true rows are used (the SFT baseline's preferred responses)."""
+    column; only its true rows are used (the SFT baseline's preferred responses).
+    ``tokenizer``: the model's, which a chat-format template renders with."""
     frame, stats, columns = read_labeled_frame(directory)
     if keep:
         if keep not in frame.columns:
@@ -73,12 +81,15 @@ def read_labeled(
             )
         frame = frame[boolean_column(frame, keep, str(directory))]
     standardized = frame[[standardized_column(name) for name in stats.names]].to_numpy()
-    prompts = [
-        build_prompt(prompt, values.tolist(), template)
-        if conditioned
-        else build_plain_prompt(prompt, template)
-        for prompt, values in zip(frame[columns.prompt_column], standardized, strict=True)
-    ]
+    template, render = (
+        for_tokenizer(template, tokenizer) if tokenizer is not None else (template, None)
+    )
+    prompts = write_prompts(
+        frame[columns.prompt_column].tolist(),
+        standardized if conditioned else None,
+        template,
+        render,
+    )
     return LabeledData(prompts, frame[columns.response_column].tolist(), stats)
 
 
@@ -104,8 +115,9 @@ def run_train(
             "or choose another --output"
         )
     keep = "" if conditioned else config.baseline.sft_column
-    data = read_labeled(settings.data, config.template.prompt_template(), conditioned, keep)
     model, tokenizer = _start_model(config)
+    template = config.template.prompt_template()
+    data = read_labeled(settings.data, template, conditioned, keep, tokenizer)
     samples = [
         sample
         for prompt, response in zip(data.prompts, data.responses, strict=True)
