@@ -287,15 +287,7 @@ def raise_template_error(message):
 
 
 def test_bos_token_for_a_tokenizer_that_adds_one():
-    tokenizer = build_tiny_tokenizer()
-    backend = tokenizer.backend_tokenizer
-    bos = "<|im_start|>"
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))]
-    )
-    adding = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=bos, eos_token="<|im_end|>"
-    )
+    adding = bos_tokenizer(writes_bos=False)  # its own chat template is not used here
     steering = steering_of()
     expected = steering.prompts(["Hi"], steering.desired(preference=[0.5, 0.5]))[0]
     ric_ids = adding(expected)["input_ids"]
@@ -412,7 +404,8 @@ def chatml_tokenizer():
 
 
 def bos_tokenizer(writes_bos):
-    """The tiny tokenizer that adds a BOS itself, its chat template writing one or not."""
+    """The tiny tokenizer that adds a BOS itself, its chat template (ChatML) writing one or
+    not."""
     tokenizer = build_tiny_tokenizer()
     backend = tokenizer.backend_tokenizer
     bos = "<|im_start|>"

@@ -35,6 +35,14 @@ from ric.cli.text import (
 )
 from ric.core import MAPPING_METHODS
 
+# The two exports: several --model runs average with these weights, into a new folder.
+SOUP_WEIGHTS = Flag(
+    "--weights",
+    "soup weights, one per --model, summing to 1, e.g. 0.5,0.5 (default: equal)",
+    type=parse_floats,
+)
+NEW_OUTPUT = Flag("--output", "output directory (must not exist or be empty)", required=True)
+
 COMMANDS: dict[str, Command] = {
     "map": Command(
         run_map,
@@ -248,12 +256,8 @@ COMMANDS: dict[str, Command] = {
                 action="append",
                 required=True,
             ),
-            Flag(
-                "--weights",
-                "soup weights, one per --model, summing to 1, e.g. 0.5,0.5 (default: equal)",
-                type=parse_floats,
-            ),
-            Flag("--output", "output directory (must not exist or be empty)", required=True),
+            SOUP_WEIGHTS,
+            NEW_OUTPUT,
             Flag("--dtype", "float32, bfloat16 or float16 (default: the run's model.dtype)"),
             Flag(
                 "--adapter",
@@ -290,12 +294,8 @@ COMMANDS: dict[str, Command] = {
                 action="append",
                 required=True,
             ),
-            Flag(
-                "--weights",
-                "soup weights, one per --model, summing to 1, e.g. 0.5,0.5 (default: equal)",
-                type=parse_floats,
-            ),
-            Flag("--output", "output directory (must not exist or be empty)", required=True),
+            SOUP_WEIGHTS,
+            NEW_OUTPUT,
             Flag("--rank", "LoRA rank (default 32)", type=int, default=32),
             Flag("--dtype", "float16 (default), bfloat16 or float32", default="float16"),
             Flag(
