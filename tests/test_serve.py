@@ -106,7 +106,7 @@ def test_chat_with_preference_and_scores(url, run):
     assert 0 < answer.usage.completion_tokens <= 6 and answer.usage.prompt_tokens > 0
     ric = answer.model_extra["ric"]
     assert ric["steering"] == "preference" and ric["preference"] == [0.2, 0.8]
-    np.testing.assert_allclose(ric["desired_rewards"], mapped(run, [0.2, 0.8]))
+    np.testing.assert_allclose(ric["desired_rewards"], mapped(run, [0.2, 0.8]), atol=1e-6)
     assert ric["mapping"]["method"] == "p_inf" and len(ric["mapping"]["r_min"]) == 2
     assert ric["adjusted"] == []
     (scores,) = ric["scores"]
@@ -125,7 +125,9 @@ def test_default_preference_and_named_preference(url, run):
         extra_body={"preference": {"positivity": 1.0}},  # verbosity missing: 0
     )
     assert named.model_extra["ric"]["preference"] == [0.0, 1.0]
-    np.testing.assert_allclose(named.model_extra["ric"]["desired_rewards"], mapped(run, [0, 1]))
+    np.testing.assert_allclose(
+        named.model_extra["ric"]["desired_rewards"], mapped(run, [0, 1]), atol=1e-6
+    )
 
 
 def test_completions_with_rewards_n_and_prompt_list(url):
@@ -406,6 +408,131 @@ def test_errors_are_openai_json(url, body, status, param):
     assert payload["error"]["param"] == param and payload["error"]["message"]
 
 
+def healthy(url):
+    """The server still answers /health and a plain request after an error."""
+    return (
+        request(url, "/health", method="GET")[0] == 200
+        and request(url, CHAT, chat_body())[0] == 200
+    )
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "status", "param", "code"),
+    [
+        # Steering weights must be JSON numbers: never converted from strings or booleans.
+        (CHAT, {"preference": ["0.5", "0.5"]}, 422, "preference", None),
+        (CHAT, {"preference": [True, False]}, 422, "preference", None),
+        (CHAT, {"preference": {"positivity": "1"}}, 422, "preference", None),
+        (CHAT, {"preference": "0.5,0.5"}, 422, "preference", None),
+        (CHAT, {"rewards": ["1", 0]}, 422, "rewards", None),
+        (CHAT, {"rewards": {"positivity": True}}, 422, "rewards", None),
+        # OpenAI fields this server does not implement.
+        (CHAT, {"logprobs": True}, 400, "logprobs", "unsupported_parameter"),
+        (CHAT, {"top_logprobs": 2}, 400, "top_logprobs", "unsupported_parameter"),
+        (CHAT, {"tools": [TOOL]}, 400, "tools", "unsupported_parameter"),
+        (CHAT, {"tool_choice": "auto"}, 400, "tool_choice", "unsupported_parameter"),
+        (CHAT, {"parallel_tool_calls": True}, 400, "parallel_tool_calls", "unsupported_parameter"),
+        (CHAT, {"functions": [TOOL["function"]]}, 400, "functions", "unsupported_parameter"),
+        (CHAT, {"function_call": "auto"}, 400, "function_call", "unsupported_parameter"),
+        (
+            CHAT,
+            {"response_format": {"type": "json_object"}},
+            400,
+            "response_format",
+            "unsupported_parameter",
+        ),
+        (CHAT, {"logit_bias": {"50256": -100}}, 400, "logit_bias", "unsupported_parameter"),
+        (CHAT, {"presence_penalty": 0.5}, 400, "presence_penalty", "unsupported_parameter"),
+        (CHAT, {"frequency_penalty": 1}, 400, "frequency_penalty", "unsupported_parameter"),
+        (CHAT, {"audio": {"voice": "alloy"}}, 400, "audio", "unsupported_parameter"),
+        (CHAT, {"modalities": ["text", "audio"]}, 400, "modalities", "unsupported_parameter"),
+        (CHAT, {"prediction": {"type": "content"}}, 400, "prediction", "unsupported_parameter"),
+        (CHAT, {"reasoning_effort": "low"}, 400, "reasoning_effort", "unsupported_parameter"),
+        (CHAT, {"store": True}, 400, "store", "unsupported_parameter"),
+        ("/v1/completions", {"echo": True}, 400, "echo", "unsupported_parameter"),
+        ("/v1/completions", {"best_of": 2}, 400, "best_of", "unsupported_parameter"),
+        ("/v1/completions", {"suffix": "end"}, 400, "suffix", "unsupported_parameter"),
+        ("/v1/completions", {"logprobs": 1}, 400, "logprobs", "unsupported_parameter"),
+        # Fields outside OpenAI's lists, such as a misspelt steering field.
+        (CHAT, {"preferences": [0.5, 0.5]}, 400, "preferences", "unknown_parameter"),
+        ("/v1/completions", {"messages": []}, 400, "messages", "unknown_parameter"),
+    ],
+)
+def test_strict_input_is_refused_naming_the_field(url, path, fields, status, param, code):
+    body = chat_body(**fields)
+    if path != CHAT:
+        body = {"model": "train", "prompt": "Hi", "max_tokens": 4} | fields
+    got, _, payload = request(url, path, body)
+    assert got == status, payload
+    error = payload["error"]
+    assert set(error) == ERROR_KEYS and error["param"] == param and error["code"] == code
+    assert param.split(".")[0] in error["message"]
+    assert healthy(url)
+
+
+def test_harmless_and_no_op_openai_fields_are_accepted(url):
+    fields = {
+        "user": "u-1",
+        "metadata": {"team": "a"},
+        "safety_identifier": "s",
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "logprobs": False,
+        "response_format": {"type": "text"},
+        "modalities": ["text"],
+        "tools": [],
+        "store": False,
+    }
+    status, _, payload = request(url, CHAT, chat_body(**fields))
+    assert status == 200, payload
+    answer = client(url).chat.completions.create(
+        model="train",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        user="u-1",
+        presence_penalty=0,
+    )
+    assert answer.choices[0].message.content is not None
+
+
+def test_desired_rewards_are_bounded_to_the_training_range(url):
+    (entry,) = request(url, "/v1/models", method="GET")[2]["data"]
+    objectives = entry["ric"]["objectives"]
+    low = [o["reward_bounds"][0] for o in objectives]
+    high = [o["reward_bounds"][1] for o in objectives]
+    for o in objectives:  # r_min/r_max widened by serve.reward_margin (0.5 by default)
+        assert o["reward_bounds"] == [round(o["r_min"] - 0.5, 6), round(o["r_max"] + 0.5, 6)]
+    status, _, payload = request(url, CHAT, chat_body(rewards=[1e9, -1e9]))
+    assert status == 200, payload
+    ric = payload["ric"]
+    assert ric["desired_rewards"] == [high[0], low[1]]
+    assert ric["adjusted"] == [
+        {"param": "rewards", "objective": NAMES[0], "requested": 1e9, "used": high[0]},
+        {"param": "rewards", "objective": NAMES[1], "requested": -1e9, "used": low[1]},
+    ]
+    (prompt,) = ric["conditioned_prompts"]
+    assert "1000000000" not in prompt and "e+" not in prompt
+    written = parse_prompt(prompt)[1]
+    assert all(lo - 0.01 <= r <= hi + 0.01 for lo, r, hi in zip(low, written, high, strict=True))
+    assert healthy(url)
+
+
+def test_echoed_values_are_rounded(url):
+    status, _, payload = request(url, CHAT, chat_body(preference=[0.1 + 0.2, 0.7]))
+    assert status == 200, payload
+    ric = payload["ric"]
+    assert ric["preference"] == [0.3, 0.7]
+    values = ric["desired_rewards"] + ric["mapping"]["r_min"] + ric["mapping"]["r_max"]
+    (entry,) = request(url, "/v1/models", method="GET")[2]["data"]
+    for o in entry["ric"]["objectives"]:
+        values += [o["r_min"], o["r_max"], *o["reward_bounds"], *o["preference_bounds"]]
+    values += entry["ric"]["mapping"]["r_min"] + entry["ric"]["default_preference"]
+    assert values and all(round(v, 6) == v for v in values)
+
+
 def test_oversize_body_unknown_route_and_method(url):
     status, _, payload = request(url, CHAT, chat_body(padding="x" * 1_100_000))
     assert status == 413 and set(payload["error"]) == ERROR_KEYS
@@ -445,7 +572,7 @@ def test_fifty_concurrent_clients_each_get_their_own_answer(url):
             model="train",
             messages=[{"role": "user", "content": f"Question {i}"}],
             max_tokens=4,
-            extra_body={"rewards": [i / 10, -i / 10]},
+            extra_body={"rewards": [i / 25, -i / 25]},  # within the training range
             **seeded,
         )
         return answer
@@ -454,7 +581,7 @@ def test_fifty_concurrent_clients_each_get_their_own_answer(url):
         answers = list(pool.map(ask, range(50)))
     for i, answer in enumerate(answers):
         ric = answer.model_extra["ric"]
-        assert ric["desired_rewards"] == [i / 10, -i / 10]
+        assert ric["desired_rewards"] == [i / 25, -i / 25]
         assert parse_prompt(ric["conditioned_prompts"][0])[0] == f"Question {i}"
         assert ric["seed"] == (i if i < 5 else None)
     after = request(url, "/health", method="GET")[2]
@@ -543,11 +670,21 @@ def test_guardrails_refuse(run):
         assert payload["error"]["param"] == "rewards"
         assert "positivity" in payload["error"]["message"]
         assert request(base, CHAT, chat_body(rewards=[0.0, 0.5]))[0] == 200
+        # Without serve.reward_bounds, the training range (widened by serve.reward_margin).
+        status, _, payload = request(base, CHAT, chat_body(rewards=[1e9, 0.0]))
+        assert status == 400 and payload["error"]["code"] == "out_of_bounds"
+        assert payload["error"]["param"] == "rewards" and "verbosity" in payload["error"]["message"]
+        assert request(base, "/health", method="GET")[0] == 200
+        assert request(base, CHAT, chat_body(rewards=[0.0, 0.5]))[0] == 200
 
 
 def test_steer_rules_without_a_server():
     rails = guardrails(ServeConfig(), NAMES)
     assert isinstance(rails, Guardrails) and not rails.refuse
+    ranged = guardrails(ServeConfig(reward_bounds={"positivity": [-1, 1]}), NAMES, [-2, -2], [2, 2])
+    assert ranged.reward_low.tolist() == [-2.5, -1] and ranged.reward_high.tolist() == [2.5, 1]
+    unbounded = guardrails(ServeConfig(reward_margin=float("inf")), NAMES, [-2, -2], [2, 2])
+    assert np.all(np.isinf(unbounded.reward_high))
     steering = Steering(tuple(NAMES), MappingConfig(), np.array([-4.0, -4.0]), np.array([4.0, 4.0]))
     plain = steer(None, [1, 2], steering, np.array([0.5, 0.5]), rails)
     assert plain.source == "rewards" and plain.desired.tolist() == [1, 2]
@@ -574,6 +711,7 @@ def test_steer_rules_without_a_server():
         ({"preference_bounds": {"verbosity": [0.5]}}, "serve.preference_bounds.verbosity"),
         ({"preference_bounds": {"verbosity": [0.5, 2]}}, "serve.preference_bounds.verbosity"),
         ({"default_preference": [0.5, 0.6]}, "serve.default_preference"),
+        ({"reward_margin": -1}, "serve.reward_margin"),
     ],
 )
 def test_serve_config_errors_name_the_key(values, message):

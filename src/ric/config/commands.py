@@ -330,7 +330,14 @@ class ServeConfig:
         {}, "objective name -> [min, max] of its preference weight (absent: [0, 1])"
     )
     reward_bounds: dict[str, list[float]] = doc_field(
-        {}, "objective name -> [min, max] of its desired standardized reward (absent: none)"
+        {},
+        "objective name -> [min, max] of its desired standardized reward (absent: the run's "
+        "mapping range widened by serve.reward_margin)",
+    )
+    reward_margin: float = doc_field(
+        0.5,
+        "desired rewards allowed beyond the run's mapping range [r_min, r_max], in training "
+        "standard deviations, for objectives without serve.reward_bounds (.inf: unbounded)",
     )
     out_of_bounds: str = doc_field(
         "clamp", "a request outside the bounds: clamp (said in the answer) or refuse (400)"
@@ -351,6 +358,8 @@ class ServeConfig:
                 raise ValueError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.max_wait_ms < float("inf"):
             raise ValueError(f"serve.max_wait_ms must be finite and >= 0, got {self.max_wait_ms}")
+        if not self.reward_margin >= 0:
+            raise ValueError(f"serve.reward_margin must be >= 0, got {self.reward_margin}")
         if not 0 < self.port < 65536:
             raise ValueError(f"serve.port must be in 1..65535, got {self.port}")
         if self.default_preference:

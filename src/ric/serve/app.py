@@ -18,8 +18,10 @@ Streaming (``stream: true``) answers in OpenAI's server-sent chunk format ending
 its batch is generated (``ric.serve.streaming``: settled text only, so each choice's deltas add up
 to exactly its non-streamed answer); the last chunk with a ``finish_reason`` carries the ``ric``
 object (with the scores when asked). Errors are OpenAI's JSON (``ric.serve.errors``,
-``ric.serve.wire``): 400 (invalid steering, a guardrail refusal, a limit), 404 (unknown route or
-model), 413 (body over ``serve.max_body_bytes``), 422 (a field of the wrong type or range), 429
+``ric.serve.wire``): 400 (invalid steering, a guardrail refusal, a limit, an OpenAI field not
+implemented or an unknown field: ``ric.serve.schema``), 404 (unknown route or model), 413 (body
+over ``serve.max_body_bytes``), 422 (a field of the wrong type or range, a weight that is not a
+JSON number), 429
 (queue full, with ``Retry-After``). Generation runs in the batcher's worker thread
 (``ric.serve.batching``, driven by ``ric.serve.deployment``); scoring runs in a thread of its own,
 so the event loop stays free.
@@ -46,7 +48,7 @@ from ric.serve.errors import RequestError, error_body
 from ric.serve.guardrails import chat_prompt
 from ric.serve.schema import ChatRequest, CommonRequest, CompletionRequest
 from ric.serve.streaming import Stream
-from ric.serve.wire import Answer, check_model, model_entry, read_request
+from ric.serve.wire import Answer, check_model, mapping_info, model_entry, read_request, rounded
 
 
 def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastAPI:
@@ -171,10 +173,13 @@ async def complete(
     info = {
         "objectives": deployment.names,
         "steering": steering.source,
-        "preference": None if steering.preference is None else steering.preference.tolist(),
-        "desired_rewards": steering.desired.tolist(),
-        "mapping": deployment.steering.describe(),
-        "adjusted": [asdict(change) for change in steering.adjustments],
+        "preference": None if steering.preference is None else rounded(steering.preference),
+        "desired_rewards": rounded(steering.desired),
+        "mapping": mapping_info(deployment),
+        "adjusted": [
+            asdict(change) | {"requested": rounded(change.requested), "used": rounded(change.used)}
+            for change in steering.adjustments
+        ],
         "conditioned_prompts": conditioned,
         "seed": request.seed,
     }

@@ -49,7 +49,7 @@ class Deployment:
                 f"{len(names)} objectives ({', '.join(names)})"
             )
         self.default = np.asarray(default, dtype=float)
-        self.rails = guardrails(serve, names)
+        self.rails = guardrails(serve, names, self.steering.r_min, self.steering.r_max)
         self.batcher = Batcher(
             self._prepare,
             self._generate,

@@ -7,7 +7,9 @@ Pure functions, no model and no HTTP:
   objective order or objects keyed by name) and maps a preference with the run's ``mapping.*``
   settings and range, as everywhere else in ``ric``.
 * **Guardrails.** Per objective, bounds on the preference weight and on the desired reward
-  (``serve.preference_bounds``, ``serve.reward_bounds``). Outside them a request is refused or
+  (``serve.preference_bounds``, ``serve.reward_bounds``; an objective without reward bounds is
+  bounded to the run's mapping range [r_min, r_max] widened by ``serve.reward_margin`` standard
+  deviations, what the model saw in training). Outside them a request is refused or
   clamped (``serve.out_of_bounds``): a preference is moved to the nearest allowed one (the Euclidean
   projection onto the simplex within the bounds, so it still sums to 1), desired rewards are
   clipped; reward bounds apply to the desired rewards however they were obtained. Every change is
@@ -68,9 +70,16 @@ class SteeredRequest:
     adjustments: tuple[Adjustment, ...]
 
 
-def guardrails(config: ServeConfig, names: Sequence[str]) -> Guardrails:
+def guardrails(
+    config: ServeConfig,
+    names: Sequence[str],
+    r_min: Sequence[float] | None = None,
+    r_max: Sequence[float] | None = None,
+) -> Guardrails:
     """The bounds of ``config`` in objective order; unknown objective names and bounds that
-    leave no valid preference are errors (at startup)."""
+    leave no valid preference are errors (at startup). An objective without
+    ``serve.reward_bounds`` is bounded to [r_min - margin, r_max + margin] (standardized units,
+    so the margin is in standard deviations); without a range, it is unbounded."""
     for key in ("preference_bounds", "reward_bounds"):
         unknown = sorted(set(getattr(config, key)) - set(names))
         if unknown:
@@ -79,8 +88,10 @@ def guardrails(config: ServeConfig, names: Sequence[str]) -> Guardrails:
                 f"{', '.join(names)}"
             )
 
-    def bounds(table: dict[str, list[float]], low: float, high: float) -> np.ndarray:
-        return np.array([table.get(name, [low, high]) for name in names], dtype=float).T
+    def bounds(table: dict[str, list[float]], low: Any, high: Any) -> np.ndarray:
+        low, high = np.broadcast_to(low, len(names)), np.broadcast_to(high, len(names))
+        pairs = [table.get(name, [lo, hi]) for name, lo, hi in zip(names, low, high, strict=True)]
+        return np.array(pairs, dtype=float).reshape(len(names), 2).T
 
     preference_low, preference_high = bounds(config.preference_bounds, 0.0, 1.0)
     if preference_low.sum() > 1.0 or preference_high.sum() < 1.0:
@@ -88,7 +99,14 @@ def guardrails(config: ServeConfig, names: Sequence[str]) -> Guardrails:
             "serve.preference_bounds admit no preference: the minimums must sum to <= 1 and "
             f"the maximums to >= 1, got {preference_low.tolist()} and {preference_high.tolist()}"
         )
-    reward_low, reward_high = bounds(config.reward_bounds, -np.inf, np.inf)
+    margin = config.reward_margin
+    if r_min is None or r_max is None or not np.isfinite(margin):
+        reward_low, reward_high = bounds(config.reward_bounds, -np.inf, np.inf)
+    else:
+        low = np.asarray(r_min, dtype=float) - margin
+        reward_low, reward_high = bounds(
+            config.reward_bounds, low, np.asarray(r_max, dtype=float) + margin
+        )
     return Guardrails(
         preference_low,
         preference_high,

@@ -1,6 +1,17 @@
 """The request bodies the server reads: OpenAI's fields it supports, plus RiC's steering fields
-(``preference``, ``rewards``, ``score``). Fields it does not support are ignored, as OpenAI-
-compatible servers do; a field of the wrong type or range is a 422 naming it."""
+(``preference``, ``rewards``, ``score``), read strictly (``check_fields``, before the schema):
+
+* a field of the wrong type or range is a 422 naming it; steering weights must be JSON numbers
+  (a string such as ``"0.5"`` or a boolean is refused, never converted);
+* an OpenAI field this server does not implement is a 400 naming it (``code``
+  ``unsupported_parameter``), unless it holds its no-op value (``presence_penalty: 0``,
+  ``logprobs: false``, ``response_format: {"type": "text"}``, ...): accepting it silently would
+  answer something other than what was asked;
+* OpenAI's bookkeeping fields, which never change an answer (``user``, ``metadata``, ...), are
+  accepted and ignored (``IGNORED``);
+* any other field is a 400 naming it (``unknown_parameter``), as OpenAI answers: a misspelt
+  ``preferences`` is refused rather than answered with the default preference.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,41 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ric.serve.errors import RequestError
+
 Steer = list[float] | dict[str, float] | None
+
+# OpenAI fields that never change what is generated: who asks (user, safety_identifier), tags
+# (metadata), and how OpenAI bills, caches or queues it (service_tier, prompt_cache_key). They
+# are accepted and ignored, so that clients which always send them keep working.
+IGNORED = frozenset({"user", "safety_identifier", "metadata", "service_tier", "prompt_cache_key"})
+
+# OpenAI fields this server does not implement, with the values that ask for nothing (accepted).
+NO_OP: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "logprobs": (None, False),
+    "top_logprobs": (None,),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "verbosity": (None,),
+    "web_search_options": (None,),
+    "store": (None, False),
+    "echo": (None, False),  # completions
+    "best_of": (None, 1),  # completions
+    "suffix": (None, ""),  # completions
+}
+
+STEERING_FIELDS = ("preference", "rewards")
 
 
 class StreamOptions(BaseModel):
@@ -16,7 +61,7 @@ class StreamOptions(BaseModel):
 
 
 class CommonRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore")  # check_fields has refused every unknown field
 
     model: str
     preference: Steer = None  # N weights, or {objective: weight}
@@ -39,3 +84,63 @@ class ChatRequest(CommonRequest):
 
 class CompletionRequest(CommonRequest):
     prompt: str | list[str]
+
+
+def check_fields(values: dict[str, Any], schema: type[BaseModel]) -> None:
+    """Refuse what ``schema`` would otherwise ignore or convert (rules in the module
+    docstring): RequestError naming the field."""
+    for name, value in values.items():
+        if name in schema.model_fields or name in IGNORED:
+            continue
+        if name in NO_OP:
+            allowed = NO_OP[name]
+            if not any(same(value, ok) for ok in allowed):
+                shown = " or ".join("null" if ok is None else repr(ok) for ok in allowed)
+                raise RequestError(
+                    f"{name} is not supported by this server (accepted only as {shown})",
+                    param=name,
+                    code="unsupported_parameter",
+                )
+            continue
+        raise RequestError(
+            f"Unrecognized request argument supplied: {name}",
+            param=name,
+            code="unknown_parameter",
+        )
+    for name in STEERING_FIELDS:
+        check_weights(name, values.get(name))
+
+
+def same(value: Any, allowed: Any) -> bool:
+    """``value == allowed`` without True == 1 and 0 == False passing for each other."""
+    if isinstance(value, bool) or isinstance(allowed, bool):
+        return type(value) is type(allowed) and value == allowed
+    return value == allowed
+
+
+def check_weights(name: str, value: Any) -> None:
+    """A steering field is null, a list of JSON numbers or an object of JSON numbers: a string or
+    a boolean is a 422 naming the field and the value (never converted)."""
+    if value is None:
+        return
+    if isinstance(value, list):
+        items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        items = [(f"{name}.{key}", v) for key, v in value.items()]
+    else:
+        raise RequestError(
+            f"{name} must be a list of numbers or an object of numbers by objective name, got "
+            f"{type(value).__name__}",
+            param=name,
+            status=422,
+        )
+    for where, v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise RequestError(
+                f"{where} must be a number, got {v!r} ({json_type(v)})", param=name, status=422
+            )
+
+
+def json_type(value: Any) -> str:
+    names = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

@@ -17,22 +17,52 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ric.serve.deployment import Deployment
 from ric.serve.errors import RequestError
-from ric.serve.schema import CommonRequest
+from ric.serve.schema import CommonRequest, check_fields
 from ric.serve.streaming import Stream
 
 T = TypeVar("T", bound=BaseModel)
 
+DECIMALS = 6  # the decimals of every preference, desired reward and range the answers echo
+
+
+def rounded(values: Any) -> Any:
+    """``values`` (a number or a sequence of them) rounded to ``DECIMALS`` as plain floats, so
+    an answer says 0.7, not 0.7000000000000001; an infinite value (no bound) is null."""
+    if isinstance(values, int | float | np.floating | np.integer):
+        value = float(values)
+        return round(value, DECIMALS) if np.isfinite(value) else None
+    return [rounded(value) for value in values]
+
+
+def mapping_info(deployment: Deployment) -> dict[str, Any]:
+    """The mapping as ``Steering.describe`` says it, its range rounded."""
+    info = deployment.steering.describe()
+    return info | {"r_min": rounded(info["r_min"]), "r_max": rounded(info["r_max"])}
+
 
 def model_entry(deployment: Deployment) -> dict[str, Any]:
+    steering, rails = deployment.steering, deployment.rails
     objectives = [
-        {"name": name, "r_min": float(low), "r_max": float(high)}
-        for name, low, high in zip(
-            deployment.names, deployment.steering.r_min, deployment.steering.r_max, strict=True
+        {
+            "name": name,
+            "r_min": rounded(low),
+            "r_max": rounded(high),
+            "preference_bounds": rounded(weights),
+            "reward_bounds": rounded(rewards),  # null: unbounded on that side
+        }
+        for name, low, high, weights, rewards in zip(
+            deployment.names,
+            steering.r_min,
+            steering.r_max,
+            zip(rails.preference_low, rails.preference_high, strict=True),
+            zip(rails.reward_low, rails.reward_high, strict=True),
+            strict=True,
         )
     ]
     return {
@@ -42,8 +72,8 @@ def model_entry(deployment: Deployment) -> dict[str, Any]:
         "owned_by": "ric",
         "ric": {
             "objectives": objectives,
-            "mapping": deployment.steering.describe(),
-            "default_preference": deployment.default.tolist(),
+            "mapping": mapping_info(deployment),
+            "default_preference": rounded(deployment.default),
         },
     }
 
@@ -60,7 +90,8 @@ def check_model(deployment: Deployment, name: str) -> None:
 
 async def read_request(request: Request, schema: type[T], limit: int) -> T:
     """The body as ``schema``: 413 past ``limit`` bytes (read to the end, so the connection
-    stays usable), 400 if it is not a JSON object, 422 if a field is wrong."""
+    stays usable), 400 if it is not a JSON object or holds a field this server refuses, 422 if a
+    field is of the wrong type or range (``ric.serve.schema.check_fields``)."""
     body, size = bytearray(), 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -81,6 +112,7 @@ async def read_request(request: Request, schema: type[T], limit: int) -> T:
         ) from None
     if not isinstance(values, dict):
         raise RequestError("the request body must be a JSON object")
+    check_fields(values, schema)
     try:
         return schema.model_validate(values)
     except ValidationError as error:
