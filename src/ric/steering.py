@@ -293,9 +293,11 @@ class Steering:
         """``prompts`` for chats (each a list of messages, or one prompt string): in the chat
         format the messages are rendered as they are (a multi-turn chat stays one), in the plain
         format each chat is first made one prompt (``ric.core.chat_prompt``)."""
-        if desired is None or not self.takes_rewards:
-            return write_prompts(chats, None, self.template, self.render)
-        rows = np.broadcast_to(np.asarray(desired, dtype=float), (len(chats), len(self.names)))
+        rows = (
+            None
+            if desired is None or not self.takes_rewards
+            else np.broadcast_to(np.asarray(desired, dtype=float), (len(chats), len(self.names)))
+        )
         return write_prompts(chats, rows, self.template, self.render)
 
     def grid_prompts(self, prompts: Sequence[str], desired: np.ndarray) -> list[str]:
