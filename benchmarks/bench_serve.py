@@ -1,39 +1,43 @@
-"""`ric serve` under load, in two comparisons (``--compare``), each side by side in one run:
+"""`ric serve` under a mixed load, side by side in one run with the server it replaced and with
+a stock engine alone, plus what an abandoned request costs the next one.
 
-* ``batching`` (default): batching on vs ``serve.max_batch_size=1``, same run, same requests.
-* ``engines``: `ric serve --model RUN` vs `transformers serve --continuous-batching` (a stock
-  engine, transformers' ``serving`` extra) on ``ric export``'s folder of the same run, whose
-  chat template maps each request's preference to ric's prompt (docs/deploy.md). Both servers
-  run for the whole benchmark (an idle one takes no CPU: the script prints what each used while
-  the other was measured); after a warm-up round each, their rounds alternate, ``--repeats``
-  times; medians are printed.
+Three servers on the same run, each in its own process (as a deployment runs it):
 
-Each server runs in its own process (as a deployment runs it, so the clients' threads do not
-share its interpreter). ``--requests`` chat completions from ``--clients`` concurrent clients
-(the official ``openai`` client), one preference per request spread over the simplex, no seed so
-requests may share generate calls; it prints throughput (requests/s, completion tokens/s), p50/p95
-latency, for `ric serve` the mean batch (sequences per generate call, from ``/health``), and the
-ratio (batched/unbatched, or transformers-serve/ric-serve).
+* ``ric serve``: this tree, on transformers' continuous batching (``serve.engine``);
+* ``ric serve (static batches)``: the last commit before the engine (``--baseline``, default
+  8c4ce37), checked out into a temporary git worktree and run from there, with the settings
+  docs/serving.md recommended for it (``serve.max_batch_size`` 32, ``serve.max_wait_ms`` 200);
+* ``transformers serve --continuous-batching`` on ``ric export``'s folder of the run, whose chat
+  template maps each request's preference (``chat_template_kwargs``) to ric's prompt.
 
-    python benchmarks/bench_serve.py runs/demo/train          # the target: SmolLM2 demo run
-    python benchmarks/bench_serve.py tiny --requests 64        # quick smoke on a tiny run
+**Mixed workload** (``--requests`` chat completions from ``--clients`` concurrent clients, the
+official ``openai`` client, streamed): request i asks question i mod 6 with its own preference
+(w, 1 - w), ``max_tokens`` spread over 8..128 and ``temperature`` over 0..1 (0: greedy), no seed.
+Per server: requests/s, completion tokens/s (the answers' tokens counted with the run's
+tokenizer, the same measure for every server), p50/p95 latency and p50/p95 time to first token
+(the first chunk with text). `transformers serve` applies its first request's sampling settings
+to every later request (per request it takes only ``max_tokens``); that first request asks for
+the run's own (temperature 0.7, top_p 0.9), so it samples every step as ric serve does, but
+answers each request at those settings, not its own. The rounds alternate between servers,
+``--repeats`` times after a warm-up round each; medians are printed, with the CPU time each
+server used while another was measured (an idle server should take none), and the ratios.
+
+**Abandoned request** (both ``ric serve``): the latency of a 4-token greedy request on the idle
+server (median of 3), then again right after a client gave up (``timeout`` 1 s) on a 256-token
+request (temperature 1, seed 5): the ratio should stay near 1.
+
     ric export --model embedded-ric --output /tmp/embedded-ric-hf
-    python benchmarks/bench_serve.py embedded-ric --compare engines --exported /tmp/embedded-ric-hf
+    python benchmarks/bench_serve.py embedded-ric --exported /tmp/embedded-ric-hf
 
-Arguments: ``run`` (a `ric train`/`ric online` output, ``embedded-ric``, or ``tiny``: a tiny
-trained run built in a temporary folder from examples/qa_pairs.jsonl, about 20 s), ``--clients``
-(32), ``--requests`` (96 for batching, 32 for engines), ``--max-tokens`` (32), ``--temperature``
-(0.7), ``--max-batch-size`` (32: `ric serve`'s batched setting), ``--max-wait-ms`` (200: long
-enough for answered clients to rejoin the next batch; docs/serving.md); for engines,
-``--exported`` (`ric export`'s folder of ``run``; default: exported into a temporary folder),
-``--repeats`` (3) and ``--cb-num-blocks`` (64 blocks of 256 tokens: the paged KV cache of
-`transformers serve`, which on a CPU takes 60% of the machine's memory unless bounded). Needs the
-``serve`` extra and ``openai``; engines also ``transformers[serving]`` (the ``deploy`` extra).
+Needs the ``serve`` extra, ``openai``, ``transformers[serving]`` (the ``deploy`` extra) and git
+(for the baseline's worktree). ``--cb-num-blocks`` (64 blocks of 256 tokens) bounds
+`transformers serve`'s paged KV cache, which on a CPU takes 60% of the memory unless bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -53,8 +57,9 @@ from typing import Any
 import openai
 
 from ric.cli import main as ric_main
+from ric.runs import load_trained, run_folder
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "qa_pairs.jsonl"
+REPOSITORY = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     "Why is the sky blue?",
     "How do plants make food from sunlight?",
@@ -64,17 +69,7 @@ QUESTIONS = [
     "Why do cats purr?",
 ]
 START_TIMEOUT_S = 300
-
-
-def tiny_run(root: Path) -> Path:
-    """A tiny model trained 5 steps on the example pairs (verbosity, positivity)."""
-    label = ["label", "--data", str(EXAMPLES), "--output", str(root / "label"), "--no-progress"]
-    assert ric_main([*label, "--reward", "verbosity", "--reward", "positivity"]) == 0
-    settings = ["train.max_steps=5", "lora.r=4", "lora.alpha=8", "train.mixed_precision=fp32"]
-    train = ["train", "--data", str(root / "label"), "--output", str(root / "train")]
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
-    assert ric_main([*train, "--model", "tiny", "--no-progress", *overrides]) == 0
-    return root / "train"
+NEW, OLD, STOCK = "ric serve", "ric serve (static batches)", "transformers serve"
 
 
 def free_port() -> int:
@@ -95,10 +90,12 @@ class Server:
 
 
 @contextmanager
-def serving(name: str, command: list[str], port: int, steer: Callable) -> Iterator[Server]:
+def serving(
+    name: str, command: list[str], port: int, steer: Callable, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """``command`` (a server listening on ``port``) in a child process; yields it once its
-    ``/health`` answers, and stops it."""
-    env = os.environ | {"HF_HUB_DISABLE_UPDATE_CHECK": "1"}  # transformers' CLI asks PyPI daily
+    ``/v1/models`` answers, and stops it."""
+    env = os.environ | {"HF_HUB_DISABLE_UPDATE_CHECK": "1"} | (env or {})
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
@@ -106,7 +103,7 @@ def serving(name: str, command: list[str], port: int, steer: Callable) -> Iterat
             deadline = time.monotonic() + START_TIMEOUT_S
             while server.poll() is None and time.monotonic() < deadline:
                 try:
-                    health(url)
+                    urllib.request.urlopen(f"{url}/v1/models", timeout=10).close()
                     break
                 except OSError:
                     time.sleep(0.2)
@@ -119,12 +116,14 @@ def serving(name: str, command: list[str], port: int, steer: Callable) -> Iterat
             server.wait()
 
 
-def ric_serve(run: Path | str, serve: dict[str, Any]):
-    """`ric serve` on ``run`` on a free port; the preference goes in the request's body."""
+def ric_serve(name: str, run: str, settings: dict[str, Any], source: Path | None = None):
+    """`ric serve` on ``run`` on a free port, from this tree or from ``source`` (another
+    checkout's ``src``); the preference goes in the request's body."""
     port = free_port()
-    settings = [arg for key, value in serve.items() for arg in ("--set", f"serve.{key}={value}")]
-    command = [sys.executable, "-m", "ric", "serve", "--model", str(run), "--port", str(port)]
-    return serving("ric serve", [*command, *settings], port, lambda w: {"preference": w})
+    flags = [arg for key, value in settings.items() for arg in ("--set", f"serve.{key}={value}")]
+    command = [sys.executable, "-m", "ric", "serve", "--model", run, "--port", str(port), *flags]
+    env = {"PYTHONPATH": str(source)} if source else None
+    return serving(name, command, port, lambda w: {"preference": w}, env)
 
 
 def transformers_serve(folder: Path, cb_num_blocks: int):
@@ -136,16 +135,21 @@ def transformers_serve(folder: Path, cb_num_blocks: int):
         *("--cb-num-blocks", str(cb_num_blocks), "--host", "127.0.0.1", "--port", str(port)),
         str(folder),
     ]
-    return serving("transformers serve", command, port, in_chat_template_kwargs)
+    steer = lambda w: {"chat_template_kwargs": {"preference": w}}  # noqa: E731
+    return serving(STOCK, command, port, steer)
 
 
-def in_chat_template_kwargs(preference: list[float]) -> dict[str, Any]:
-    return {"chat_template_kwargs": {"preference": preference}}
-
-
-def health(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
-        return json.load(response)
+@contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """This repository at ``commit``, checked out in a temporary folder (removed after)."""
+    with tempfile.TemporaryDirectory(prefix="ric-baseline-") as scratch:
+        folder = Path(scratch) / "tree"
+        git = ["git", "-C", str(REPOSITORY), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(folder), commit], check=True)
+        try:
+            yield folder
+        finally:
+            subprocess.run([*git, "remove", "--force", str(folder)], check=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -157,160 +161,178 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_busy_seconds() -> float:
-    """CPU time the whole machine has spent busy, all cores (Linux /proc/stat; NaN elsewhere)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    except OSError:
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+def workload(count: int) -> list[dict[str, Any]]:
+    """Request i: its own preference, max_tokens over 8..128, temperature over 0..1."""
+    return [
+        {
+            "question": QUESTIONS[i % len(QUESTIONS)],
+            "preference": [
+                (i * 7 % count) / max(count - 1, 1),
+                1 - (i * 7 % count) / max(count - 1, 1),
+            ],
+            "max_tokens": 8 + (i * 37) % 121,
+            "temperature": round((i * 3 % 11) / 10, 1),
+        }
+        for i in range(count)
+    ]
 
 
-def measure(server: Server, args: argparse.Namespace, warm: bool = True) -> dict[str, float]:
-    """``args.requests`` chat completions from ``args.clients`` concurrent clients, request i
-    asking ``QUESTIONS[i % 6]`` at preference (w, 1 - w), w = i / (requests - 1)."""
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=600)
-    model = client.models.list().data[0].id
-
-    def ask(i: int) -> tuple[float, int]:
-        w = i / max(args.requests - 1, 1)
-        start = time.perf_counter()
-        answer = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            extra_body=server.steer([w, 1 - w]),
-        )
-        return time.perf_counter() - start, answer.usage.completion_tokens
-
-    if warm:
-        # transformers serve's batcher takes its sampling settings from the first request
-        ask(0)
-    before = health(server.url)
+def ask(server: Server, client: openai.OpenAI, model: str, item: dict[str, Any]) -> tuple:
+    """(latency, time to first text, answer) of one streamed chat completion."""
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        results = list(pool.map(ask, range(args.requests)))
+    first, parts = None, []
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": item["question"]}],
+        max_tokens=item["max_tokens"],
+        temperature=item["temperature"],
+        stream=True,
+        extra_body=server.steer(item["preference"]),
+    )
+    for chunk in stream:
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            first = first or time.perf_counter() - start
+            parts.append(text)
+    latency = time.perf_counter() - start
+    return latency, first if first is not None else latency, "".join(parts)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def measure(server: Server, items: list[dict[str, Any]], clients: int, tokenizer: Any) -> dict:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=900)
+    model = client.models.list().data[0].id
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda item: ask(server, client, model, item), items))
     seconds = time.perf_counter() - start
-    after = health(server.url)
-    latencies = sorted(latency for latency, _ in results)
-    figures = {
-        "requests_per_s": args.requests / seconds,
-        "tokens_per_s": sum(tokens for _, tokens in results) / seconds,
+    latencies = [latency for latency, _, _ in results]
+    firsts = [first for _, first, _ in results]
+    tokens = sum(len(tokenizer(text)["input_ids"]) for _, _, text in results)
+    return {
+        "requests_per_s": len(items) / seconds,
+        "tokens_per_s": tokens / seconds,
         "p50_s": statistics.median(latencies),
-        "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        "p95_s": percentile(latencies, 0.95),
+        "ttft_p50_s": statistics.median(firsts),
+        "ttft_p95_s": percentile(firsts, 0.95),
     }
-    if "generate_calls" in after:  # ric serve
-        calls = after["generate_calls"] - before["generate_calls"]
-        figures["mean_batch"] = (after["sequences"] - before["sequences"]) / max(calls, 1)
-    return figures
 
 
-def line(label: str, r: dict[str, float]) -> str:
-    batch = f", mean batch {r['mean_batch']:.1f}" if "mean_batch" in r else ""
+def abandoned(server: Server) -> tuple[float, float, float]:
+    """(how long a 256-token request takes when its client waits; the idle latency of a 4-token
+    request, median of 3; its latency right after a client gave up on the 256-token request
+    after 1 s)."""
+    body = {"model": "x", "messages": [{"role": "user", "content": "What is a fox?"}]}
+    model = json.load(urllib.request.urlopen(f"{server.url}/v1/models"))["data"][0]["id"]
+
+    def post(fields: dict[str, Any], timeout: float) -> float:
+        data = json.dumps(body | {"model": model} | fields).encode()
+        started = time.perf_counter()
+        headers = {"Content-Type": "application/json"}
+        call = urllib.request.Request(f"{server.url}/v1/chat/completions", data, headers)
+        with urllib.request.urlopen(call, timeout=timeout) as response:
+            response.read()
+        return time.perf_counter() - started
+
+    short = {"max_tokens": 4, "temperature": 0}
+    long = {"max_tokens": 256, "temperature": 1, "seed": 5} | server.steer([1.0, 0.0])
+    whole = post(long, 600)
+    idle = statistics.median(post(short, 600) for _ in range(3))
+    with contextlib.suppress(OSError):  # the client gives up after 1 s and closes its connection
+        post(long, timeout=1)
+    return whole, idle, post(short, 600)
+
+
+def line(name: str, r: dict[str, float]) -> str:
     return (
-        f"  {label}: {r['requests_per_s']:.2f} req/s, {r['tokens_per_s']:.1f} tokens/s, "
-        f"p50 {r['p50_s']:.3f} s, p95 {r['p95_s']:.3f} s{batch}"
-    )
-
-
-def compare_batching(run: Path | str, args: argparse.Namespace) -> None:
-    def batched(max_batch_size: int) -> dict[str, float]:
-        serve = {"max_batch_size": max_batch_size, "max_wait_ms": args.max_wait_ms}
-        serve |= {"max_queue": args.requests + 1, "max_tokens": args.max_tokens}
-        with ric_serve(run, serve) as server:
-            return measure(server, args)
-
-    results = {
-        f"batched (max_batch_size={args.max_batch_size})": batched(args.max_batch_size),
-        "unbatched (max_batch_size=1)": batched(1),
-    }
-    print(f"{args.requests} requests from {args.clients} clients, max_tokens {args.max_tokens}")
-    for label, r in results.items():
-        print(line(label, r))
-    on, off = results.values()
-    ratio = on["requests_per_s"] / off["requests_per_s"]
-    print(f"throughput ratio batched / unbatched: {ratio:.2f}x")
-
-
-def compare_engines(run: Path | str, exported: Path, args: argparse.Namespace) -> None:
-    serve = {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms}
-    serve |= {"max_queue": args.requests + 1, "max_tokens": args.max_tokens}
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(ric_serve(run, serve)),
-            stack.enter_context(transformers_serve(exported, args.cb_num_blocks)),
-        ]
-        for server in servers:  # a first round warms each server up (caches, threads)
-            print(line(f"warm-up, {server.name}", measure(server, args)))
-        rounds: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
-        idle_cpu = dict.fromkeys(rounds, 0.0)  # CPU s a server used while the other was measured
-        for repeat in range(args.repeats):
-            order = servers if repeat % 2 == 0 else servers[::-1]
-            for server in order:
-                ours = [*(one.pid for one in servers), os.getpid()]  # the servers and the clients
-                before = [cpu_seconds(pid) for pid in ours]
-                busy = machine_busy_seconds()
-                rounds[server.name].append(measure(server, args, warm=False))
-                spent = [cpu_seconds(pid) - start for pid, start in zip(ours, before, strict=True)]
-                for other, used in zip(servers, spent, strict=False):
-                    if other is not server:
-                        idle_cpu[other.name] += used
-                # CPU time of processes outside this benchmark: another load skews a round
-                elsewhere = max(machine_busy_seconds() - busy - sum(spent), 0.0)
-                figures = line(f"repeat {repeat + 1}, {server.name}", rounds[server.name][-1])
-                print(f"{figures}; other processes: {elsewhere:.0f} CPU s")
-    medians = {
-        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        for name, runs in rounds.items()
-    }
-    print(
-        f"{args.requests} requests from {args.clients} clients, max_tokens {args.max_tokens}, "
-        f"temperature {args.temperature}, medians of {args.repeats} alternating repeats"
-    )
-    print("| server | requests/s | tokens/s | p50 / p95 latency (s) | CPU s while the other ran |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in medians.items():
-        print(
-            f"| {name} | {r['requests_per_s']:.2f} | {r['tokens_per_s']:.1f} | "
-            f"{r['p50_s']:.2f} / {r['p95_s']:.2f} | {idle_cpu[name]:.1f} |"
-        )
-    ric, stock = medians["ric serve"], medians["transformers serve"]
-    print(
-        "ratio transformers-serve / ric-serve: "
-        f"{stock['requests_per_s'] / ric['requests_per_s']:.2f}x requests/s, "
-        f"{stock['tokens_per_s'] / ric['tokens_per_s']:.2f}x tokens/s, "
-        f"{stock['p50_s'] / ric['p50_s']:.2f}x p50 latency"
+        f"| {name} | {r['requests_per_s']:.3f} | {r['tokens_per_s']:.1f} | "
+        f"{r['p50_s']:.1f} / {r['p95_s']:.1f} | {r['ttft_p50_s']:.2f} / {r['ttft_p95_s']:.2f} |"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", nargs="?", default="runs/demo/train", help="a run, or 'tiny'")
-    parser.add_argument("--compare", choices=["batching", "engines"], default="batching")
+    parser.add_argument("run", nargs="?", default="embedded-ric")
+    parser.add_argument("--exported", type=Path, help="`ric export`'s folder of run")
+    parser.add_argument("--baseline", default="8c4ce37", help="the static batcher's commit")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--requests", type=int, help="default: 96 (batching), 32 (engines)")
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=200.0)
-    parser.add_argument("--exported", type=Path, help="engines: `ric export`'s folder of run")
+    parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cb-num-blocks", type=int, default=64)
     args = parser.parse_args(argv)
-    if args.requests is None:
-        args.requests = 96 if args.compare == "batching" else 32
-    with tempfile.TemporaryDirectory() as scratch:
-        run = tiny_run(Path(scratch)) if args.run == "tiny" else args.run
-        if args.compare == "batching":
-            compare_batching(run, args)
-            return 0
+    tokenizer = load_trained(run_folder(args.run)).tokenizer
+    items = workload(args.requests)
+    with ExitStack() as stack:
         exported = args.exported
         if exported is None:
-            exported = Path(scratch) / "exported"
-            assert ric_main(["export", "--model", str(run), "--output", str(exported)]) == 0
-        compare_engines(run, exported, args)
+            exported = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "exported"
+            assert ric_main(["export", "--model", args.run, "--output", str(exported)]) == 0
+        baseline = stack.enter_context(worktree(args.baseline)) / "src"
+        queue = {"max_queue": args.requests * 2, "max_tokens": 256}
+        servers = [
+            stack.enter_context(ric_serve(NEW, args.run, queue | {"max_batch_size": 32})),
+            stack.enter_context(
+                ric_serve(
+                    OLD, args.run, queue | {"max_batch_size": 32, "max_wait_ms": 200}, baseline
+                )
+            ),
+            stack.enter_context(transformers_serve(exported, args.cb_num_blocks)),
+        ]
+        for server in servers:  # a first round warms each server up (caches, threads)
+            # transformers serve keeps its first request's sampling settings for every request
+            # after it: that first one asks for the run's own (sampling at 0.7, top_p 0.9), so it
+            # samples each step as ric serve does rather than decoding greedily for all.
+            warm = {"temperature": 0.7, "max_tokens": 8, "question": QUESTIONS[0]}
+            measure(server, [warm | {"preference": [0.5, 0.5]}], 1, tokenizer)
+            print(f"warm-up {line(server.name, measure(server, items[:8], 8, tokenizer))}")
+        rounds: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
+        idle_cpu = dict.fromkeys(rounds, 0.0)
+        for repeat in range(args.repeats):
+            order = servers[repeat % 3 :] + servers[: repeat % 3]
+            for server in order:
+                before = {other.name: cpu_seconds(other.pid) for other in servers}
+                rounds[server.name].append(measure(server, items, args.clients, tokenizer))
+                for other in servers:
+                    if other is not server:
+                        idle_cpu[other.name] += cpu_seconds(other.pid) - before[other.name]
+                print(f"repeat {repeat + 1} {line(server.name, rounds[server.name][-1])}")
+        gaps = {server.name: abandoned(server) for server in servers[:2]}
+    medians = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
+    print(
+        f"\n{args.requests} streamed chat completions from {args.clients} clients; max_tokens "
+        f"8-128, temperature 0-1, a preference each; medians of {args.repeats} rotating repeats"
+    )
+    print("| server | requests/s | tokens/s | latency p50 / p95 (s) | TTFT p50 / p95 (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, figures in medians.items():
+        print(line(name, figures))
+    print(
+        "CPU s each server used while another was measured: "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in idle_cpu.items())
+    )
+    new, old, stock = medians[NEW], medians[OLD], medians[STOCK]
+    for label, other in (("static batches", old), ("transformers serve", stock)):
+        print(
+            f"ratio ric serve / {label}: {new['requests_per_s'] / other['requests_per_s']:.2f}x "
+            f"requests/s, {new['tokens_per_s'] / other['tokens_per_s']:.2f}x tokens/s, "
+            f"{new['p50_s'] / other['p50_s']:.2f}x p50 latency"
+        )
+    print("\n| server | 4-token request, idle (s) | after an abandoned 256-token one (s) | ratio |")
+    print("| --- | --- | --- | --- |")
+    for name, (_, idle, after) in gaps.items():
+        print(f"| {name} | {idle:.2f} | {after:.2f} | {after / idle:.2f}x |")
+    print(
+        "the 256-token request, waited for: "
+        + ", ".join(f"{name} {whole:.1f} s" for name, (whole, _, _) in gaps.items())
+    )
     return 0
 
 

@@ -12,9 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -34,7 +33,6 @@ from ric.config import (  # noqa: E402
 from ric.core import parse_prompt  # noqa: E402
 from ric.runs import write_method  # noqa: E402
 from ric.serve import build_app  # noqa: E402
-from ric.serve.batching import Batcher, Job, QueueFull, group_jobs, token_router  # noqa: E402
 from ric.serve.errors import RequestError  # noqa: E402
 from ric.serve.guardrails import (  # noqa: E402
     Guardrails,
@@ -65,7 +63,7 @@ def run(tiny_offline):
 
 @pytest.fixture(scope="module")
 def url(run):
-    with running(run, max_batch_size=8, max_wait_ms=30, max_n=8, max_tokens=16) as base:
+    with running(run, max_batch_size=8, max_n=8, max_tokens=16) as base:
         yield base
 
 
@@ -292,20 +290,6 @@ def test_streamed_deltas_add_up_to_the_final_text():
             asyncio.run(deltas(ids, stops))
     sentence = tokenizer("A fox is a small wild animal. ### Response: x").input_ids
     assert asyncio.run(deltas(sentence, ["###"]))[:3] == ["A", " fox", " is"]
-
-
-def test_tokens_are_routed_to_their_request_and_row():
-    received = {"a": [], "b": []}
-    jobs = [
-        Job(["p0", "p1"], GenerationConfig(), False, lambda r, t: received["a"].append((r, t))),
-        Job(["p2"], GenerationConfig(), False),
-        Job(["p3"], GenerationConfig(), False, lambda r, t: received["b"].append((r, t))),
-    ]
-    route = token_router(jobs)
-    for position in (3, 1, 0, 2):
-        route(position, 10 + position)
-    assert received == {"a": [(1, 11), (0, 10)], "b": [(0, 13)]}
-    assert token_router(jobs[1:2]) is None
 
 
 def test_playground_page_is_served_and_self_contained(url):
@@ -547,7 +531,7 @@ def test_oversize_body_unknown_route_and_method(url):
 
 
 def test_full_queue_answers_429_with_retry_after(run):
-    with running(run, max_queue=1, max_batch_size=1, max_wait_ms=0) as base:
+    with running(run, max_queue=1, max_batch_size=1) as base:
         body = chat_body(max_tokens=16)
         with ThreadPoolExecutor(24) as pool:
             answers = list(pool.map(lambda _: request(base, CHAT, body), range(24)))
@@ -559,11 +543,10 @@ def test_full_queue_answers_429_with_retry_after(run):
             assert payload["error"]["code"] == "rate_limit_exceeded"
 
 
-# --- batching under load -----------------------------------------------------------------------
+# --- the engine under load ------------------------------------------------------------------------
 
 
 def test_fifty_concurrent_clients_each_get_their_own_answer(url):
-    before = request(url, "/health", method="GET")[2]
     openai_client = client(url)
 
     def ask(i):
@@ -585,49 +568,10 @@ def test_fifty_concurrent_clients_each_get_their_own_answer(url):
         assert parse_prompt(ric["conditioned_prompts"][0])[0] == f"Question {i}"
         assert ric["seed"] == (i if i < 5 else None)
     after = request(url, "/health", method="GET")[2]
-    calls = after["generate_calls"] - before["generate_calls"]
-    assert after["sequences"] - before["sequences"] == 50
-    assert calls < 50  # unseeded requests shared generate calls
+    assert after["waiting"] == after["running"] == 0
+    assert after["peak_running"] > 1  # unseeded requests shared the engine's steps
     for i in range(3):  # seeded answers do not depend on what else was queued
         assert ask(i).choices[0].message.content == answers[i].choices[0].message.content
-
-
-def test_batcher_groups_by_settings_and_bounds_its_queue():
-    greedy = GenerationConfig(do_sample=False)
-    sampled = GenerationConfig(temperature=0.5)
-    release = threading.Event()
-
-    def generate(prompts, settings, on_token):
-        release.wait(timeout=10)
-        return [(prompt, settings.seed) for prompt in prompts]
-
-    batcher = Batcher(lambda p, s: len(p), generate, 8, 50.0, 2, seed=100)
-    batcher.start()
-    try:
-        futures = [batcher.submit(["a", "b"], greedy, seeded=False)]
-        time.sleep(0.2)  # the worker took it and waits for more
-        futures += [batcher.submit(["c"], greedy, seeded=False)]
-        futures += [batcher.submit(["d"], GenerationConfig(seed=5), seeded=True)]
-        with pytest.raises(QueueFull):
-            batcher.submit(["e"], sampled, seeded=False)
-        release.set()
-        results = [future.result(timeout=10) for future in futures]
-    finally:
-        release.set()
-        batcher.stop()
-    assert results[0] == (2, [("a", 100), ("b", 100)])
-    assert results[2] == (1, [("d", 5)])  # seeded: alone, with its own seed
-    jobs = [Job(["x"], greedy, False), Job(["y"], sampled, False), Job(["z"], greedy, False)]
-    assert [[job.prompts[0] for job in group] for group in group_jobs(jobs)] == [
-        ["x", "z"],
-        ["y"],
-    ]
-    failing = Batcher(lambda p, s: 1 / 0, generate, 8, 0.0, 2, seed=0)
-    failing.start()
-    future: Future = failing.submit(["a"], greedy, seeded=False)
-    with pytest.raises(ZeroDivisionError):
-        future.result(timeout=10)
-    failing.stop()
 
 
 # --- guardrails --------------------------------------------------------------------------------
@@ -763,6 +707,71 @@ def test_killed_and_restarted_through_the_cli_serves_again(run):
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_requests_in_flight(run):
+    """`ric serve` in its own process gets SIGTERM while answering: the answer still comes,
+    whole, and the server then exits cleanly; each request was logged as one JSON line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ric.cli", "serve", "--model", str(run), "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "ric serve exited"
+            with contextlib.suppress(OSError):
+                if request(base, "/health", method="GET")[0] == 200:
+                    break
+            time.sleep(0.1)
+        body = chat_body(max_tokens=64, temperature=0)
+        pending = ThreadPoolExecutor(1).submit(request, base, CHAT, body)
+        while request(base, "/health", method="GET")[2]["running"] == 0:
+            assert not pending.done(), "answered before the signal"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        status, _, answer = pending.result(timeout=60)
+        assert status == 200 and answer["usage"]["completion_tokens"] > 0
+        # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM.
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+        process.wait()
+    lines = [
+        json.loads(line)
+        for line in process.stderr.read().decode().splitlines()
+        if line.startswith("{")
+    ]
+    chats = [line for line in lines if line["route"] == CHAT]
+    assert len(chats) == 1 and chats[0]["status"] == 200
+    assert chats[0]["completion_tokens"] == answer["usage"]["completion_tokens"]
+    assert "prompts" not in chats[0]  # no prompt text unless serve.log_prompts
+
+
+def test_a_closed_stream_leaves_the_engine(run):
+    """A client that reads two chunks of a long stream and hangs up: its sequence leaves the
+    engine (nothing running), and the next request is answered."""
+    with running(run, max_tokens=400) as base:
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = chat_body(max_tokens=400, temperature=1, stream=True)
+        connection.request("POST", CHAT, json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.readline()  # the role chunk: the stream is open
+        deadline = time.monotonic() + 30
+        while request(base, "/health", method="GET")[2]["running"] == 0:
+            assert time.monotonic() < deadline, "the sequence never started"
+            time.sleep(0.01)
+        connection.sock.shutdown(socket.SHUT_RDWR)
+        connection.close()
+        deadline = time.monotonic() + 30
+        while request(base, "/health", method="GET")[2]["running"]:
+            assert time.monotonic() < deadline, "the abandoned sequence kept running"
+            time.sleep(0.01)
+        assert request(base, CHAT, chat_body())[0] == 200
 
 
 def test_baselines_are_refused_at_startup(run, tmp_path, capsys):

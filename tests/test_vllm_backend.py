@@ -287,3 +287,39 @@ def test_vllm_greedy_equals_hf_greedy_for_a_lora_model(top_layers: int) -> None:
         assert vllm_backend._engine is engine
     finally:
         vllm_backend.release_engine()
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+def test_serve_engine_on_vllm_answers_as_hf_and_cancels() -> None:
+    """`serve.engine: vllm` (ric.serve.engines.VllmEngine): greedy rows equal the hf backend's,
+    stop strings included, and a cancelled request leaves the engine."""
+    import asyncio
+
+    from ric.config import ServeConfig
+    from ric.serve.engines import VllmEngine
+
+    real_vllm()
+    model, tokenizer = trained_tiny(hidden_size=128)
+    model = model.cuda()
+    prompts = [*PROMPTS, SILENT]
+    ids = _tokenize_prompts(tokenizer, prompts)
+    engine = VllmEngine(model, tokenizer, ServeConfig(engine="vllm"), GenerationConfig())
+
+    async def check() -> None:
+        for settings in (greedy(), greedy(stop_strings=[STOP])):
+            rows = await engine.generate(prompts, ids, settings, False)
+            hf = generate_with_stats(model, tokenizer, prompts, settings)
+            assert [(r.text, r.tokens, r.finished) for r in rows] == as_tuples(hf)
+        task = asyncio.create_task(engine.generate(prompts, ids, greedy(max_new_tokens=200), False))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert engine.waiting == engine.running == 0
+
+    engine.start()
+    try:
+        asyncio.run(check())
+    finally:
+        engine.stop()

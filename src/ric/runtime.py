@@ -11,7 +11,10 @@ OPTIONAL = {
     "trl": ("rl", "the RL baselines (`ric baseline morlhf|soups`, `ric compare`)"),
     "fastapi": ("serve", "the HTTP server (`ric serve`)"),
     "uvicorn": ("serve", "the HTTP server (`ric serve`)"),
-    "vllm": ("vllm", "generations with `generation.backend: vllm` (CUDA GPUs only)"),
+    "vllm": (
+        "vllm",
+        "generations on vLLM (`generation.backend: vllm`, `serve.engine: vllm`; CUDA GPUs only)",
+    ),
 }
 
 

@@ -229,7 +229,7 @@ COMMANDS: dict[str, Command] = {
         "serve a trained model over an OpenAI-compatible HTTP API, steered per request",
         "Each request sets its own preference (or desired rewards) in the body. Mapping, "
         "generation, model.dtype and model.device settings are the run's own unless you set "
-        "them; serve.* holds batching and guardrails.",
+        "them; serve.* holds the engine (continuous batching), API keys, CORS and guardrails.",
         (
             Flag("--model", RIC_RUN, required=True),
             Flag("--host", "address to listen on (default 127.0.0.1)", "serve.host"),

@@ -8,6 +8,7 @@ build a ``RicConfig`` unless told another class (``ric.image.config.ImageConfig`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ric.config.engine import (
     check_choice,
     doc_field,
     fill_default_sections,
+    flatten,
     from_dict,
     read_values,
     with_overrides,
@@ -41,6 +43,13 @@ MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRIDS = ("paper", "lattice", "explicit")
 RL_ALGORITHMS = ("grpo", "rloo")
 OUT_OF_BOUNDS = ("clamp", "refuse")
+SERVE_ENGINES = ("transformers", "vllm")
+# Settings that no longer exist, with why: a run that recorded one still loads (the key is
+# dropped), a user who sets one is told.
+RETIRED_KEYS = {
+    "serve.max_wait_ms": "ric serve batches continuously: a request joins the running batch at "
+    "the engine's next step, with no wait",
+}
 
 
 @dataclass
@@ -314,13 +323,22 @@ class ServeConfig:
     default_preference: list[float] = doc_field(
         [], "preference of a request that sets neither preference nor rewards (empty: uniform)"
     )
-    max_batch_size: int = doc_field(8, "most sequences (requests x n) generated in one call")
-    max_wait_ms: float = doc_field(
-        10.0,
-        "how long the first queued request waits for others (under steady load on a CPU, 200 "
-        "lets answered clients rejoin the next batch: docs/serving.md)",
+    engine: str = doc_field(
+        "transformers",
+        "the generation engine: transformers (its continuous batching; CPU or GPU) or vllm "
+        "(vLLM's async engine; pip install vllm, CUDA)",
     )
-    max_queue: int = doc_field(64, "requests waiting for generation; beyond it: 429")
+    max_batch_size: int = doc_field(
+        32, "most sequences (requests x n) the engine decodes together in one step"
+    )
+    kv_cache_tokens: int = doc_field(
+        0,
+        "tokens the transformers engine's paged KV cache holds (0: sized by the engine from free "
+        "GPU memory; on a CPU, max_batch_size x 1024)",
+    )
+    max_queue: int = doc_field(
+        256, "sequences (requests x n) waiting for their first token; beyond it: 429"
+    )
     retry_after_s: int = doc_field(1, "the Retry-After header (seconds) of a 429 answer")
     max_body_bytes: int = doc_field(1_000_000, "largest request body; beyond it: 413")
     max_prompt_chars: int = doc_field(8000, "largest prompt (chat: the whole transcript), chars")
@@ -342,9 +360,29 @@ class ServeConfig:
     out_of_bounds: str = doc_field(
         "clamp", "a request outside the bounds: clamp (said in the answer) or refuse (400)"
     )
+    api_keys: list[str] = doc_field(
+        [],
+        "keys a request must send (Authorization: Bearer KEY), with those of the environment "
+        "variable RIC_API_KEYS (comma-separated); none: the server is open",
+    )
+    cors_origins: list[str] = doc_field(
+        [], "web origins (https://app.example.com) whose pages may call the API; '*': any"
+    )
+    log_prompts: bool = doc_field(
+        False, "the per-request log line also carries the prompts and answers"
+    )
 
     def __post_init__(self) -> None:
         check_choice("serve.out_of_bounds", self.out_of_bounds, OUT_OF_BOUNDS)
+        check_choice("serve.engine", self.engine, SERVE_ENGINES)
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"serve.cors_origins: {origin!r} is not an origin; write scheme://host[:port] "
+                    "with no path (https://app.example.com), or '*' for any"
+                )
+        if any(not key.strip() for key in self.api_keys):
+            raise ValueError("serve.api_keys must not contain an empty key")
         for key in (
             "max_batch_size",
             "max_queue",
@@ -356,8 +394,8 @@ class ServeConfig:
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"serve.{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.max_wait_ms < float("inf"):
-            raise ValueError(f"serve.max_wait_ms must be finite and >= 0, got {self.max_wait_ms}")
+        if self.kv_cache_tokens < 0:
+            raise ValueError(f"serve.kv_cache_tokens must be >= 0, got {self.kv_cache_tokens}")
         if not self.reward_margin >= 0:
             raise ValueError(f"serve.reward_margin must be >= 0, got {self.reward_margin}")
         if not 0 < self.port < 65536:
@@ -413,12 +451,26 @@ class RicConfig:
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), cls: type[T] = RicConfig
 ) -> T:
-    """Read a YAML config (or start from defaults), apply overrides, return the typed config."""
-    return from_dict(cls, read_values(path, overrides))
+    """Read a YAML config (a run's recorded one, or a file; without one the defaults), apply
+    overrides, return the typed config. Retired keys a run recorded are dropped."""
+    values = read_values(path)
+    for key in RETIRED_KEYS:
+        *sections, leaf = key.split(".")
+        section: Any = values
+        for part in sections:
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            section.pop(leaf, None)
+    return config_from_values(values, overrides, cls)
 
 
 def config_from_values(
     values: dict[str, Any], overrides: Sequence[str] = (), cls: type[T] = RicConfig
 ) -> T:
-    """The typed config of an already-read YAML mapping, after ``overrides``."""
-    return from_dict(cls, with_overrides(values, overrides))
+    """The typed config of an already-read YAML mapping, after ``overrides``; a retired key
+    (``RETIRED_KEYS``) is an error that says why it went."""
+    values = with_overrides(values, overrides)
+    for key, reason in RETIRED_KEYS.items():
+        if key in flatten(values):
+            raise ValueError(f"{key} is no longer a setting: {reason}")
+    return from_dict(cls, values)

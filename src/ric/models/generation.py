@@ -56,10 +56,12 @@ if TYPE_CHECKING:
 __all__ = [
     "GenerationResult",
     "clean_response",
+    "eos_token_ids",
     "generate_responses",
     "generate_with_stats",
     "generation_config_for",
     "left_pad",
+    "pad_token_id",
     "truncate_at_eos",
 ]
 
@@ -135,8 +137,8 @@ def _generate_here(
 ) -> GenerationResult:
     """``generate_with_stats`` in this process, for all of ``prompts``."""
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
-    eos_ids = _eos_token_ids(model, tokenizer)
-    pad_id = _pad_id(tokenizer, eos_ids)
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = pad_token_id(tokenizer, eos_ids)
     options = _generate_options(settings, tokenizer, eos_ids, pad_id)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
     texts = [""] * len(prompt_ids)
@@ -183,7 +185,7 @@ def _generate_on_vllm(
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
     if not prompt_ids:
         return GenerationResult([], [], [])
-    eos_ids = _eos_token_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     new_ids, finished = generate_token_ids(
         model, tokenizer, prompt_ids, eos_ids, settings, show_progress
     )
@@ -277,7 +279,7 @@ def _tokenize_prompts(
     return rows
 
 
-def _eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The tokenizer's EOS (what SFT appends) plus any EOS ids of the model's generation config."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     from_model = configured if isinstance(configured, list) else [configured]
@@ -288,7 +290,7 @@ def _eos_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     return unique
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase, eos_ids: list[int]) -> int:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase, eos_ids: list[int]) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
 
 
@@ -301,8 +303,8 @@ def generation_config_for(
     ``generate``, or a server that reads that file, answer with ric's settings."""
     from transformers import GenerationConfig as TransformersGenerationConfig
 
-    eos_ids = _eos_token_ids(model, tokenizer)
-    options = _generate_options(settings, tokenizer, eos_ids, _pad_id(tokenizer, eos_ids))
+    eos_ids = eos_token_ids(model, tokenizer)
+    options = _generate_options(settings, tokenizer, eos_ids, pad_token_id(tokenizer, eos_ids))
     options.pop("tokenizer", None)  # passed to generate for stop strings; not a setting
     return TransformersGenerationConfig(**options)
 

@@ -49,7 +49,7 @@ from ric.config import GenerationConfig
 from ric.models.lora import save_adapter
 from ric.runtime import import_optional
 
-__all__ = ["generate_token_ids", "release_engine"]
+__all__ = ["base_weights", "generate_token_ids", "release_engine", "sampling_params"]
 
 # The adapter ranks vLLM's LoRA kernels are built for: max_lora_rank must be one of them.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -88,7 +88,7 @@ def generate_token_ids(
         vllm, model if rank is None else model.get_base_model(), tokenizer, settings, rank
     )
     seeds = np.random.SeedSequence(settings.seed % 2**63).generate_state(len(prompt_ids))
-    params = [_sampling_params(vllm, settings, eos_ids, int(seed)) for seed in seeds]
+    params = [sampling_params(vllm, settings, eos_ids, int(seed)) for seed in seeds]
     prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]
     with tempfile.TemporaryDirectory(prefix="ric-adapter-") as folder:
         request = None
@@ -103,10 +103,11 @@ def generate_token_ids(
     return new_ids, [completion.finish_reason == "stop" for completion in completions]
 
 
-def _sampling_params(
-    vllm: Any, settings: GenerationConfig, eos_ids: Sequence[int], seed: int
+def sampling_params(
+    vllm: Any, settings: GenerationConfig, eos_ids: Sequence[int], seed: int | None
 ) -> Any:
-    """vLLM's ``SamplingParams`` for one prompt; temperature 0 is vLLM's greedy decoding."""
+    """vLLM's ``SamplingParams`` for one prompt; temperature 0 is vLLM's greedy decoding, seed
+    None draws from vLLM's own generator."""
     sampling = (
         {
             "temperature": settings.temperature,
@@ -161,7 +162,7 @@ def _engine_for(
     """The kept engine if it was built from these weights with these options, else a new one
     built on ``model``'s weights (LoRA layers stripped) and ``tokenizer``."""
     global _engine
-    weights = _base_weights(model)
+    weights = base_weights(model)
     dtype = str(model.dtype).removeprefix("torch.")  # vLLM's "auto" runs float32 in float16
     if rank is not None and dtype == "float32":
         dtype = "bfloat16"  # vLLM's LoRA kernels take 16-bit weights only
@@ -192,7 +193,7 @@ def release_engine() -> None:
         torch.cuda.empty_cache()
 
 
-def _base_weights(model: Any) -> dict[str, torch.Tensor]:
+def base_weights(model: Any) -> dict[str, torch.Tensor]:
     """``model``'s state dict without LoRA layers: ``q_proj.base_layer.weight`` becomes
     ``q_proj.weight`` and the ``lora_A``/``lora_B`` weights are left out (a plain model's state
     dict comes back unchanged)."""

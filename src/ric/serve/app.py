@@ -1,8 +1,9 @@
 """The routes of the OpenAI-compatible HTTP API over one trained RiC run (FastAPI).
 
 Routes: ``GET /`` (the playground, ``playground.html``: sliders per objective, streamed answers,
-scores, a side-by-side compare mode), ``GET /health`` (with the batcher's counters), ``GET
-/v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions``, ``POST /v1/completions``. The
+scores, a side-by-side compare mode), ``GET /health`` (with the engine's counters), ``GET
+/metrics`` (Prometheus), ``GET /v1/models`` (and ``/v1/models/{id}``), ``POST
+/v1/chat/completions``, ``POST /v1/completions``. The
 model id is the run folder's name. Each request carries its own steering (``ric.serve.guardrails``,
 over ``ric.steering``) and sampling settings; a run trained in the chat format
 (``template.format: chat``) is given a chat's messages natively, through its own chat template
@@ -15,21 +16,22 @@ standardized).
 
 Streaming (``stream: true``) answers in OpenAI's server-sent chunk format ending with ``data:
 [DONE]``; a chat stream opens with the role chunk at once, and the text follows token by token as
-its batch is generated (``ric.serve.streaming``: settled text only, so each choice's deltas add up
+the engine generates it (``ric.serve.streaming``: settled text only, so each choice's deltas add up
 to exactly its non-streamed answer); the last chunk with a ``finish_reason`` carries the ``ric``
 object (with the scores when asked). Errors are OpenAI's JSON (``ric.serve.errors``,
 ``ric.serve.wire``): 400 (invalid steering, a guardrail refusal, a limit, an OpenAI field not
-implemented or an unknown field: ``ric.serve.schema``), 404 (unknown route or model), 413 (body
-over ``serve.max_body_bytes``), 422 (a field of the wrong type or range, a weight that is not a
-JSON number), 429
-(queue full, with ``Retry-After``). Generation runs in the batcher's worker thread
-(``ric.serve.batching``, driven by ``ric.serve.deployment``); scoring runs in a thread of its own,
-so the event loop stays free.
+implemented or an unknown field: ``ric.serve.schema``), 401 (a missing or wrong API key:
+``ric.serve.access``), 404 (unknown route or model), 413 (body over ``serve.max_body_bytes``), 422
+(a field of the wrong type or range, a weight that is not a JSON number), 429 (queue full, with
+``Retry-After``). Generation runs on the engine (``ric.serve.engines``, started and stopped with
+the app); a client that disconnects, or closes its stream, takes its sequences out of it at its
+next step. Scoring runs in a thread of its own, so the event loop stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -42,13 +44,16 @@ from starlette.exceptions import HTTPException
 
 from ric.config import RicConfig
 from ric.runs import TrainedPolicy
-from ric.serve.batching import QueueFull
+from ric.serve.access import install_access
 from ric.serve.deployment import Deployment, sampling
 from ric.serve.errors import RequestError, error_body
 from ric.serve.guardrails import chat_prompt
+from ric.serve.observability import Metrics, install_observability
 from ric.serve.schema import ChatRequest, CommonRequest, CompletionRequest
 from ric.serve.streaming import Stream
 from ric.serve.wire import Answer, check_model, mapping_info, model_entry, read_request, rounded
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 
 
 def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastAPI:
@@ -57,11 +62,19 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        deployment.batcher.start()
+        deployment.engine.start()
         yield
-        await asyncio.to_thread(deployment.batcher.stop)
+        await asyncio.to_thread(deployment.engine.stop)
 
     app = FastAPI(title="ric serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    engine = deployment.engine
+    metrics = Metrics(
+        queued=lambda: engine.waiting,
+        running=lambda: engine.running,
+        capacity=config.serve.max_batch_size,
+    )
+    install_access(app, config.serve)  # API keys, then CORS around them
+    install_observability(app, metrics, config.serve.log_prompts)  # outermost: sees every answer
     page = resources.files("ric.serve").joinpath("playground.html").read_text(encoding="utf-8")
 
     @app.exception_handler(RequestError)
@@ -88,13 +101,14 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        batcher = deployment.batcher
+        engine = deployment.engine
         return {
             "status": "ok",
             "model": model_id,
-            "queued": batcher.queued,
-            "generate_calls": batcher.calls,
-            "sequences": batcher.sequences,
+            "engine": config.serve.engine,
+            "waiting": engine.waiting,
+            "running": engine.running,
+            "peak_running": engine.peak_running,
         }
 
     @app.get("/v1/models")
@@ -114,7 +128,7 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
         # A chat-format run renders the messages natively (its chat template, the rewards in a
         # system turn); a plain one is given the one prompt they make.
         chats = [body.messages] if deployment.steering.template.is_chat else None
-        return await complete(deployment, body, [prompt], chat=True, chats=chats)
+        return await complete(request, deployment, body, [prompt], chat=True, chats=chats)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -123,21 +137,23 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise RequestError("prompt must not be an empty list", param="prompt")
-        return await complete(deployment, body, prompts, chat=False)
+        return await complete(request, deployment, body, prompts, chat=False)
 
     return app
 
 
 async def complete(
+    http: Request,
     deployment: Deployment,
     request: CommonRequest,
     prompts: list[str],
     chat: bool,
     chats: list[Any] | None = None,
 ) -> Response:
-    """Check, steer, queue and answer one request (JSON or a stream). ``prompts``: the texts
+    """Check, steer, generate and answer one request (JSON or a stream). ``prompts``: the texts
     the scorers read (a chat's one-prompt form); ``chats``: the messages a chat-format run
-    renders instead (default: ``prompts``)."""
+    renders instead (default: ``prompts``). A client that leaves takes its sequences out of the
+    engine (``watch_disconnect``)."""
     serve = deployment.config.serve
     param = "messages" if chat else "prompt"
     if any(len(prompt) > serve.max_prompt_chars for prompt in prompts):
@@ -156,20 +172,14 @@ async def complete(
     settings = sampling(request, deployment.config.generation, serve.max_tokens)
     conditioned = deployment.steering.chat_prompts(chats or prompts, steering.desired)
     rows = [text for text in conditioned for _ in range(request.n)]
-    stream = Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
-    try:
-        future = deployment.batcher.submit(
-            rows,
-            settings,
-            seeded=request.seed is not None,
-            on_token=stream.add if request.stream else None,
-        )
-    except QueueFull:
+    prompt_ids = deployment.tokenize(rows, settings)
+    engine = deployment.engine
+    if engine.waiting + len(rows) > serve.max_queue:
         raise RequestError(
             "the server's request queue is full; retry later",
             code="rate_limit_exceeded",
             status=429,
-        ) from None
+        )
     info = {
         "objectives": deployment.names,
         "steering": steering.source,
@@ -183,8 +193,40 @@ async def complete(
         "conditioned_prompts": conditioned,
         "seed": request.seed,
     }
-    answer = Answer(deployment, request, prompts, chat, info, future)
+    answer = Answer(deployment, request, prompts, chat, info, [len(ids) for ids in prompt_ids])
+    http.state.ric = answer.record
+    stream = Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
+
+    def on_token(row: int, token: int) -> None:
+        answer.record.setdefault("first_token_at", time.perf_counter())
+        if request.stream:
+            stream.add(row, token)
+
+    generation = asyncio.create_task(
+        engine.generate(rows, prompt_ids, settings, request.seed is not None, on_token)
+    )
+    answer.generation = generation
+    watch_disconnect(http, generation)
     if request.stream:
-        future.add_done_callback(lambda _: stream.close())
+        generation.add_done_callback(lambda _: stream.close())
         return StreamingResponse(answer.events(stream), media_type="text/event-stream")
-    return JSONResponse(await answer.body())
+    try:
+        return JSONResponse(await answer.body())
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise  # the server itself is cancelling this handler
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody is there to read it
+
+
+def watch_disconnect(http: Request, generation: asyncio.Task[Any]) -> None:
+    """Cancel ``generation`` when the client disconnects (the engine then drops its sequences
+    at its next step); the watch ends with the generation. The request's body has been read, so
+    the next ASGI message can only be the disconnect."""
+
+    async def watch() -> None:
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+        generation.cancel()
+
+    watcher = asyncio.create_task(watch())
+    generation.add_done_callback(lambda _: watcher.cancel())

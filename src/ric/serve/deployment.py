@@ -1,6 +1,6 @@
-"""One run as `ric serve` deploys it: the policy, its steering and guardrails, the batcher that
-generates, the scorers of ``score: true``, and how a request's sampling fields become generation
-settings over the run's own.
+"""One run as `ric serve` deploys it: the policy, its steering and guardrails, the engine that
+generates (``ric.serve.engines``), the scorers of ``score: true``, and how a request's sampling
+fields become generation settings over the run's own.
 
 Kept apart from the routes (``ric.serve.app``) and the OpenAI wire format (``ric.serve.wire``):
 this is what a different engine or transport would reuse unchanged.
@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from ric.config import GenerationConfig, RicConfig
-from ric.models.generation import generate_with_stats
 from ric.rewards import create_reward
 from ric.runs import TrainedPolicy
-from ric.serve.batching import Batcher, OnToken
+from ric.serve.engines import create_engine
 from ric.serve.errors import RequestError
 from ric.serve.guardrails import SteeredRequest, guardrails, steer
 from ric.serve.schema import CommonRequest
@@ -30,7 +29,7 @@ MAX_STOP_STRINGS = 4  # as OpenAI
 
 @dataclass
 class Deployment:
-    """One run served: its policy, settings, guardrails, batcher and (lazily) its scorers."""
+    """One run served: its policy, settings, guardrails, engine and (lazily) its scorers."""
 
     policy: TrainedPolicy
     config: RicConfig
@@ -50,13 +49,8 @@ class Deployment:
             )
         self.default = np.asarray(default, dtype=float)
         self.rails = guardrails(serve, names, self.steering.r_min, self.steering.r_max)
-        self.batcher = Batcher(
-            self._prepare,
-            self._generate,
-            serve.max_batch_size,
-            serve.max_wait_ms,
-            serve.max_queue,
-            self.config.generation.seed,
+        self.engine = create_engine(
+            self.policy.model, self.policy.tokenizer, serve, self.config.generation
         )
         self._scorers: list[Any] | None = None
         self._scoring = threading.Lock()
@@ -64,27 +58,26 @@ class Deployment:
     def steer(self, request: CommonRequest) -> SteeredRequest:
         return steer(request.preference, request.rewards, self.steering, self.default, self.rails)
 
-    def _prepare(self, prompts: list[str], settings: GenerationConfig) -> list[int]:
-        """Each prompt's token count; a prompt too long for the model fails its request."""
-        counts = [len(ids) for ids in self.policy.tokenizer(prompts)["input_ids"]]
-        limit = getattr(self.policy.model.config, "max_position_embeddings", None)
-        if limit and max(counts) + settings.max_new_tokens > limit:
-            raise RequestError(
-                f"the prompt ({max(counts)} tokens) plus max_tokens ({settings.max_new_tokens}) "
-                f"exceeds the model's context of {limit} tokens",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        return counts
-
-    def _generate(
-        self, prompts: list[str], settings: GenerationConfig, on_token: OnToken | None
-    ) -> list[Any]:
-        policy = self.policy
-        result = generate_with_stats(
-            policy.model, policy.tokenizer, prompts, settings, on_token=on_token
-        )
-        return list(zip(result.texts, result.num_new_tokens, result.finished, strict=True))
+    def tokenize(self, prompts: list[str], settings: GenerationConfig) -> list[list[int]]:
+        """Each prompt's token ids, as ``ric generate`` tokenizes it; a prompt too long for the
+        model (with ``max_tokens``) or one that tokenizes to nothing fails its request."""
+        rows: list[list[int]] = self.policy.tokenizer(prompts)["input_ids"]
+        longest = max(len(ids) for ids in rows)
+        limits = [
+            ("the model's context", model_context(self.policy.model), ""),
+            ("the engine's KV cache", self.engine.capacity, " (serve.kv_cache_tokens)"),
+        ]
+        for what, limit, setting in limits:
+            if limit and longest + settings.max_new_tokens > limit:
+                raise RequestError(
+                    f"the prompt ({longest} tokens) plus max_tokens ({settings.max_new_tokens}) "
+                    f"exceeds {what} of {limit} tokens{setting}",
+                    param="max_tokens",
+                    code="context_length_exceeded",
+                )
+        if not all(rows):
+            raise RequestError("a prompt tokenizes to no tokens: nothing to continue")
+        return rows
 
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """(B, N) raw rewards from the run's own reward models (built at first use)."""
@@ -95,6 +88,11 @@ class Deployment:
                     for reward in self.policy.reward_configs()
                 ]
             return np.column_stack([s.score(prompts, responses) for s in self._scorers])
+
+
+def model_context(model: Any) -> int | None:
+    """The most tokens ``model`` reads and writes in one sequence, where its config says."""
+    return getattr(model.config, "max_position_embeddings", None)
 
 
 def sampling(request: CommonRequest, base: GenerationConfig, max_tokens: int) -> GenerationConfig:

@@ -10,7 +10,11 @@
 * OpenAI's bookkeeping fields, which never change an answer (``user``, ``metadata``, ...), are
   accepted and ignored (``IGNORED``);
 * any other field is a 400 naming it (``unknown_parameter``), as OpenAI answers: a misspelt
-  ``preferences`` is refused rather than answered with the default preference.
+  ``preferences`` is refused rather than answered with the default preference;
+* ``stream_options`` is a 400 without ``stream: true`` (OpenAI's rule), and so is an option in it
+  that OpenAI does not define (``unknown_parameter``): a misspelt ``include_usage`` would
+  silently drop the usage chunk. ``include_obfuscation`` (padding against side channels) is
+  accepted and ignored.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ NO_OP: dict[str, tuple[Any, ...]] = {
 }
 
 STEERING_FIELDS = ("preference", "rewards")
+
+# OpenAI's stream options this server accepts and ignores: padding chunks against side channels.
+IGNORED_STREAM_OPTIONS = frozenset({"include_obfuscation"})
 
 
 class StreamOptions(BaseModel):
@@ -109,6 +116,27 @@ def check_fields(values: dict[str, Any], schema: type[BaseModel]) -> None:
         )
     for name in STEERING_FIELDS:
         check_weights(name, values.get(name))
+    check_stream_options(values)
+
+
+def check_stream_options(values: dict[str, Any]) -> None:
+    """``stream_options`` only with ``stream: true``, and only the options OpenAI defines
+    (``StreamOptions``, ``IGNORED_STREAM_OPTIONS``): a RequestError naming the field otherwise."""
+    options = values.get("stream_options")
+    if options is None:
+        return
+    if values.get("stream") is not True:
+        raise RequestError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    for name in options if isinstance(options, dict) else ():  # not an object: the schema's 422
+        if name not in StreamOptions.model_fields and name not in IGNORED_STREAM_OPTIONS:
+            raise RequestError(
+                f"Unrecognized request argument supplied: stream_options.{name}",
+                param=f"stream_options.{name}",
+                code="unknown_parameter",
+            )
 
 
 def same(value: Any, allowed: Any) -> bool:

@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ric.serve.deployment import Deployment
+from ric.serve.engines import Row
 from ric.serve.errors import RequestError
 from ric.serve.schema import CommonRequest, check_fields
 from ric.serve.streaming import Stream
@@ -124,31 +124,47 @@ async def read_request(request: Request, schema: type[T], limit: int) -> T:
 
 @dataclass
 class Answer:
-    """One request's answer, built once its rows are generated."""
+    """One request's answer, built once its rows are generated (``generation``, the engine's
+    task). ``record`` is what the request log and metrics read (``ric.serve.observability``)."""
 
     deployment: Deployment
     request: CommonRequest
     prompts: list[str]
     chat: bool
     info: dict[str, Any]
-    future: Future
+    prompt_tokens: list[int]  # per row (prompts x n)
+    generation: asyncio.Task[list[Row]] | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
+    record: dict[str, Any] = field(default_factory=dict)
 
-    async def results(self) -> tuple[list[Any], dict[str, int]]:
+    def __post_init__(self) -> None:
+        request = self.request
+        self.record.update(
+            id=self.envelope(chunk=False)["id"],
+            steering=self.info["steering"],
+            preference=self.info["preference"],
+            desired_rewards=self.info["desired_rewards"],
+            prompt_tokens=sum(self.prompt_tokens[:: request.n]),
+            stream=request.stream,
+            n=request.n,
+            prompts=self.prompts,
+        )
+
+    async def results(self) -> tuple[list[Row], dict[str, int]]:
         """The generated rows and usage; scores go into ``info`` when asked for."""
+        assert self.generation is not None, "the answer's generation was never started"
         try:
-            prompt_tokens, rows = await asyncio.wrap_future(self.future)
+            rows = await self.generation
         except RequestError:
             raise
-        except ValueError as error:
-            raise RequestError(str(error)) from None
         except Exception as error:
             raise RequestError(f"generation failed: {error}", status=503) from None
         if self.request.score:
             self.info["scores"] = await asyncio.to_thread(self.scores, rows)
-        completion = sum(tokens for _, tokens, _ in rows)
-        prompt = sum(prompt_tokens[:: self.request.n])  # each prompt counted once, as OpenAI
+        completion = sum(row.tokens for row in rows)
+        prompt = self.record["prompt_tokens"]  # each prompt counted once, as OpenAI
+        self.record.update(completion_tokens=completion, answers=[row.text for row in rows])
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -156,10 +172,10 @@ class Answer:
         }
         return rows, usage
 
-    def scores(self, rows: list[Any]) -> list[dict[str, dict[str, float]]]:
+    def scores(self, rows: list[Row]) -> list[dict[str, dict[str, float]]]:
         prompts = [prompt for prompt in self.prompts for _ in range(self.request.n)]
         try:
-            raw = self.deployment.score(prompts, [text for text, _, _ in rows])
+            raw = self.deployment.score(prompts, [row.text for row in rows])
         except Exception as error:
             raise RequestError(f"scoring failed: {error}", param="score", status=500) from None
         standardized = self.deployment.policy.stats.standardize(raw)
@@ -184,35 +200,47 @@ class Answer:
     async def body(self) -> dict[str, Any]:
         rows, usage = await self.results()
         choices = [
-            {"index": index, "finish_reason": finish_reason(finished), "logprobs": None}
-            | ({"message": {"role": "assistant", "content": text}} if self.chat else {"text": text})
-            for index, (text, _, finished) in enumerate(rows)
+            {"index": index, "finish_reason": finish_reason(row.finished), "logprobs": None}
+            | (
+                {"message": {"role": "assistant", "content": row.text}}
+                if self.chat
+                else {"text": row.text}
+            )
+            for index, row in enumerate(rows)
         ]
         return self.envelope(chunk=False) | {"choices": choices, "usage": usage, "ric": self.info}
 
     async def events(self, stream: Stream) -> AsyncIterator[str]:
         """Server-sent events: OpenAI's chunks (the text as ``stream`` delivers it, then the rest
-        of each final text), then ``data: [DONE]``."""
+        of each final text), then ``data: [DONE]``. Closed early (the client left), it cancels
+        the generation."""
+        assert self.generation is not None, "the answer's generation was never started"
         count = len(self.prompts) * self.request.n
         piece = self.chunk_choice
-        if self.chat:
-            yield self.event([piece(i, {"role": "assistant", "content": ""}) for i in range(count)])
-        async for index, delta in stream.deltas():
-            yield self.event([piece(index, delta)])
         try:
-            rows, usage = await self.results()
-        except RequestError as error:
-            yield sse(error.body())
-        else:
-            for index, (text, _, _) in enumerate(rows):
-                if rest := stream.rest(index, text):
-                    yield self.event([piece(index, rest)])
-            finals = [piece(i, "", finish_reason(done)) for i, (_, _, done) in enumerate(rows)]
-            yield self.event(finals, ric=self.info)
-            options = self.request.stream_options
-            if options is not None and options.include_usage:
-                yield self.event([], usage=usage)
-        yield "data: [DONE]\n\n"
+            if self.chat:
+                role = {"role": "assistant", "content": ""}
+                yield self.event([piece(i, role) for i in range(count)])
+            async for index, delta in stream.deltas():
+                yield self.event([piece(index, delta)])
+            if self.generation.cancelled():
+                return  # the client left: nobody reads the end
+            try:
+                rows, usage = await self.results()
+            except RequestError as error:
+                yield sse(error.body())
+            else:
+                for index, row in enumerate(rows):
+                    if rest := stream.rest(index, row.text):
+                        yield self.event([piece(index, rest)])
+                finals = [piece(i, "", finish_reason(row.finished)) for i, row in enumerate(rows)]
+                yield self.event(finals, ric=self.info)
+                options = self.request.stream_options
+                if options is not None and options.include_usage:
+                    yield self.event([], usage=usage)
+            yield "data: [DONE]\n\n"
+        finally:
+            self.generation.cancel()  # a no-op once it is done
 
     def chunk_choice(self, index: int, text: Any, finish: str | None = None) -> dict[str, Any]:
         """One choice of a chunk: a chat delta (``text`` a dict is the role chunk) or text."""
