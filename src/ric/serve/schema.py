@@ -109,11 +109,7 @@ def check_fields(values: dict[str, Any], schema: type[BaseModel]) -> None:
                     code="unsupported_parameter",
                 )
             continue
-        raise RequestError(
-            f"Unrecognized request argument supplied: {name}",
-            param=name,
-            code="unknown_parameter",
-        )
+        raise unknown_field(name)
     for name in STEERING_FIELDS:
         check_weights(name, values.get(name))
     check_stream_options(values)
@@ -132,11 +128,14 @@ def check_stream_options(values: dict[str, Any]) -> None:
         )
     for name in options if isinstance(options, dict) else ():  # not an object: the schema's 422
         if name not in StreamOptions.model_fields and name not in IGNORED_STREAM_OPTIONS:
-            raise RequestError(
-                f"Unrecognized request argument supplied: stream_options.{name}",
-                param=f"stream_options.{name}",
-                code="unknown_parameter",
-            )
+            raise unknown_field(f"stream_options.{name}")
+
+
+def unknown_field(name: str) -> RequestError:
+    """OpenAI's answer to a field it does not define (``name``: its dotted path)."""
+    return RequestError(
+        f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter"
+    )
 
 
 def same(value: Any, allowed: Any) -> bool:
