@@ -727,14 +727,14 @@ def test_sigterm_finishes_the_requests_in_flight(run):
                 if request(base, "/health", method="GET")[0] == 200:
                     break
             time.sleep(0.1)
-        body = chat_body(max_tokens=64, temperature=0)
+        body = chat_body(max_tokens=400, temperature=0)  # the tiny model runs to the end: long
         pending = ThreadPoolExecutor(1).submit(request, base, CHAT, body)
         while request(base, "/health", method="GET")[2]["running"] == 0:
             assert not pending.done(), "answered before the signal"
             time.sleep(0.01)
         process.send_signal(signal.SIGTERM)
         status, _, answer = pending.result(timeout=60)
-        assert status == 200 and answer["usage"]["completion_tokens"] > 0
+        assert status == 200 and answer["usage"]["completion_tokens"] == 400
         # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM.
         assert process.wait(timeout=60) in (0, -signal.SIGTERM)
     finally:
@@ -751,27 +751,34 @@ def test_sigterm_finishes_the_requests_in_flight(run):
     assert "prompts" not in chats[0]  # no prompt text unless serve.log_prompts
 
 
-def test_a_closed_stream_leaves_the_engine(run):
-    """A client that reads two chunks of a long stream and hangs up: its sequence leaves the
-    engine (nothing running), and the next request is answered."""
-    with running(run, max_tokens=400) as base:
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_hangs_up_leaves_the_engine(run, stream):
+    """A client that hangs up on a long answer (a stream after its first chunk, or a plain
+    request while it generates): its sequence leaves the engine well before the tokens it asked
+    for (the tiny model never ends a greedy answer by itself, so only the cancel can stop it),
+    and the next request is answered."""
+    with running(run, max_tokens=480) as base:
+        health = lambda: request(base, "/health", method="GET")[2]  # noqa: E731
+        before = health()["generated_tokens"]
         host, port = base.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        body = chat_body(max_tokens=400, temperature=1, stream=True)
+        body = chat_body(max_tokens=480, temperature=0, stream=stream)
         connection.request("POST", CHAT, json.dumps(body), {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.readline()  # the role chunk: the stream is open
+        if stream:
+            connection.getresponse().readline()  # the role chunk: the stream is open
         deadline = time.monotonic() + 30
-        while request(base, "/health", method="GET")[2]["running"] == 0:
+        while health()["running"] == 0:
             assert time.monotonic() < deadline, "the sequence never started"
             time.sleep(0.01)
         connection.sock.shutdown(socket.SHUT_RDWR)
         connection.close()
-        deadline = time.monotonic() + 30
-        while request(base, "/health", method="GET")[2]["running"]:
-            assert time.monotonic() < deadline, "the abandoned sequence kept running"
+        while health()["running"]:
+            assert time.monotonic() < deadline + 30, "the abandoned sequence kept running"
             time.sleep(0.01)
+        assert 0 < health()["generated_tokens"] - before < 480
         assert request(base, CHAT, chat_body())[0] == 200
+        waited = request(base, CHAT, chat_body(max_tokens=480, temperature=0))[2]
+        assert waited["usage"]["completion_tokens"] == 480  # what the abandoned one would cost
 
 
 def test_baselines_are_refused_at_startup(run, tmp_path, capsys):

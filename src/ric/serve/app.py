@@ -109,6 +109,7 @@ def create_app(policy: TrainedPolicy, config: RicConfig, model_id: str) -> FastA
             "waiting": engine.waiting,
             "running": engine.running,
             "peak_running": engine.peak_running,
+            "generated_tokens": engine.generated,
         }
 
     @app.get("/v1/models")
@@ -195,11 +196,15 @@ async def complete(
     }
     answer = Answer(deployment, request, prompts, chat, info, [len(ids) for ids in prompt_ids])
     http.state.ric = answer.record
-    stream = Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
+    stream = (
+        Stream(deployment.policy.tokenizer, settings.stop_strings, len(rows))
+        if request.stream
+        else None
+    )
 
     def on_token(row: int, token: int) -> None:
         answer.record.setdefault("first_token_at", time.perf_counter())
-        if request.stream:
+        if stream is not None:
             stream.add(row, token)
 
     generation = asyncio.create_task(
@@ -207,7 +212,7 @@ async def complete(
     )
     answer.generation = generation
     watch_disconnect(http, generation)
-    if request.stream:
+    if stream is not None:
         generation.add_done_callback(lambda _: stream.close())
         return StreamingResponse(answer.events(stream), media_type="text/event-stream")
     try:

@@ -72,6 +72,7 @@ class Engine(Protocol):
     waiting: int  # sequences waiting for their first token
     running: int  # sequences generating
     peak_running: int  # the most sequences seen generating at once
+    generated: int  # tokens generated so far, for every sequence (abandoned ones included)
     capacity: int | None  # tokens its KV cache holds, once started (None: the engine manages)
 
     def start(self) -> None: ...
@@ -119,17 +120,26 @@ class RowText:
 
 
 class Counted:
-    """The waiting / running counters every engine keeps, per sequence."""
+    """The counters every engine keeps: sequences waiting (submitted, no token yet) and running
+    (a token or more, not ended), and the tokens generated."""
 
     def __init__(self) -> None:
         self.waiting = 0
         self.running = 0
         self.peak_running = 0  # the most sequences seen generating at once
+        self.generated = 0
 
-    def began(self) -> None:
-        self.waiting -= 1
-        self.running += 1
+    def began(self, count: int = 1) -> None:
+        self.waiting -= count
+        self.running += count
         self.peak_running = max(self.peak_running, self.running)
+
+    def ended(self, started: bool, count: int = 1) -> None:
+        """``count`` sequences left the engine, after their first token or before it."""
+        if started:
+            self.running -= count
+        else:
+            self.waiting -= count
 
 
 class TransformersEngine(Counted):
@@ -208,7 +218,7 @@ class TransformersEngine(Counted):
 
         def finish(row: int) -> None:
             pending.discard(row)
-            self.running -= 1
+            self.ended(started=bool(rows[row].ids))
             router.result_handlers.pop(ids[row], None)
             if not pending and not done.done():
                 done.set_result(None)
@@ -220,6 +230,7 @@ class TransformersEngine(Counted):
             if not text.ids and output.generated_tokens:
                 self.began()
             for token in output.generated_tokens[len(text.ids) :]:
+                self.generated += 1
                 if text.add(token):
                     if not output.is_finished():  # a stop string: the engine goes on without it
                         self.manager.cancel_request(ids[row])
@@ -229,8 +240,6 @@ class TransformersEngine(Counted):
             if output.error is not None and not done.done():
                 done.set_exception(RuntimeError(f"the engine failed a sequence: {output.error}"))
             if text.ended or output.is_finished():
-                if not text.ids:  # finished without a token (a failure): never counted running
-                    self.began()
                 finish(row)
 
         sampling = request_sampling(settings)
@@ -250,8 +259,6 @@ class TransformersEngine(Counted):
         finally:
             for row in list(pending):  # cancelled, or another row failed: out of the engine
                 self.manager.cancel_request(ids[row])
-                if not rows[row].ids:
-                    self.began()
                 finish(row)
         return [text.row() for text in rows]
 
@@ -265,12 +272,13 @@ class TransformersEngine(Counted):
         def observe(row: int, token: int) -> None:  # in the generating thread
             if cancelled.is_set():
                 raise asyncio.CancelledError
+            self.generated += 1
             if on_token is not None:
                 on_token(row, token)
 
         def work() -> list[Row]:
             with self.alone, self.manager.pause():
-                self.began_all(len(prompts))
+                self.began(len(prompts))
                 try:
                     result = generate_with_stats(
                         self.model,
@@ -280,7 +288,7 @@ class TransformersEngine(Counted):
                         on_token=observe,
                     )
                 finally:
-                    self.running -= len(prompts)
+                    self.ended(started=True, count=len(prompts))
             return [
                 Row(text, tokens, done)
                 for text, tokens, done in zip(
@@ -294,10 +302,6 @@ class TransformersEngine(Counted):
         except asyncio.CancelledError:
             cancelled.set()
             raise
-
-    def began_all(self, count: int) -> None:
-        for _ in range(count):
-            self.began()
 
 
 def request_sampling(settings: GenerationConfig) -> dict[str, float]:
@@ -368,6 +372,7 @@ class VllmEngine(Counted):
                         started = True
                         self.began()
                     for token in tokens[len(text.ids) :]:
+                        self.generated += 1
                         if text.add(token):
                             break
                         if on_token is not None:
@@ -375,10 +380,7 @@ class VllmEngine(Counted):
                     if text.ended:
                         break
             finally:
-                if started:
-                    self.running -= 1
-                else:
-                    self.waiting -= 1
+                self.ended(started)
             return text.row()
 
         return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompt_ids))))
