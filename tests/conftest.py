@@ -39,3 +39,27 @@ def tiny_offline(labeled):
     train = ["train", "--data", str(labeled), "--output", str(root / "train"), "--model", "tiny"]
     assert main([*train, "--no-progress", *overrides("train.max_steps=5", *TINY_LORA)]) == 0
     return root
+
+
+# `ric calibrate`'s design at its smallest: 3 levels per objective, 9 points, 2 answers each.
+TINY_CALIBRATION = [
+    "calibrate.levels=3",
+    "calibrate.answers_per_point=2",
+    "calibrate.shard_size=6",
+    "generation.max_new_tokens=6",
+    "generation.stop_strings=[' ']",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_calibrated(tiny_offline):
+    """``calibrated/``: `ric calibrate` of tiny_offline's ``train`` run on the example prompts
+    (18 answers, a few seconds): a run that uses train's weights with mapping.method
+    calibrated. Tests only read this folder."""
+    from ric.cli import main
+
+    output = tiny_offline / "calibrated"
+    command = ["calibrate", "--model", str(tiny_offline / "train"), "--output", str(output)]
+    prompts = ["--prompts", str(EXAMPLES), "--no-progress"]
+    assert main([*command, *prompts, *overrides(*TINY_CALIBRATION)]) == 0
+    return output

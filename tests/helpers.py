@@ -63,6 +63,36 @@ def edited_run(run: Path, copy: Path, **sections: dict[str, Any]) -> Path:
     return copy
 
 
+def calibrated_copy(calibrated: Path, copy: Path, scale: float = 0.5) -> Path:
+    """A copy of the `ric calibrate` output ``calibrated`` (the ``tiny_calibrated`` fixture)
+    whose calibration is replaced by a known one: each objective obtains ``scale`` times what it
+    is asked for over the design's range, no side effects. Its reference to the weights is
+    rewritten for the new place."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from ric.core import Calibration
+
+    shutil.copytree(calibrated, copy, ignore=shutil.ignore_patterns("answers-*"))
+    record = json.loads((calibrated / "calibration.json").read_text())
+    weights = (calibrated / record["model"]).resolve()
+    fitted = Calibration.from_json(record["calibration"])
+    known = Calibration(
+        fitted.names,
+        fitted.levels,
+        fitted.levels * scale,
+        np.zeros_like(fitted.cross),
+        fitted.centre,
+        fitted.samples,
+    )
+    record["model"] = os.path.relpath(weights, copy.resolve())
+    record["calibration"] = known.to_json()
+    (copy / "calibration.json").write_text(json.dumps(record))
+    return copy
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -180,3 +210,70 @@ def request(
     connection.close()
     headers = {name.lower(): value for name, value in response.getheaders()}
     return response.status, headers, payload
+
+
+# --- preference sweeps with a known truth ------------------------------------------------------
+# For tests/test_intervals.py and benchmarks/interval_coverage.py: how often `ric evaluate`'s and
+# `ric compare`'s intervals hold the noise-free hypervolume and Spearman.
+
+
+def true_front(shape: str) -> tuple[Any, Any]:
+    """(K, 2) preferences (w_1 = 0, 0.1, ..., 1) and (K, 2) noise-free mean rewards on a concave
+    trade-off: relevance rises and conciseness falls with w_1, strictly, so the noise-free
+    Spearman(w_1, mean) is +1 and -1. ``arc``: a quarter circle of radius 3 about (2, 2), whose
+    adjacent means differ by 0.04 to 0.47; ``close``: relevance saturates (sin^0.3), so its top
+    means differ by as little as 0.01; ``hump``: relevance rises then falls back (noise-free
+    Spearman +0.55), the front no longer a trade-off at the top; ``point``: one preference
+    (0.5, 0.5) at (3.5, 3.5), inside the arc, as a baseline without preferences (SFT)."""
+    import numpy as np
+
+    if shape == "point":
+        return np.array([[0.5, 0.5]]), np.array([[3.5, 3.5]])
+    w1 = np.linspace(0.0, 1.0, 11)
+    angle = w1 * np.pi / 2
+    relevance = {
+        "arc": 2 + 3 * np.sin(angle),
+        "close": 2 + 3 * np.sin(angle) ** 0.3,
+        "hump": 2 + np.sin(0.8 * np.pi * w1),
+    }[shape]
+    return np.stack([w1, 1 - w1], axis=1), np.stack([relevance, 2 + 3 * np.cos(angle)], axis=1)
+
+
+def synthetic_sweeps(
+    fronts: list[Any], noise_sd: float, rng: Any, prompts: int = 48, prompt_sd: float = 0.5
+) -> list[Any]:
+    """Per front of noise-free means (K, N), raw rewards (K, P, N) of one sampled answer per
+    (preference, prompt): the mean, plus the prompt's offset (how easy it is, per objective;
+    shared by every preference and front, sd ``prompt_sd``), plus the answer's own noise (sd
+    ``noise_sd``). The offsets average 0 over the prompt distribution, so the expected
+    per-preference mean over it, the truth the intervals are for, is the front itself."""
+    offsets = rng.normal(0.0, prompt_sd, size=(1, prompts, fronts[0].shape[1]))
+    return [
+        means[:, None, :]
+        + offsets
+        + rng.normal(0.0, noise_sd, size=(len(means), *offsets.shape[1:]))
+        for means in fronts
+    ]
+
+
+def coverage(
+    intervals: Callable[[list[Any], int], dict[str, Any]],
+    truths: dict[str, float],
+    fronts: list[Any],
+    noise_sd: float,
+    replications: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Per name of ``truths``, the share of ``replications`` synthetic sweeps of ``fronts``
+    (``synthetic_sweeps``) whose interval, ``intervals(sweeps, replication)[name]`` ([low, high]
+    or None: counted as a miss), holds the true value."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hits = dict.fromkeys(truths, 0)
+    for replication in range(replications):
+        found = intervals(synthetic_sweeps(fronts, noise_sd, rng), replication)
+        for name, truth in truths.items():
+            interval = found[name]
+            hits[name] += interval is not None and interval[0] - 1e-9 <= truth <= interval[1] + 1e-9
+    return {name: count / replications for name, count in hits.items()}

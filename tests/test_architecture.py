@@ -36,7 +36,8 @@ LAYERS = {
 # prepare`'s length filter counts tokens with the policy's tokenizer, the SFT and RL baselines
 # run the training stage's own loop, and text-to-image RiC keeps its checkpoints in the training
 # stage's format and measures its sweep with the evaluation stage's functions; the steering
-# object reads a trained run (its stats, template and method) to steer it.
+# object reads a trained run (its stats, template and method) to steer it; `ric calibrate`
+# generates and scores its design the way the online stage does.
 WITHIN_LAYER = {
     ("data", "rewards"),
     ("data", "models"),
@@ -44,6 +45,7 @@ WITHIN_LAYER = {
     ("image", "training"),
     ("image", "evaluation"),
     ("steering", "runs"),
+    ("evaluation", "training"),
 }
 
 

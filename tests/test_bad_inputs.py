@@ -59,6 +59,13 @@ def evaluate(paths: Paths, *extra: str) -> list[str]:
     ]
 
 
+def calibrate(paths: Paths, model: Path, *extra: str) -> list[str]:
+    return [
+        *("calibrate", "--model", str(model), "--prompts", str(EXAMPLES), "--no-progress"),
+        *(*extra, "--output", str(paths.out)),
+    ]
+
+
 def train(paths: Paths, *extra: str) -> list[str]:
     return [
         "train",
@@ -486,6 +493,47 @@ CASES = [
             *("--preference", "0.5,0.5", "--output", str(p.out)),
         ],
         ["is not a `ric image train` output"],
+    ),
+    Case(
+        "a calibration design with fewer than 2 levels",
+        lambda p: calibrate(p, p.train, "--set", "calibrate.levels=1"),
+        ["calibrate.levels must be >= 2, got 1"],
+    ),
+    Case(
+        "a calibration without prompts",
+        lambda p: ["calibrate", "--model", str(p.train), "--output", str(p.out)],
+        ["no prompts: set calibrate.prompts (or pass --prompts)"],
+    ),
+    Case(
+        "a calibration of a baseline, which takes no rewards",
+        lambda p: calibrate(p, p.tmp / "sft"),
+        ["is a sft baseline, which takes no rewards: only a RiC model can be calibrated"],
+        baseline_run,
+    ),
+    Case(
+        "a calibration written into the model's own folder",
+        lambda p: [*calibrate(p, p.train)[:-2], "--output", str(p.train)],
+        ["is the model's own folder: choose another"],
+    ),
+    Case(
+        "rewards to obtain from a model that is not calibrated",
+        lambda p: generate(p, "--rewards-obtained", "0,0"),
+        ["this model is not calibrated, so it cannot take --rewards-obtained", "ric calibrate"],
+    ),
+    Case(
+        "the calibrated mapping on a model without a calibration",
+        lambda p: generate(p, "--preference", "0.5,0.5", "--set", "mapping.method=calibrated"),
+        ["has no calibration (calibration.json)", "ric calibrate --model RUN --output DIR"],
+    ),
+    Case(
+        "map rewards to obtain without a calibrated run",
+        lambda p: ["map", "--rewards-obtained", "0,0"],
+        ["--rewards-obtained needs --model, a calibrated run"],
+    ),
+    Case(
+        "a negative number of obtained targets to check",
+        lambda p: evaluate(p, "--set", "evaluate.obtained_targets=-1"),
+        ["evaluate.obtained_targets must be >= 0 (0: off), got -1"],
     ),
     Case(
         "a full disk while writing the labeled data",

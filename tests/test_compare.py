@@ -113,11 +113,11 @@ def test_a_gap_between_fronts_is_resampled_pairwise():
     spread cancels and the gap's interval is exact."""
     import numpy as np
 
-    from ric.evaluation.compare import _hypervolume_intervals
+    from ric.evaluation.compare import hypervolume_intervals
 
     a = np.array([[[1.0, 2.0], [4.0, 2.0], [7.0, 2.0]]])  # (K=1, P=3, N=2)
     b = a + np.array([1.0, 0.0])
-    (a_interval, a_gap), (_, b_gap) = _hypervolume_intervals([a, b], [0.0, 0.0], 500)
+    (a_interval, a_gap), (_, b_gap) = hypervolume_intervals([a, b], [0.0, 0.0], 500)
     assert a_interval[0] < 4.0 and a_interval[1] > 12.0  # 2x..14x
     assert a_gap == pytest.approx([-2.0, -2.0])
     assert b_gap == [0.0, 0.0]

@@ -29,15 +29,24 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert str(out / "evaluate" / "report.md") in printed
-    assert "offline: hypervolume" in printed and "asked low vs high moves relevance" in printed
+    assert "online 1 p_inf: hypervolume" in printed
+    assert "asked low vs high moves relevance" in printed
     assert "(95% interval" in printed.split("asked low vs high moves relevance")[1]
-    offline_line = next(line for line in printed.splitlines() if line.startswith("offline:"))
-    assert "minus online 1:" in offline_line  # the paired gap to the last model
-    for model in ("offline", "online-1"):
+    first = next(line for line in printed.splitlines() if line.startswith("online 1 p_inf:"))
+    assert "minus online 1 calibrated:" in first  # the paired gap to the last model
+    mappings = {"online-1-p_inf": "p_inf", "online-1-calibrated": "calibrated"}
+    for model, mapping in mappings.items():
         metrics = json.loads((out / "evaluate" / model / "metrics.json").read_text())
         assert metrics["objectives"] == ["relevance", "conciseness"]
         assert metrics["num_preferences"] == 11
         assert set(metrics["probe"]) == {"relevance", "conciseness"}
+        assert metrics["mapping"]["method"] == mapping
+        assert metrics["steering_card"]["mapping"] == mapping
+    calibration = json.loads((out / "calibrated" / "calibration.json").read_text())
+    assert calibration["design"]["points"] == 9  # the smoke design: 3 x 3 levels
+    assert (out / "calibrated" / calibration["model"]).resolve() == (
+        out / "online" / "iter-01"
+    ).resolve()
     train = json.loads((out / "train" / "metrics.json").read_text())
     first_rows = [json.loads(line) for line in TRAIN_PAIRS.read_text().splitlines()[:48]]
     finished = sum(row["finished"] for row in first_rows)
@@ -45,12 +54,18 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert train["steps"] == 10 and train["samples"] == finished
     online = json.loads((out / "online" / "iter-01" / "metrics.json").read_text())
     assert online["generated"] == 8 and online["steps"] == 3
-    assert "online 1" in (out / "evaluate" / "report.md").read_text()
+    assert "online 1 calibrated" in (out / "evaluate" / "report.md").read_text()
     timing = json.loads((out / "demo.json").read_text())
     assert timing["smoke"] is True and timing["seconds"]["total"] > 0
 
-    # A rerun resumes: labels come from the cache, finished training, online iterations and
-    # evaluations are not repeated.
+    # A rerun resumes: labels come from the cache, finished training, online iterations, the
+    # calibration and the evaluations are not repeated (none of their files is written again).
+    finished = [
+        out / "train" / "metrics.json",
+        out / "online" / "iter-01" / "metrics.json",
+        out / "calibrated" / "metrics.json",
+        *(out / "evaluate" / model / "metrics.json" for model in mappings),
+    ]
+    written = [path.stat().st_mtime_ns for path in finished]
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
-    rerun = json.loads((out / "demo.json").read_text())["seconds"]
-    assert rerun["train"] < 1.0 and rerun["online"] < 1.0 and rerun["evaluate"] < 1.0
+    assert [path.stat().st_mtime_ns for path in finished] == written

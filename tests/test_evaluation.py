@@ -135,8 +135,9 @@ def test_report_holds_plot_tables_and_settings(tmp_path):
 
 def test_resampled_intervals_by_hand():
     """Two prompts: a draw holds prompt 0 twice, prompt 1 twice, or one of each (probability
-    1/4, 1/4, 1/2), so with enough draws the 95% interval runs from the lowest of those three
-    values to the highest."""
+    1/4, 1/4, 1/2), so with enough draws the resampled hypervolumes run from the lowest of those
+    three values to the highest, and the interval is that range reflected about the sweep's own
+    value (the basic bootstrap interval, which takes off the bias the answers' noise adds)."""
     preferences = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     per_prompt = np.zeros((3, 2, 2))  # (preference, prompt, objective), raw
     per_prompt[:, 0] = [[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]]  # prompt 0: a clean trade-off
@@ -144,10 +145,12 @@ def test_resampled_intervals_by_hand():
     reference = np.zeros(2)
     result = resampled_intervals(per_prompt, preferences, reference, ["r1", "r2"], 2000)
     values = [hypervolume(per_prompt[:, 0], reference), hypervolume(per_prompt[:, 1], reference)]
-    values.append(hypervolume(per_prompt.mean(axis=1), reference))
+    both = hypervolume(per_prompt.mean(axis=1), reference)
+    values.append(both)
     assert result["resamples"] == 2000
-    assert result["hypervolume"] == pytest.approx([min(values), max(values)])
-    # Spearman(w_1, mean r1): +1 with prompt 0 alone, +0.5 with prompt 1 alone, +0.87 with both
+    assert result["hypervolume"] == pytest.approx([2 * both - max(values), 2 * both - min(values)])
+    # mean r1 (1.5, 1.5, 3): preference 2 is above 0 and 1 in every draw (by 1 to 2), 0 and 1
+    # change places between draws, so the noise-free order is (0, 1, 2) or (1, 0, 2): +1 or +0.5
     assert result["w1_vs_obtained"]["r1"] == pytest.approx([0.5, 1.0])
     assert result["w1_vs_obtained"]["r2"] == pytest.approx([-1.0, -0.5])
     # the same answers to every prompt: no noise, the intervals are the point values
@@ -158,7 +161,8 @@ def test_resampled_intervals_by_hand():
     # one preference: Spearman is undefined in every draw, so it has no interval
     single = resampled_intervals(per_prompt[:1], preferences[:1], reference, ["r1", "r2"], 50)
     assert single["w1_vs_obtained"] == {"r1": None, "r2": None}
-    assert single["hypervolume"] == pytest.approx([3.0, 4.0])  # 1 x 3, 2 x 2; 1.5 x 2.5 between
+    # 1 x 3 and 2 x 2 alone, 1.5 x 2.5 = 3.75 with both: 2 x 3.75 - (4, 3)
+    assert single["hypervolume"] == pytest.approx([3.5, 4.5])
 
 
 def test_resampled_spearman_is_scipys_rank_correlation_row_by_row():

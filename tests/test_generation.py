@@ -59,6 +59,11 @@ def test_batched_greedy_equals_one_at_a_time_in_input_order(trained: tuple[Any, 
     assert batched.num_new_tokens == [r.num_new_tokens[0] for r in single]
     answers = dict(zip(prompts, batched.texts, strict=True))
     assert all(answers[p] == TAUGHT[p] for p in TAUGHT if p != SILENT)
+    groups = [index % 3 for index in range(len(prompts))]  # batched apart, answered the same
+    grouped = generate_with_stats(model, tokenizer, prompts, greedy(batch_size=4), groups=groups)
+    assert grouped.texts == batched.texts
+    with pytest.raises(ValueError, match="2 group labels for"):
+        generate_with_stats(model, tokenizer, prompts, greedy(), groups=[0, 1])
 
 
 @pytest.mark.slow
@@ -216,3 +221,12 @@ def test_clean_response(text: str, stops: list[str], expected: str) -> None:
 def test_clean_response_rejects_an_empty_stop_string() -> None:
     with pytest.raises(ValueError, match="empty string"):
         clean_response("text", ["", STOP])
+
+
+def test_batches_break_at_each_group():
+    from ric.models.generation import batches
+
+    labels = [0, 0, 0, 1, 1, 2]
+    assert batches([0, 1, 2, 3, 4, 5], labels, 2) == [[0, 1], [2], [3, 4], [5]]
+    assert batches([0, 1, 2, 3, 4, 5], labels, 6) == [[0, 1, 2], [3, 4, 5]]  # half full: cut
+    assert batches([5, 4, 3], labels, 8) == [[5, 4, 3]]  # groups smaller than half share one

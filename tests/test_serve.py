@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import CHAT, NAMES, request, running, serve_config
+from helpers import CHAT, NAMES, calibrated_copy, request, running, serve_config
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -30,11 +30,12 @@ from ric.config import (  # noqa: E402
     ServeConfig,
     config_from_values,
 )
-from ric.core import parse_prompt  # noqa: E402
-from ric.runs import write_method  # noqa: E402
+from ric.core import Calibration, parse_prompt  # noqa: E402
+from ric.runs import read_calibration, write_method  # noqa: E402
 from ric.serve import build_app  # noqa: E402
 from ric.serve.errors import RequestError  # noqa: E402
 from ric.serve.guardrails import (  # noqa: E402
+    Adjustment,
     Guardrails,
     chat_prompt,
     guardrails,
@@ -413,6 +414,7 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
         (CHAT, {"preference": "0.5,0.5"}, 422, "preference", None),
         (CHAT, {"rewards": ["1", 0]}, 422, "rewards", None),
         (CHAT, {"rewards": {"positivity": True}}, 422, "rewards", None),
+        (CHAT, {"rewards_obtained": ["1", 0]}, 422, "rewards_obtained", None),
         # OpenAI fields this server does not implement.
         (CHAT, {"logprobs": True}, 400, "logprobs", "unsupported_parameter"),
         (CHAT, {"top_logprobs": 2}, 400, "top_logprobs", "unsupported_parameter"),
@@ -645,6 +647,140 @@ def test_steer_rules_without_a_server():
         guardrails(
             ServeConfig(preference_bounds={"verbosity": [0.6, 1], "positivity": [0.6, 1]}), NAMES
         )
+
+
+def test_rewards_obtained_is_bounded_like_rewards_without_a_server():
+    """The desired rewards a target needs meet the reward bounds as ``rewards`` do: clipped
+    (listed as ``rewards``, the promise following the clip) or refused naming the field."""
+    levels = np.array([[-2.0, 0.0, 2.0], [-2.0, 0.0, 2.0]])
+    known = Calibration(tuple(NAMES), levels, levels / 2, np.zeros((2, 2)), np.zeros(2), 9)
+    steering = Steering(
+        tuple(NAMES),
+        MappingConfig(method="calibrated"),
+        np.array([-2.0, -2.0]),
+        np.array([2.0, 2.0]),
+        calibration=known,
+    )
+    default = np.array([0.5, 0.5])
+    inside = steer(None, None, steering, default, guardrails(ServeConfig(), NAMES), [0.5, -0.25])
+    assert inside.source == "rewards_obtained" and inside.preference is None
+    np.testing.assert_allclose(inside.desired, [1.0, -0.5])
+    np.testing.assert_allclose(inside.promised, [0.5, -0.25])
+    named = steer(None, None, steering, default, guardrails(ServeConfig(), NAMES), {"verbosity": 1})
+    np.testing.assert_allclose(named.obtained, [1.0, 0.0])  # positivity: the middle of its reach
+    bounds = {"reward_bounds": {"positivity": [-0.2, 0.2]}}
+    clamped = steer(
+        None, None, steering, default, guardrails(ServeConfig(**bounds), NAMES), [0, 0.5]
+    )
+    np.testing.assert_allclose(clamped.desired, [0.0, 0.2])
+    np.testing.assert_allclose(clamped.promised, [0.0, 0.1])
+    assert clamped.adjustments == (Adjustment("rewards", "positivity", 1.0, 0.2),)
+    refusing = guardrails(ServeConfig(out_of_bounds="refuse", **bounds), NAMES)
+    with pytest.raises(
+        RequestError, match="the desired rewards that rewards_obtained needs"
+    ) as error:
+        steer(None, None, steering, default, refusing, [0, 0.5])
+    assert error.value.param == "rewards_obtained" and error.value.code == "out_of_bounds"
+    for other in ({"preference": [0.5, 0.5]}, {"rewards": [0.0, 0.0]}):
+        with pytest.raises(RequestError, match="give one of preference, rewards or") as error:
+            steer(
+                other.get("preference"), other.get("rewards"), steering, default, refusing, [0, 0]
+            )
+        assert error.value.param == "rewards_obtained"
+
+
+# --- rewards_obtained: a calibrated model asked for what to obtain ------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_calibrated, tmp_path_factory):
+    """A `ric calibrate` output with a known calibration: obtained = 0.5 x desired."""
+    return calibrated_copy(tiny_calibrated, tmp_path_factory.mktemp("served") / "cal")
+
+
+@pytest.fixture(scope="module")
+def calibrated_url(calibrated):
+    with running(calibrated, max_tokens=16) as base:
+        yield base
+
+
+def reach(url):
+    """(lowest, highest) obtained reward per objective, as ``GET /v1/models`` shows them."""
+    (entry,) = request(url, "/v1/models", method="GET")[2]["data"]
+    mapping = entry["ric"]["mapping"]
+    return np.array(mapping["reach_low"]), np.array(mapping["reach_high"])
+
+
+def test_a_calibrated_model_shows_its_reach(calibrated_url, calibrated):
+    (entry,) = request(calibrated_url, "/v1/models", method="GET")[2]["data"]
+    assert entry["id"] == "cal" and entry["ric"]["mapping"]["method"] == "calibrated"
+    lowest, highest = reach(calibrated_url)
+    levels = read_calibration(calibrated).levels  # the known calibration: half of each level
+    np.testing.assert_allclose(lowest, levels[:, 0] / 2, atol=1e-5)
+    np.testing.assert_allclose(highest, levels[:, -1] / 2, atol=1e-5)
+    assert all(round(v, 6) == v for v in [*lowest, *highest])
+
+
+def test_rewards_obtained_asks_for_what_the_calibration_predicts_obtains_it(calibrated_url):
+    lowest, highest = reach(calibrated_url)
+    target = (0.8 * highest + 0.2 * lowest).round(3).tolist()
+    answer = client(calibrated_url).chat.completions.create(
+        model="cal",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=4,
+        extra_body={"rewards_obtained": target},
+    )
+    ric = answer.model_extra["ric"]
+    assert ric["steering"] == "rewards_obtained" and ric["preference"] is None
+    assert ric["rewards_obtained"] == target and ric["adjusted"] == []
+    np.testing.assert_allclose(ric["desired_rewards"], 2 * np.array(target), atol=1e-5)
+    np.testing.assert_allclose(ric["promised_rewards"], target, atol=1e-5)
+    written = parse_prompt(ric["conditioned_prompts"][0])[1]
+    np.testing.assert_allclose(written, np.round(2 * np.array(target), 1), atol=1e-9)
+    # An object keyed by name: a name left out asks for the middle of that objective's reach.
+    middle = float((lowest[0] + highest[0]) / 2)
+    body = {"model": "cal", "prompt": "Hi", "max_tokens": 4, "rewards_obtained": {NAMES[1]: 0.1}}
+    status, _, payload = request(calibrated_url, "/v1/completions", body)
+    assert status == 200, payload
+    np.testing.assert_allclose(payload["ric"]["rewards_obtained"], [middle, 0.1], atol=1e-6)
+    np.testing.assert_allclose(payload["ric"]["desired_rewards"], [2 * middle, 0.2], atol=1e-5)
+
+
+def test_a_preference_to_a_calibrated_model_promises_the_calibrations_prediction(
+    calibrated_url,
+):
+    status, _, payload = request(
+        calibrated_url, CHAT, chat_body(model="cal", preference=[0.3, 0.7])
+    )
+    assert status == 200, payload
+    ric = payload["ric"]
+    assert ric["steering"] == "preference" and ric["mapping"]["method"] == "calibrated"
+    assert ric["rewards_obtained"] is None and "reach_low" in ric["mapping"]
+    np.testing.assert_allclose(
+        ric["promised_rewards"], np.array(ric["desired_rewards"]) / 2, atol=1e-5
+    )
+    lowest, highest = reach(calibrated_url)
+    assert np.all(lowest - 1e-6 <= ric["promised_rewards"])
+    assert np.all(ric["promised_rewards"] <= highest + 1e-6)
+
+
+def test_rewards_are_promised_as_asked_under_the_papers_mapping(url):
+    status, _, payload = request(url, CHAT, chat_body(rewards=[0.5, -0.5]))
+    assert status == 200, payload
+    assert payload["ric"]["promised_rewards"] == payload["ric"]["desired_rewards"] == [0.5, -0.5]
+    assert payload["ric"]["rewards_obtained"] is None
+
+
+def test_a_target_beyond_the_reach_is_refused_naming_the_reach(calibrated_url):
+    lowest, highest = reach(calibrated_url)
+    status, _, payload = request(
+        calibrated_url, CHAT, chat_body(model="cal", rewards_obtained=[float(highest[0]) + 1, 0])
+    )
+    assert status == 400, payload
+    error = payload["error"]
+    assert error["param"] == "rewards_obtained" and "beyond this model's reach" in error["message"]
+    assert f"{NAMES[0]} {lowest[0]:+.2f}..{highest[0]:+.2f}" in error["message"]
+    assert request(calibrated_url, CHAT, chat_body(model="cal"))[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,13 @@ import json
 import sys
 
 import pytest
-from helpers import CHAT, ROOT, running
+from helpers import CHAT, ROOT, calibrated_copy, running
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from ric.cli import main
+from ric.runs import read_calibration
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 COMPLETIONS = "/v1/completions"
@@ -119,6 +120,13 @@ TOKEN_IDS = documented("a completions `prompt` of token ids (`[1, 2, 3]`): only 
 REWARDS_LENGTH = documented(
     "`rewards` with another number of values than the run has objectives (`[1.0]` for 2)"
 )
+TWO_FIELDS = documented(
+    "more than one of `preference`, `rewards` and `rewards_obtained` (`param` names the later one)"
+)
+NOT_CALIBRATED = documented(
+    "`rewards_obtained` to a model without a calibration (the message says to calibrate it "
+    "with `ric calibrate` and serve its output)"
+)
 
 REQUESTS = [
     (STREAM_OPTIONS, CHAT, chat_body(stream_options={"include_usage": True}), 400),
@@ -150,6 +158,11 @@ REQUESTS = [
     (EMPTY_PROMPTS, COMPLETIONS, completion_body(prompt=[]), 400),
     (TOKEN_IDS, COMPLETIONS, completion_body(prompt=[1, 2, 3]), 422),
     (REWARDS_LENGTH, CHAT, chat_body(rewards=[1.0]), 400),
+    (TWO_FIELDS, CHAT, chat_body(preference=[0.5, 0.5], rewards=[0, 0]), 400),
+    (TWO_FIELDS, CHAT, chat_body(preference=[0.5, 0.5], rewards_obtained=[0, 0]), 400),
+    (TWO_FIELDS, COMPLETIONS, completion_body(rewards=[0, 0], rewards_obtained=[0, 0]), 400),
+    (NOT_CALIBRATED, CHAT, chat_body(rewards_obtained=[0.1, 0.1]), 400),
+    (NOT_CALIBRATED, COMPLETIONS, completion_body(rewards_obtained={"positivity": 0.1}), 400),
 ]
 # What each row's error says: (param, code, a piece of its message); the ZERO row's cases name
 # the field each one sets to 0 (zero_error).
@@ -174,6 +187,11 @@ ERRORS = {
     EMPTY_PROMPTS: ("prompt", None, "prompt must not be an empty list"),
     TOKEN_IDS: ("prompt", None, "prompt.str: Input should be a valid string"),
     REWARDS_LENGTH: ("rewards", None, "rewards has 1 values; the model has 2 objectives"),
+    NOT_CALIBRATED: (
+        "rewards_obtained",
+        None,
+        "not calibrated, so it cannot take rewards_obtained",
+    ),
 }
 
 
@@ -182,16 +200,25 @@ def zero_error(body):
     return name, None, f"{name}: Input should be greater than or equal to 1"
 
 
+def two_fields_error(body):
+    """The TWO_FIELDS row's cases name the later of the fields they set."""
+    given = [k for k in ("preference", "rewards", "rewards_obtained") if k in body]
+    return given[-1], None, f"not {' and '.join(given)}"
+
+
 @pytest.mark.parametrize(
     ("row", "path", "body", "status"),
     [pytest.param(*case, id=f"{case[0][:40]}-{i}") for i, case in enumerate(REQUESTS)],
 )
 def test_a_bad_request_is_refused_naming_the_field(url, row, path, body, status):
-    param, code, says = zero_error(body) if row == ZERO else ERRORS[row]
+    special = {ZERO: zero_error, TWO_FIELDS: two_fields_error}
+    param, code, says = special[row](body) if row in special else ERRORS[row]
     got, _, payload = send(url, path, body)
     assert got == status, payload
     error = openai_error(payload, status, param, code)
     assert says in error["message"], error
+    if row == NOT_CALIBRATED:  # and how to calibrate it
+        assert "`ric calibrate --model RUN --output DIR" in error["message"], error
     if row == ROLE:  # the role sent is repeated: 'robot', 'function', None
         role = body["messages"][0].get("role")
         assert repr(role) in error["message"], error
@@ -207,6 +234,51 @@ def test_stream_options_with_a_stream_are_accepted(url):
     events = [e.removeprefix("data: ") for e in payload.decode().split("\n\n") if e]
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["usage"]["completion_tokens"] > 0
+
+
+# --- rewards_obtained to a calibrated model -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_calibrated, tmp_path_factory):
+    """(run, url): a calibrated run with a known calibration (obtained = 0.5 x desired), served."""
+    run = calibrated_copy(tiny_calibrated, tmp_path_factory.mktemp("bad-input") / "cal")
+    with running(run, max_tokens=16) as base:
+        yield run, base
+
+
+OUT_OF_REACH = documented(
+    "`rewards_obtained` beyond the model's reach (the message gives each objective's reach)"
+)
+OBTAINED_VALUES = documented(
+    "`rewards_obtained` that is not finite, has another number of values than the run has "
+    "objectives, or names an unknown objective"
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "target", "says"),
+    [
+        (OUT_OF_REACH, [9.0, 0.0], "[9.0, 0.0] is beyond this model's reach"),
+        (OUT_OF_REACH, {"positivity": -9.0}, "is beyond this model's reach"),
+        (OBTAINED_VALUES, [float("nan"), 0.0], "rewards_obtained must be finite, got [nan, 0.0]"),
+        (OBTAINED_VALUES, [0.1], "rewards_obtained has 1 values; the model has 2 objectives"),
+        (OBTAINED_VALUES, {"nope": 0.1}, "rewards_obtained names unknown objective 'nope'"),
+    ],
+)
+def test_a_bad_target_to_a_calibrated_model_is_refused(calibrated, row, target, says):
+    run, base = calibrated
+    status, _, payload = send(base, CHAT, chat_body(model="cal", rewards_obtained=target))
+    assert status == 400, payload
+    error = openai_error(payload, 400, "rewards_obtained")
+    assert says in error["message"], error
+    if row == OUT_OF_REACH:
+        fitted = read_calibration(run)
+        lowest, highest = fitted.reach
+        for name, low, high in zip(fitted.names, lowest, highest, strict=True):
+            assert f"{name} {low:+.2f}..{high:+.2f}" in error["message"], error
+    assert send(base, "/health", method="GET")[0] == 200
+    assert send(base, CHAT, chat_body(model="cal", rewards_obtained=[0.0, 0.0]))[0] == 200
 
 
 WRONG_METHOD = documented(
@@ -380,6 +452,14 @@ STARTUP = [
         documented("a negative `serve.kv_cache_tokens`"),
         ["serve.kv_cache_tokens=-1"],
         ["serve.kv_cache_tokens must be >= 0, got -1"],
+    ),
+    (
+        documented(
+            "`mapping.method: calibrated` for a run without a calibration (the error says to "
+            "run `ric calibrate`)"
+        ),
+        ["mapping.method=calibrated"],
+        ["this model has no calibration (calibration.json)", "run `ric calibrate --model RUN"],
     ),
     (
         documented(

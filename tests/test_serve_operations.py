@@ -46,6 +46,7 @@ LOG_KEYS = {
     "ttft_s",
     "steering",
     "preference",
+    "rewards_obtained",
     "desired_rewards",
     "prompt_tokens",
     "completion_tokens",

@@ -10,7 +10,7 @@ import json
 import shutil
 
 import pytest
-from helpers import CHAT, NAMES, request, running
+from helpers import CHAT, NAMES, calibrated_copy, request, running
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -256,6 +256,12 @@ def test_the_mapping_is_said_in_words_and_the_page_has_a_favicon(server, browser
     assert "(p_norm, p = 2)" in said["p_norm"] and "p-norm of 1" in said["p_norm"]
     assert "(convex, p = ∞)" in said["convex"] and "optimization" in said["convex"]
     assert sentence.endswith(said[mapping["method"]])
+    calibrated = {"method": "calibrated", "p": "inf", "r_min": [-1, -1], "r_max": [1, 1]}
+    said = browser.execute_script("return methodSentence(arguments[0], 2)", calibrated)
+    assert said.startswith("With this mapping (calibrated, p = ∞)") and "calibration" in said
+    # An uncalibrated model has no reach: no "rewards to obtain" mode.
+    assert "calibrated" not in sentence
+    assert not browser.find_element(By.ID, "steer-by").is_displayed()
     other = {"method": "fitted", "r_min": [0], "r_max": [1], "description": "Fitted curves."}
     assert browser.execute_script("return methodSentence(arguments[0], 1)", other) == (
         "With this mapping (fitted): Fitted curves."
@@ -307,3 +313,55 @@ def test_an_api_key_is_asked_for_after_a_401_and_sent_on_every_call(tiny_offline
         send(browser)
         assert browser.find_element(By.ID, "column-0").get_attribute("data-state") == "done"
         browser.execute_script("localStorage.clear()")
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(tiny_calibrated, tmp_path_factory):
+    """A calibrated run with a known calibration (obtained = 0.5 x desired), served."""
+    run = calibrated_copy(tiny_calibrated, tmp_path_factory.mktemp("playground") / "cal")
+    with running(run, max_tokens=24) as base:
+        yield base
+
+
+def test_a_calibrated_model_is_asked_for_rewards_to_obtain(calibrated_server, browser):
+    server = calibrated_server
+    load(browser, server)
+    mapping = request(server, "/v1/models", method="GET")[2]["data"][0]["ric"]["mapping"]
+    lowest, highest = mapping["reach_low"], mapping["reach_high"]
+    sentence = browser.find_element(By.ID, "mapping").text
+    for name, low, high in zip(NAMES, lowest, highest, strict=True):
+        assert f"{name} {low:+.2f} to {high:+.2f}" in sentence
+    Select(browser.find_element(By.ID, "steer-by")).select_by_value("obtain")
+    assert not sliders(browser, 0)[0].is_displayed()
+    target = [round(0.25 * low + 0.75 * high, 2) for low, high in zip(lowest, highest, strict=True)]
+    for j, value in enumerate(target):
+        type_into(browser, f"o-0-{j}", str(value))
+    type_into(browser, "seed", "3")
+    send(browser)
+    section = browser.find_element(By.ID, "column-0")
+    assert section.get_attribute("data-state") == "done"
+    sent = sent_request(browser, 0)
+    assert sent["rewards_obtained"] == target and "preference" not in sent
+    status, _, answer = request(server, CHAT, sent | {"stream": False})
+    assert status == 200, answer
+    text = section.find_element(By.CLASS_NAME, "answer").get_property("textContent")
+    assert text == answer["choices"][0]["message"]["content"]
+    promised = ", ".join(
+        f"{name} {value:+.2f} sd"
+        for name, value in zip(NAMES, answer["ric"]["promised_rewards"], strict=True)
+    )
+    assert section.find_element(By.CLASS_NAME, "promised").text == f"expected to obtain: {promised}"
+
+    # Beyond the reach: the server's refusal, which names the reach, is shown.
+    type_into(browser, "o-0-0", str(highest[0] + 5))
+    browser.find_element(By.ID, "send").click()
+    WebDriverWait(browser, 60).until(lambda b: page_state(b) == "done")
+    assert section.get_attribute("data-state") == "error"
+    assert "beyond this model's reach" in section.find_element(By.CLASS_NAME, "answer").text
+
+    # Back to the preference: the sliders, and a preference sent.
+    Select(browser.find_element(By.ID, "steer-by")).select_by_value("preference")
+    assert sliders(browser, 0)[0].is_displayed()
+    send(browser)
+    assert "rewards_obtained" not in sent_request(browser, 0)
+    assert sent_request(browser, 0)["preference"] == [0.5, 0.5]

@@ -13,6 +13,12 @@ MORLHF model was trained for, the run it started from (``init``, whose adapter i
 base weights before this folder's adapter goes on top) and a soup's member runs. A folder without
 ``method.json`` is a RiC model. Paths in it are relative to the folder.
 
+A calibrated run (`ric calibrate`) has no weights of its own: its ``calibration.json`` names the
+run whose weights it uses (``model``: relative to the folder, or a shipped run's name) and holds
+the fitted calibration (``ric.core.calibration``); its config and stats are its own copies, with
+``mapping.method: calibrated``. A run whose weights sit beside its ``calibration.json`` (the
+shipped ``embedded-ric``) names no ``model``.
+
 A run can also be named instead of given as a path: ``embedded-ric`` is the steerable model that
 ships inside the package (``SHIPPED_RUNS``; its card is ``ric/tasks/data/README.md``).
 
@@ -32,7 +38,7 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +50,7 @@ from ric.config import (
     load_config,
     placed,
 )
-from ric.core import PromptTemplate, RewardStats
+from ric.core import Calibration, PromptTemplate, RewardStats
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, stats_rewards, write_text_atomic
 
 ADAPTER_DIR = "adapter"
@@ -52,6 +58,7 @@ MODEL_DIR = "model"
 LAYERS_DIR = "layers"
 METRICS_FILE = "metrics.json"
 METHOD_FILE = "method.json"
+CALIBRATION_FILE = "calibration.json"
 # What a trained run records and its users inherit unless they set it (see layered_config).
 RUN_SETTINGS = ("mapping", "generation", "train.max_length", "model.dtype", "model.device")
 # Settings that change where and how often a run saves, never its result.
@@ -112,6 +119,29 @@ def write_method(
     return method
 
 
+def read_calibration(folder: Path) -> Calibration | None:
+    """The calibration ``folder`` records (``calibration.json``), None when it has none."""
+    path = folder / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Calibration.from_json(json.loads(path.read_text())["calibration"])
+    except (KeyError, TypeError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a `ric calibrate` calibration: {error}") from None
+
+
+def weights_source(folder: Path) -> Path | None:
+    """The run whose weights a calibrated run uses (its ``calibration.json``'s ``model``); None
+    when the folder holds its own."""
+    path = folder / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    model = json.loads(path.read_text()).get("model")
+    if model is None:
+        return None
+    return run_folder(model) if model in SHIPPED_RUNS else folder / model
+
+
 @dataclass
 class TrainedPolicy:
     model: Any
@@ -164,6 +194,11 @@ def load_trained(
     config = load_config(folder / CONFIG_FILE)
     config.model = placed(config.model, dtype, device)
     stats = load_stats(folder / STATS_FILE)
+    source = weights_source(folder)
+    if source is not None:  # a calibrated run: another run's weights, this folder's settings
+        policy = load_trained(source, trainable, merged, dtype, device)
+        template = config.template.prompt_template()
+        return replace(policy, config=config, stats=stats, template=template, folder=folder)
     method = read_method(folder)
     has_adapter = (folder / ADAPTER_DIR).is_dir()
     if (folder / MODEL_DIR).is_dir():

@@ -7,7 +7,16 @@ A user asks a trained model for a trade-off in one of two ways:
   p_inf or convex, docs/design.md §1.4) turns it into desired rewards over the run's range
   [r_min, r_max] (``mapping.range_source``: the paper's normal draws or the data's quantiles);
 * **desired rewards** themselves, in standardized units (a list or an object keyed by name,
-  missing names 0: the training mean).
+  missing names 0: the training mean);
+* **rewards to obtain** (``rewards_obtained``), for a calibrated model (`ric calibrate`): the
+  desired rewards its calibration predicts will produce them (``ric.core.calibration``), and an
+  error for a target beyond the model's reach.
+
+With ``mapping.method: calibrated`` a preference is mapped with the model's calibration: the
+paper's program on the obtained rewards the calibration predicts. Every mapping also says what it
+promises (``promised``): the obtained rewards it expects, which the steering card compares with
+what the model gives (the desired rewards themselves for the paper's mappings, which assume
+obtained = desired).
 
 For a RiC model the desired rewards are written into the prompt (``ric.core.build_prompt``, whose
 neutralizer defuses marker text in user input). With a chat-format template (``template.format:
@@ -37,7 +46,9 @@ import numpy as np
 
 from ric.config import MappingConfig
 from ric.core import (
+    CALIBRATED,
     DEFAULT_TEMPLATE,
+    Calibration,
     PromptTemplate,
     RewardStats,
     build_chat_messages,
@@ -48,7 +59,8 @@ from ric.core import (
     normal_reward_range,
     preference_to_rewards,
 )
-from ric.runs import Method, TrainedPolicy
+from ric.core.calibration import REACH_TOLERANCE
+from ric.runs import Method, TrainedPolicy, read_calibration
 
 # Chat format: the model's chat template, messages -> text (``ric.models.chat``, imported when
 # used: ``ric.models`` loads transformers).
@@ -60,11 +72,11 @@ Values = Sequence[float] | Mapping[str, float]
 
 class SteeringError(ValueError):
     """A preference or desired rewards this model cannot take. ``param`` is the field at fault
-    ("preference" or "rewards"); the message writes field names as ``{preference}`` and
-    ``{rewards}``, so each caller shows them in its own words (``naming``): the server as its
-    JSON fields, the CLI as its flags."""
+    ("preference", "rewards" or "rewards_obtained"); the message writes field names as
+    ``{preference}``, ``{rewards}`` and ``{rewards_obtained}``, so each caller shows them in
+    its own words (``naming``): the server as its JSON fields, the CLI as its flags."""
 
-    FIELDS = ("preference", "rewards")
+    FIELDS = ("preference", "rewards", "rewards_obtained")
 
     def __init__(self, message: str, param: str) -> None:
         self.template, self.param = message, param
@@ -150,6 +162,8 @@ class Steering:
     method: Method = field(default_factory=Method)
     # Chat format: the model's chat template, messages -> text (``with_tokenizer``).
     render: Render | None = field(default=None, compare=False, repr=False)
+    # What the model obtains when asked (`ric calibrate`); None: not calibrated.
+    calibration: Calibration | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_stats(
@@ -171,6 +185,7 @@ class Steering:
         steering = cls.for_stats(
             policy.stats, mapping or policy.config.mapping, policy.template, policy.method
         )
+        steering = replace(steering, calibration=read_calibration(policy.folder))
         return steering.with_tokenizer(policy.tokenizer)
 
     def with_tokenizer(self, tokenizer: Any) -> Steering:
@@ -226,6 +241,10 @@ class Steering:
     def map_preference(self, preference: Values) -> np.ndarray:
         """Desired rewards (N,), standardized, for ``preference``: the mapping, once."""
         mapping = self.mapping
+        if mapping.method == CALIBRATED:
+            weights = self.check(preference)
+            lam = None if mapping.lam is None else np.asarray(mapping.lam, dtype=float)
+            return self.fitted().map_preference(weights, mapping.p, lam)[0]
         return preference_to_rewards(
             self.check(preference),
             self.r_min,
@@ -236,6 +255,67 @@ class Steering:
             ordered=mapping.ordered,
         )
 
+    def fitted(self) -> Calibration:
+        """The model's calibration; a ValueError saying how to make one when it has none."""
+        if self.calibration is None:
+            raise ValueError(
+                "this model has no calibration (calibration.json), which mapping.method "
+                "calibrated and rewards_obtained need: run `ric calibrate --model RUN --output "
+                "DIR` and use DIR as the model, or set mapping.method to p_inf"
+            )
+        return self.calibration
+
+    def promised(self, desired: np.ndarray) -> np.ndarray:
+        """The obtained rewards (..., N) the mapping promises for desired rewards (..., N):
+        the calibration's prediction under ``mapping.method: calibrated``, the desired rewards
+        themselves under the paper's mappings (which assume obtained = desired)."""
+        if self.mapping.method == CALIBRATED:
+            return self.fitted().predict(desired)
+        return np.asarray(desired, dtype=float)
+
+    def obtained_target(self, rewards_obtained: Values) -> np.ndarray:
+        """``rewards_obtained`` as (N,) in objective order (a list, or an object keyed by name:
+        a missing name asks for the middle of that objective's reach), finite; a SteeringError
+        for a model without a calibration, which says how to make one."""
+        if self.calibration is None:
+            raise SteeringError(
+                "this model is not calibrated, so it cannot take {rewards_obtained} (rewards to "
+                "obtain): calibrate it with `ric calibrate --model RUN --output DIR --prompts "
+                "FILE` and use DIR, or ask with {preference} or {rewards}",
+                "rewards_obtained",
+            )
+        lowest, highest = self.calibration.reach
+        if isinstance(rewards_obtained, Mapping):  # unnamed objectives: the middle of the reach
+            middle = dict(zip(self.names, ((lowest + highest) / 2).tolist(), strict=True))
+            rewards_obtained = {**middle, **rewards_obtained}
+        target = self.by_objective(rewards_obtained, "rewards_obtained")
+        if not np.all(np.isfinite(target)):
+            raise SteeringError(
+                f"{{rewards_obtained}} must be finite, got {target.tolist()}", "rewards_obtained"
+            )
+        return target
+
+    def for_obtained(self, rewards_obtained: Values) -> np.ndarray:
+        """Desired rewards (N,) that the calibration predicts will obtain ``rewards_obtained``
+        (``obtained_target``); a SteeringError for a target the model cannot reach."""
+        target = self.obtained_target(rewards_obtained)
+        calibration = self.fitted()
+        lowest, highest = calibration.reach
+        desired, miss = calibration.solve(target)
+        if miss > REACH_TOLERANCE:
+            reach = ", ".join(
+                f"{name} {low:+.2f}..{high:+.2f}"
+                for name, low, high in zip(self.names, lowest, highest, strict=True)
+            )
+            closest = ", ".join(f"{v:+.2f}" for v in calibration.predict(desired))
+            raise SteeringError(
+                f"{{rewards_obtained}} {[round(v, 4) for v in target.tolist()]} is beyond this "
+                f"model's reach (the closest it obtains: {closest}); each objective's reach, "
+                f"the others in their middle: {reach} (standardized)",
+                "rewards_obtained",
+            )
+        return desired
+
     def map_preferences(self, preferences: np.ndarray) -> np.ndarray:
         """Desired rewards (K, N) for preferences (K, N); NaN for a model that takes none."""
         preferences = np.atleast_2d(np.asarray(preferences, dtype=float))
@@ -244,19 +324,35 @@ class Steering:
         return np.array([self.map_preference(w) for w in preferences])
 
     def desired(
-        self, preference: Values | None = None, rewards: Values | None = None
+        self,
+        preference: Values | None = None,
+        rewards: Values | None = None,
+        rewards_obtained: Values | None = None,
     ) -> np.ndarray | None:
         """The desired rewards (N,) of a request that gives exactly one of ``preference``
-        (mapped) and ``rewards`` (explicit, finite); None for a baseline, which takes no
-        rewards (a soup's preference goes to ``model_for``, MORLHF, base and SFT take none)."""
+        (mapped), ``rewards`` (explicit, finite) and ``rewards_obtained`` (a calibrated model's
+        target, ``for_obtained``); None for a baseline, which takes no rewards (a soup's
+        preference goes to ``model_for``, MORLHF, base and SFT take none)."""
+        given = {
+            name: value
+            for name, value in (
+                ("preference", preference),
+                ("rewards", rewards),
+                ("rewards_obtained", rewards_obtained),
+            )
+            if value is not None
+        }
         if self.takes_rewards:
-            if (preference is None) == (rewards is None):
+            if len(given) != 1:
                 raise SteeringError(
-                    "give exactly one of {preference} (mapped) or {rewards} (explicit)",
-                    "preference" if preference is None else "rewards",
+                    "give exactly one of {preference} (mapped), {rewards} (explicit) or "
+                    "{rewards_obtained} (what to obtain, calibrated models)",
+                    next(iter(given), "preference") if len(given) < 2 else list(given)[1],
                 )
             if preference is not None:
                 return self.map_preference(preference)
+            if rewards_obtained is not None:
+                return self.for_obtained(rewards_obtained)
             desired = self.by_objective(rewards, "rewards")  # type: ignore[arg-type]
             if not np.all(np.isfinite(desired)):
                 raise SteeringError(
@@ -264,8 +360,9 @@ class Steering:
                 )
             return desired
         name = self.method.name
-        if rewards is not None:
-            raise SteeringError(f"a {name} baseline takes no {{rewards}}", "rewards")
+        for field_name in ("rewards", "rewards_obtained"):
+            if field_name in given:
+                raise SteeringError(f"a {name} baseline takes no {{{field_name}}}", field_name)
         if name == "soups" and preference is None:
             raise SteeringError(
                 "a Rewarded Soups model needs {preference} (its interpolation weights)",
@@ -332,9 +429,13 @@ class Steering:
             "r_min": [float(v) for v in self.r_min],
             "r_max": [float(v) for v in self.r_max],
         }
-        if self.mapping.method in ("p_norm", "convex"):
+        if self.mapping.method in ("p_norm", "convex", CALIBRATED):
             p = self.mapping.p  # JSON has no Infinity: p = inf is written "inf"
             info["p"] = p if math.isfinite(p) else "inf"
         if self.mapping.lam is not None:
             info["lam"] = list(self.mapping.lam)
+        if self.calibration is not None:
+            lowest, highest = self.calibration.reach
+            info["reach_low"] = [float(v) for v in lowest]
+            info["reach_high"] = [float(v) for v in highest]
         return info

@@ -85,7 +85,12 @@ def run_image_evaluate(args: argparse.Namespace, config: ImageRicConfig) -> None
 
 def print_image_metrics(metrics: dict) -> None:
     """An image sweep's hypervolume and, per objective, its steerability and probe move."""
-    from ric.evaluation.report import describe_interval, describe_move, format_signed
+    from ric.evaluation.report import (
+        INTERVALS_NOTE,
+        describe_interval,
+        describe_move,
+        format_signed,
+    )
 
     steer = metrics["steerability"]
     interval = (metrics.get("intervals") or {}).get("hypervolume")
@@ -97,6 +102,8 @@ def print_image_metrics(metrics: dict) -> None:
             f"  {name}: Spearman(w1, mean) {format_signed(rho)}"
             + ("" if probe is None else f", probe {describe_move(probe)}")
         )
+    if metrics.get("intervals"):
+        print(f"  ({INTERVALS_NOTE})")
 
 
 def run_image_demo(args: argparse.Namespace, config: None) -> None:

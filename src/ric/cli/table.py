@@ -102,6 +102,12 @@ PREFERENCE = Flag("--preference", "e.g. 0.2,0.8 (mapped)", type=parse_floats)
 EXPLICIT_REWARDS = Flag(
     "--rewards", "explicit desired rewards, standardized units", type=parse_floats
 )
+REWARDS_OBTAINED = Flag(
+    "--rewards-obtained",
+    "rewards to obtain, standardized (calibrated models): the desired rewards the model's "
+    "calibration predicts produce them",
+    type=parse_floats,
+)
 FIELDS = Flag("--fields", "list every field and its doc", action="store_true")
 
 

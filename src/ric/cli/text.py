@@ -23,15 +23,40 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 # How the CLI names the steering fields in its errors: by the flags that set them.
-STEERING_FLAGS = {"preference": "--preference", "rewards": "--rewards"}
+STEERING_FLAGS = {
+    "preference": "--preference",
+    "rewards": "--rewards",
+    "rewards_obtained": "--rewards-obtained",
+}
 
 
 def run_map(args: argparse.Namespace, config: RicConfig) -> None:
-    from ric.data.io import load_stats
+    from ric.data.io import STATS_FILE, load_stats
+    from ric.runs import read_calibration, run_folder
     from ric.steering import Steering, mapping_range
 
+    if (args.preference is None) == (args.rewards_obtained is None):
+        raise ValueError("give one of --preference or --rewards-obtained (with --model)")
+    if args.rewards_obtained is not None and not args.model:
+        raise ValueError("--rewards-obtained needs --model, a calibrated run (`ric calibrate`)")
+    if args.model and args.stats:
+        raise ValueError("give --model (a run: its stats and calibration) or --stats, not both")
     template = config.template.prompt_template()
-    if args.stats:
+    if args.model:
+        from ric.config import load_config
+        from ric.data.io import CONFIG_FILE
+
+        folder = run_folder(args.model)
+        if not (folder / CONFIG_FILE).is_file():
+            raise ValueError(
+                f"--model {args.model!r} is not a trained run: it has no {CONFIG_FILE}"
+            )
+        run_config = load_config(folder / CONFIG_FILE)
+        template = run_config.template.prompt_template()
+        config.model.source = run_config.model.source
+        steering = Steering.for_stats(load_stats(folder / STATS_FILE), config.mapping, template)
+        steering = replace(steering, calibration=read_calibration(folder))
+    elif args.stats:
         steering = Steering.for_stats(load_stats(args.stats), config.mapping, template)
     else:
         count = len(args.preference)
@@ -42,15 +67,23 @@ def run_map(args: argparse.Namespace, config: RicConfig) -> None:
         steering = replace(steering, r_min=np.asarray(args.r_min, dtype=float))
     if args.r_max is not None:
         steering = replace(steering, r_max=np.asarray(args.r_max, dtype=float))
-    desired = steered(lambda: steering.map_preference(args.preference))
-    for name, w, low, high, value in zip(
-        steering.names, args.preference, steering.r_min, steering.r_max, desired, strict=True
+    desired = steered(
+        lambda: steering.desired(args.preference, rewards_obtained=args.rewards_obtained)
+    )
+    promised = steering.promised(desired) if steering.calibration else desired
+    asked = args.preference or args.rewards_obtained
+    label = "w" if args.preference else "obtain"
+    for name, w, low, high, value, expected in zip(
+        steering.names, asked, steering.r_min, steering.r_max, desired, promised, strict=True
     ):
-        print(f"{name}: w={w:g}  range=[{low:.3f}, {high:.3f}]  desired={value:.4f}")
+        line = f"{name}: {label}={w:g}  range=[{low:.3f}, {high:.3f}]  desired={value:.4f}"
+        print(line + (f"  promised={expected:.4f}" if steering.calibration else ""))
     result = {
-        "preference": list(args.preference),
+        **({"preference": list(args.preference)} if args.preference else {}),
+        **({"rewards_obtained": list(args.rewards_obtained)} if args.rewards_obtained else {}),
         **steering.describe(),
         "desired_rewards": [float(v) for v in desired],
+        "promised_rewards": [float(v) for v in promised],
     }
     if args.prompt is not None:
         if template.is_chat:  # the model's chat template writes the prompt: its tokenizer
@@ -125,7 +158,9 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
         args.model, merged=True, dtype=config.model.dtype, device=config.model.device
     )
     steering = Steering.for_run(policy, config.mapping)
-    desired = steered(lambda: steering.desired(args.preference, args.rewards))
+    desired = steered(
+        lambda: steering.desired(args.preference, args.rewards, args.rewards_obtained)
+    )
     model = steered(lambda: steering.model_for(policy, args.preference))
     texts = steering.prompts(prompts, desired)
     result = generate_with_stats(model, policy.tokenizer, texts, config.generation)
@@ -135,6 +170,8 @@ def run_generate(args: argparse.Namespace, config: RicConfig) -> None:
             "method": steering.method.name,
             "preference": args.preference or steering.method.preference,
             "desired_rewards": None if desired is None else desired.tolist(),
+            **({"rewards_obtained": args.rewards_obtained} if args.rewards_obtained else {}),
+            "promised_rewards": None if desired is None else steering.promised(desired).tolist(),
             "conditioned_prompt": text,
             "response": response,
             "finished": finished,
@@ -157,8 +194,42 @@ def write_records(records: list[dict], output: str | None) -> None:
     print(lines, end="")
 
 
+def run_calibrate(args: argparse.Namespace, config: RicConfig) -> None:
+    from ric.evaluation.calibrate import run_calibrate
+
+    result = run_calibrate(config, show_progress=not args.no_progress)
+    metrics = result.metrics
+    print(
+        f"calibrated on {metrics['answers']} answers: mean absolute error of the fit "
+        f"{metrics['error_of_fit']:.3f} sd, of the paper's obtained = desired "
+        f"{metrics['error_if_uncalibrated']:.3f} sd"
+    )
+    for name, (low, high) in metrics["reach"].items():
+        asked_low, asked_high = metrics["asked_range"][name]
+        sides = ", ".join(
+            f"{other} {move:+.2f}" for other, move in metrics["side_effects"][name].items()
+        )
+        print(
+            f"  {name}: asked {asked_low:+.2f}..{asked_high:+.2f}, obtains {low:+.2f}..{high:+.2f}"
+            f" sd; per sd asked of the others: {sides}"
+        )
+    for name in metrics["unsteered"]:
+        print(
+            f"warning: {name} moves by less than 0.1 sd over the whole range asked: the model "
+            "does not steer it, and no mapping can (train it longer, or check its rewards)",
+            file=sys.stderr,
+        )
+    print(f"output: {result.output} (mapping.method calibrated)")
+
+
 def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
-    from ric.evaluation.report import REPORT_FILE, describe_interval, describe_move, format_signed
+    from ric.evaluation.report import (
+        INTERVALS_NOTE,
+        REPORT_FILE,
+        describe_interval,
+        describe_move,
+        format_signed,
+    )
     from ric.evaluation.sweep import run_evaluate
 
     result = run_evaluate(config, show_progress=not args.no_progress)
@@ -172,6 +243,8 @@ def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
             f"  {name}: Spearman(desired, obtained) {format_signed(desired)}, "
             f"Spearman(w_1, mean) {format_signed(w1)}{describe_interval(w1_intervals.get(name))}"
         )
+    if metrics["intervals"]:
+        print(f"  ({INTERVALS_NOTE})")
     for name, values in (metrics["probe"] or {}).items():
         print(
             f"  {name}: asked low / high gives {values['obtained_low_raw']:.4g} / "
@@ -182,6 +255,10 @@ def run_evaluate(args: argparse.Namespace, config: RicConfig) -> None:
             f"  {name}: loss gap with shuffled rewards {values['gap']:+.4f} per token, "
             f"{values['sequence_gap']:+.3f} per response"
         )
+    if metrics.get("steering_card"):
+        from ric.evaluation.card import describe_card
+
+        print(describe_card(metrics["steering_card"]))
     print(f"report: {result.output / REPORT_FILE}")
 
 
@@ -233,6 +310,8 @@ def run_prepare(args: argparse.Namespace, config: RicConfig) -> None:
 
 
 def run_demo(args: argparse.Namespace, config: None) -> None:
+    from ric.evaluation.card import describe_card
+    from ric.evaluation.compare import folder_name
     from ric.evaluation.report import describe_move
     from ric.recipes.demo import run_demo
 
@@ -248,6 +327,10 @@ def run_demo(args: argparse.Namespace, config: None) -> None:
         if model.probe:
             moves = ", ".join(f"{name} {describe_move(move)}" for name, move in model.probe.items())
             print(f"  asked low vs high moves {moves}")
+        evaluation = comparison.report.parent / folder_name(model.label) / "metrics.json"
+        card = json.loads(evaluation.read_text()).get("steering_card")
+        if card:
+            print(f"  {describe_card(card)}")
     print(f"demo finished in {demo.seconds['total']:.0f} s; report: {comparison.report}")
 
 

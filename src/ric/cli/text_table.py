@@ -8,6 +8,7 @@ from ric.cli.table import (
     OUTPUT,
     PREFERENCE,
     RESUME,
+    REWARDS_OBTAINED,
     RIC_RUN,
     SMOKE,
     TRAINED_RUN,
@@ -18,6 +19,7 @@ from ric.cli.table import (
 from ric.cli.text import (
     run_baseline,
     run_bootstrap,
+    run_calibrate,
     run_compare,
     run_config,
     run_demo,
@@ -49,7 +51,12 @@ COMMANDS: dict[str, Command] = {
         "map a preference to desired rewards",
         "Print the desired rewards for a preference; the last line is JSON.",
         (
-            Flag("--preference", "e.g. 0.2,0.8", type=parse_floats, required=True),
+            Flag("--preference", "e.g. 0.2,0.8", type=parse_floats),
+            REWARDS_OBTAINED,
+            Flag(
+                "--model",
+                "a trained or calibrated run: its stats, mapping settings and calibration",
+            ),
             Flag("--method", "default: p_inf", "mapping.method", choices=MAPPING_METHODS),
             Flag("--p", "norm exponent for p_norm / convex", "mapping.p", type=float),
             Flag("--lam", "per-objective lambda, each >= 1", "mapping.lam", type=parse_floats),
@@ -59,6 +66,7 @@ COMMANDS: dict[str, Command] = {
             Flag("--prompt", "also print the conditioned prompt for this text"),
         ),
         progress=False,
+        trained_run="--model",
     ),
     "label": Command(
         run_label,
@@ -99,6 +107,7 @@ COMMANDS: dict[str, Command] = {
             Flag("--prompts", "a file of prompts (JSONL, Parquet, CSV)"),
             PREFERENCE,
             EXPLICIT_REWARDS,
+            REWARDS_OBTAINED,
             Flag("--output", "also write the JSON lines to this file"),
         ),
         progress=False,
@@ -115,6 +124,24 @@ COMMANDS: dict[str, Command] = {
             Flag("--output", "output directory", "evaluate.output"),
         ),
         trained_run="evaluate.model",
+    ),
+    "calibrate": Command(
+        run_calibrate,
+        "measure what a RiC model obtains when asked, and write a run that steers calibrated",
+        "Generate at a design of desired rewards, score, fit per objective a monotone map from "
+        "desired to obtained (with side effects), and write a run that uses the model's weights "
+        "with mapping.method calibrated. Generation and mapping settings are the run's own "
+        "unless you set them; a rerun resumes.",
+        (
+            Flag("--model", RIC_RUN, "calibrate.model"),
+            Flag(
+                "--prompts",
+                "prompts to calibrate on (JSONL, Parquet, CSV, HF): not the ones you evaluate on",
+                "calibrate.prompts",
+            ),
+            Flag("--output", "output directory: the calibrated run", "calibrate.output"),
+        ),
+        trained_run="calibrate.model",
     ),
     "bootstrap": Command(
         run_bootstrap,

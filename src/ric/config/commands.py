@@ -161,6 +161,11 @@ class EvaluateConfig:
     probe: bool = doc_field(
         True, "behavioural probe: each objective asked low and high (2N more generations/prompt)"
     )
+    obtained_targets: int = doc_field(
+        0,
+        "calibrated models: obtained-reward targets per objective asked directly "
+        "(rewards_obtained) and checked; 3 gives a 3x3 lattice inside the reach (0: off)",
+    )
     resamples: int = doc_field(
         1000,
         "resamples of the held-out prompts for the 95% intervals of the hypervolume and of "
@@ -173,11 +178,41 @@ class EvaluateConfig:
             raise ValueError(f"evaluate.num_prompts must be >= 1, got {self.num_prompts}")
         if self.resamples < 0:
             raise ValueError(f"evaluate.resamples must be >= 0 (0: off), got {self.resamples}")
+        if self.obtained_targets < 0:
+            raise ValueError(
+                f"evaluate.obtained_targets must be >= 0 (0: off), got {self.obtained_targets}"
+            )
         if self.sensitivity_samples < 0:
             raise ValueError(
                 "evaluate.sensitivity_samples must be >= 0 (0: off), "
                 f"got {self.sensitivity_samples}"
             )
+
+
+@dataclass
+class CalibrateConfig:
+    """`ric calibrate`: answers at a design of desired rewards, and the fitted calibration (see
+    ric.evaluation.calibrate and ric.core.calibration)."""
+
+    model: str = doc_field("", "a RiC run (`ric train` or `ric online` output) or embedded-ric")
+    prompts: str = doc_field(
+        "", "prompts to calibrate on: JSONL, Parquet, CSV or HF (not the ones you evaluate on)"
+    )
+    prompt_column: str = doc_field("prompt", "column of the prompts")
+    output: str = doc_field("", "output folder: a run that uses the model's weights, calibrated")
+    levels: int = doc_field(7, "desired values per objective, evenly over the mapping's range")
+    max_points: int = doc_field(
+        64, "design points: every combination of levels, or this many drawn (balanced)"
+    )
+    answers_per_point: int = doc_field(8, "answers per design point, each to another prompt")
+    seed: int = doc_field(0, "seed of the design's draws and of the prompts' assignment")
+    shard_size: int = doc_field(64, "answers generated and scored per saved shard (resume unit)")
+
+    def __post_init__(self) -> None:
+        for key in ("levels", "max_points", "answers_per_point", "shard_size"):
+            minimum = 2 if key == "levels" else 1
+            if getattr(self, key) < minimum:
+                raise ValueError(f"calibrate.{key} must be >= {minimum}, got {getattr(self, key)}")
 
 
 @dataclass
@@ -438,6 +473,7 @@ class RicConfig:
     generation: GenerationConfig = doc_field(None, "sampling settings")
     train: TrainConfig = doc_field(None, "conditional SFT")
     evaluate: EvaluateConfig = doc_field(None, "preference sweep")
+    calibrate: CalibrateConfig = doc_field(None, "calibrated steering (`ric calibrate`)")
     bootstrap: BootstrapConfig = doc_field(None, "offline dataset sampled from a policy")
     prepare: PrepareConfig = doc_field(None, "upstream datasets turned into pairs")
     online: OnlineConfig = doc_field(None, "online stage")

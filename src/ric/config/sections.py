@@ -99,8 +99,12 @@ class MappingConfig:
     """How a preference becomes desired rewards (see ric.core.mapping; ``ric.steering`` applies
     these settings)."""
 
-    method: str = doc_field("p_inf", "linear, p_norm, p_inf or convex")
-    p: float = doc_field(2.0, "norm exponent for p_norm and convex (convex also takes inf)")
+    method: str = doc_field(
+        "p_inf", "linear, p_norm, p_inf, convex, or calibrated (a `ric calibrate` output's)"
+    )
+    p: float = doc_field(
+        2.0, "norm exponent for p_norm, convex and calibrated (the last two also take inf)"
+    )
     lam: list[float] | None = doc_field(None, "per-objective reweighting, each >= 1 (None: ones)")
     ordered: bool = doc_field(True, "convex only: keep desired rewards ordered like the weights")
     range_source: str = doc_field("normal", "r_min/r_max from 'normal' draws or data 'quantile's")

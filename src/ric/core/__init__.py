@@ -1,9 +1,16 @@
 """Pure RiC math: conditioning template, chat messages to one prompt, normalization stats,
-preference mappings, online targets, MORS, Pareto.
+preference mappings, calibrated steering, online targets, MORS, Pareto.
 
 No file or network I/O and no model loading happens in this package.
 """
 
+from ric.core.calibration import (
+    CALIBRATED,
+    Calibration,
+    calibration_error,
+    design_levels,
+    fit_calibration,
+)
 from ric.core.chat import ROLES, ChatError, build_chat_messages, chat_prompt
 from ric.core.mapping import (
     MAPPING_METHODS,
@@ -28,20 +35,25 @@ from ric.core.template import (
 )
 
 __all__ = [
+    "CALIBRATED",
     "DEFAULT_TEMPLATE",
     "MAPPING_METHODS",
     "ROLES",
     "TARGET_STRATEGIES",
     "TEMPLATE_FORMATS",
+    "Calibration",
     "ChatError",
     "PromptTemplate",
     "RewardStats",
     "build_chat_messages",
     "build_plain_prompt",
     "build_prompt",
+    "calibration_error",
     "chat_prompt",
     "check_preference",
+    "design_levels",
     "draw_targets",
+    "fit_calibration",
     "format_reward",
     "front_targets",
     "hypervolume",

@@ -16,6 +16,8 @@ With phi_i the linear map of [r_min_i, r_max_i] onto [0, 1], every method picks 
   with the ordering constraint z_(1) >= ... >= z_(N) along w sorted in descending order. It agrees
   with the closed forms wherever their ordering condition holds, and stays correct where it
   does not.
+* ``calibrated``: the program solved on the obtained rewards a model's fitted calibration
+  predicts (``ric.core.calibration``); it needs that calibration, so it is not computed here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 SIMPLEX_TOLERANCE = 1e-6
-MAPPING_METHODS = ("linear", "p_norm", "p_inf", "convex")
+MAPPING_METHODS = ("linear", "p_norm", "p_inf", "convex", "calibrated")
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -195,6 +197,11 @@ def preference_to_z(
         ),
         "convex": lambda: convex_z(w_array, _check_p(p, method), _check_lam(lam, n), ordered),
     }
+    if method == "calibrated":  # ric.core.calibration: it needs the model's fitted calibration
+        raise ValueError(
+            "mapping method 'calibrated' maps with a model's fitted calibration: give a "
+            "`ric calibrate` output as the model (or pick linear, p_norm, p_inf or convex)"
+        )
     if method not in solvers:
         raise ValueError(f"unknown mapping method {method!r}; valid: {', '.join(MAPPING_METHODS)}")
     return solvers[method]()

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from ric import parallel
-from ric.config import RicConfig, dump_config
+from ric.config import RicConfig, dump_config, load_config
+from ric.core import CALIBRATED
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_text_atomic
 from ric.evaluation.metrics import (
+    basic_interval,
     front_summary,
-    percentile_interval,
     prompt_draws,
     resampled_hypervolumes,
     resampled_means,
@@ -37,7 +38,7 @@ from ric.evaluation.sweep import (
     per_prompt_rewards,
     run_evaluate,
 )
-from ric.runs import RunResult
+from ric.runs import RunResult, read_calibration, run_folder
 
 COMPARISON_PLOT = "fronts.png"
 COMPARISON_TABLE = "comparison.csv"
@@ -51,8 +52,10 @@ class ComparedModel:
     label: str
     points: int  # points of its front: one per preference it was swept at (base, SFT: one)
     hypervolume: float  # of its front, raw reward units, against the comparison's reference
-    hypervolume_interval: Interval  # over resampled prompts (None: evaluate.resamples is 0)
-    # its hypervolume minus the last model's, resampled on the same prompts: (0, 0) for the last
+    # of its noise-free hypervolume, over resampled prompts (None: evaluate.resamples is 0)
+    hypervolume_interval: Interval
+    # its noise-free hypervolume minus the last model's, resampled on the same prompts: (0, 0)
+    # for the last
     minus_last_interval: Interval
     # objective -> the behavioural probe's move (``difference_sd``, ``difference_se``; see
     # ric.evaluation.probe); None for a model that is not asked for rewards
@@ -125,7 +128,7 @@ def evaluate_models(
     assert names is not None
     resamples = config.evaluate.resamples
     if resamples:
-        intervals = _hypervolume_intervals(group_rewards, reference, resamples)
+        intervals = hypervolume_intervals(group_rewards, reference, resamples)
         compared = [
             replace(model, hypervolume_interval=interval, minus_last_interval=gap)
             for model, (interval, gap) in zip(compared, intervals, strict=True)
@@ -158,11 +161,15 @@ def evaluate_models(
             "",
             *(
                 [
-                    "`hypervolume_low` / `_high`: its 95% interval over "
+                    "`hypervolume_low` / `_high`: a 95% interval for its noise-free hypervolume "
+                    "(that of its expected mean rewards, which one sampled answer per prompt "
+                    "overstates, so the interval may sit below `hypervolume`), from "
                     f"{config.evaluate.resamples} resamples of the prompts; `minus_last_low` / "
-                    f"`_high`: the 95% interval of its hypervolume minus the last row's "
+                    "`_high`: the same for its noise-free hypervolume minus the last row's "
                     f"({table['label'].iloc[-1]}), resampled on the same prompts, so an interval "
-                    "that leaves out 0 is a gap the prompts support.",
+                    "that leaves out 0 is a gap the prompts support. `spearman_w1_*` are the "
+                    "sweeps' own values, which the answers' noise pulls toward 0 (each model's "
+                    "report gives an interval for the noise-free value).",
                     "",
                 ]
                 if config.evaluate.resamples
@@ -215,22 +222,26 @@ def _table_row(
     }
 
 
-def _hypervolume_intervals(
+def hypervolume_intervals(
     rewards: list[np.ndarray], reference: Sequence[float], resamples: int
 ) -> list[tuple[Interval, Interval]]:
     """Per front (``rewards``: each group's raw rewards (K_g, P, N) on the same P prompts), the
-    95% interval of its hypervolume and of its hypervolume minus the last front's, over the
-    same prompt draws for every front: the difference is resampled pairwise, so what the
-    prompts share (how hard each one is) cancels and the interval says whether the gap is
-    more than the prompts' and the sampling's noise."""
+    95% interval of its noise-free hypervolume and of its noise-free hypervolume minus the last
+    front's (``basic_interval``: the answers' noise biases each hypervolume up, by more for some
+    fronts than others, and the interval takes that off), over the same prompt draws for every
+    front: the difference is resampled pairwise, so what the prompts share (how hard each one is)
+    cancels and the interval says whether the gap is more than the prompts' and the sampling's
+    noise."""
     draws = prompt_draws(rewards[0].shape[1], resamples)
-    volumes = [
-        resampled_hypervolumes(resampled_means(each, draws), np.asarray(reference))
-        for each in rewards
-    ]
+    reference = np.asarray(reference)
+    estimates = [front_summary(each.mean(axis=1), reference)["hypervolume"] for each in rewards]
+    volumes = [resampled_hypervolumes(resampled_means(each, draws), reference) for each in rewards]
     return [
-        (percentile_interval(volume), percentile_interval(volume - volumes[-1]))
-        for volume in volumes
+        (
+            basic_interval(estimate, volume, floor=0.0),
+            basic_interval(estimate - estimates[-1], volume - volumes[-1]),
+        )
+        for estimate, volume in zip(estimates, volumes, strict=True)
     ]
 
 
@@ -244,11 +255,17 @@ def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]
 def _evaluation(
     model: Path, folder: Path, config: RicConfig, reference: list[float], show_progress: bool
 ) -> dict:
-    """The metrics of ``model`` evaluated into ``folder`` (reused when made with this config)."""
+    """The metrics of ``model`` evaluated into ``folder`` (reused when made with this config).
+    Every model is asked with the comparison's mapping, except a calibrated run (`ric
+    calibrate`), which is asked with its calibration: that mapping is what it is."""
     settings = replace(
         config.evaluate, model=str(model), output=str(folder), reference=list(reference)
     )
     run_config = replace(config, evaluate=settings)
+    if read_calibration(run_folder(model)) is not None:
+        recorded = load_config(run_folder(model) / CONFIG_FILE).mapping
+        if recorded.method == CALIBRATED:
+            run_config = replace(run_config, mapping=recorded)
     if _evaluated_with(folder, run_config):
         return RunResult.recorded(folder).metrics
     return run_evaluate(run_config, show_progress).metrics

@@ -76,3 +76,45 @@ def plot_fronts(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_calibration(
+    names: list[str],
+    asked: np.ndarray,
+    obtained: np.ndarray,
+    path: Path,
+    title: str = "",
+    curves: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """Save the calibration curves: per objective (one panel each), what was asked or promised
+    (x, standardized) against the mean obtained (y), with the identity line that a perfectly
+    calibrated model would follow. ``asked``, ``obtained``: (K, N); ``curves``: a fitted
+    calibration's (levels, curves), each (N, L), drawn as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(names)
+    figure, axes = plt.subplots(1, count, figsize=(4.4 * count, 4.2), squeeze=False)
+    for i, (axis, name) in enumerate(zip(axes.flat, names, strict=True)):
+        known = np.isfinite(asked[:, i]) & np.isfinite(obtained[:, i])
+        values = np.concatenate([asked[known, i], obtained[known, i]])
+        if curves is not None:
+            values = np.concatenate([values, curves[0][i], curves[1][i]])
+        low, high = (float(values.min()), float(values.max())) if values.size else (-1.0, 1.0)
+        axis.plot([low, high], [low, high], color="grey", linestyle="--", label="obtained = asked")
+        if curves is not None:
+            axis.plot(curves[0][i], curves[1][i], color="tab:orange", label="fitted calibration")
+        axis.plot(asked[known, i], obtained[known, i], "o", color="tab:blue", label="measured")
+        axis.set_xlabel(f"{name}: asked (sd)")
+        axis.set_ylabel(f"{name}: obtained (sd)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

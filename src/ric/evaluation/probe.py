@@ -82,8 +82,9 @@ def probe_generations(
     order, and its generations (2N * P, target-major), all in one batched call."""
     targets = probe_targets(steering.r_min, steering.r_max).reshape(-1, steering.num_objectives)
     texts = steering.grid_prompts(prompts, targets)
+    ends = np.repeat(np.arange(len(targets)), len(prompts)).tolist()  # one end per batch
     return targets, generate_with_stats(
-        policy.model, policy.tokenizer, texts, generation, show_progress
+        policy.model, policy.tokenizer, texts, generation, show_progress, groups=ends
     )
 
 

@@ -11,8 +11,14 @@ import pandas as pd
 
 from ric.config import RicConfig
 from ric.data.io import write_text_atomic
+from ric.evaluation.card import card_lines
 
 NORMAL_95 = 1.96  # half-width of a normal 95% interval, in standard errors
+# What the resampled intervals of the hypervolume and Spearman are for (ric.evaluation.metrics)
+INTERVALS_NOTE = (
+    "95% intervals of the noise-free values (expected means over the prompts); one answer per "
+    "prompt biases the figures, the hypervolume up and Spearman toward 0"
+)
 
 REPORT_FILE = "report.md"
 
@@ -112,6 +118,7 @@ def write_report(
         if probe
         else []
     )
+    card = metrics.get("steering_card")
     lines = [
         "# RiC evaluation report",
         "",
@@ -131,7 +138,11 @@ def write_report(
         *(
             [
                 f"The 95% intervals resample the {metrics['num_prompts']} held-out prompts "
-                f"{metrics['intervals']['resamples']} times (each answer is one sample).",
+                f"{metrics['intervals']['resamples']} times (each answer is one sample) and are "
+                "for the noise-free values, those of the expected mean rewards over the prompts. "
+                "The answers' noise biases both figures: the hypervolume up (its interval can "
+                "sit below it), Spearman toward 0 (its interval, the range over the orderings "
+                "of the means the prompts allow, can stretch from it to +1 or -1).",
                 "",
             ]
             if metrics.get("intervals")
@@ -144,6 +155,7 @@ def write_report(
         *steer_rows,
         "",
         *probe_lines,
+        *(card_lines(card, metrics["objectives"]) if card else []),
         *sensitivity_lines,
         "## Per preference",
         "",

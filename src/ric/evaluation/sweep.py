@@ -17,7 +17,11 @@ Output directory:
                      (does the model read its rewards? see ric.evaluation.sensitivity), the
                      behavioural probe (asked for more of one objective, does it give more?
                      see ric.evaluation.probe), settings
-    report.md        plot, tables and settings in one page
+    calibration.png  the steering card's calibration curves: per objective, what the mapping
+                     promised against the mean obtained, with the identity line (RiC models)
+    obtained_samples.parquet  the obtained-target check's answers (calibrated models, with
+                     evaluate.obtained_targets)
+    report.md        plot, tables, the steering card (ric.evaluation.card) and settings
     config.yaml      the resolved config
 """
 
@@ -43,9 +47,15 @@ from ric.data.label import (
     standardized_column,
 )
 from ric.data.sources import read_prompts
+from ric.evaluation.card import (
+    CALIBRATION_PLOT,
+    OBTAINED_SAMPLES,
+    obtained_target_check,
+    steering_card,
+)
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
-from ric.evaluation.plots import plot_fronts
+from ric.evaluation.plots import plot_calibration, plot_fronts
 from ric.evaluation.probe import ProbeResult, behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
@@ -164,7 +174,9 @@ def _generate(
             if steering.takes_rewards
             else steering.prompts(prompts) * len(preferences)
         )
-        return preferences, desired, texts, generate(policy.model, prompts=texts)
+        # One preference point per batch: a point asked for short answers ends its batch early.
+        points = np.repeat(np.arange(len(preferences)), len(prompts)).tolist()
+        return preferences, desired, texts, generate(policy.model, prompts=texts, groups=points)
     plain = steering.prompts(prompts)
     per_soup = [generate(steering.model_for(policy, w), prompts=plain) for w in preferences]
     return preferences, desired, plain * len(preferences), GenerationResult.concatenate(per_soup)
@@ -270,9 +282,32 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> RunResult:
         "mapping": result.steering.describe(),
         "reward_sensitivity": _sensitivity(policy, settings.sensitivity_samples),
         "probe": result.probe.summary if result.probe else None,
+        "steering_card": None,
     }
     output = Path(settings.output)
     summary = summary_table(result, names)
+    steering = result.steering
+    check_samples = None
+    if steering.takes_rewards:
+        card = steering_card(
+            steering,
+            result.preferences,
+            result.desired,
+            result.mean_standardized,
+            metrics["front"]["hypervolume"],  # type: ignore[index]
+            result.probe.samples if result.probe else None,
+        )
+        if settings.obtained_targets and steering.calibration is not None:
+            card["obtained_targets"], check_samples = obtained_target_check(
+                policy,
+                steering,
+                read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts),
+                config.generation,
+                [create_reward(reward.type, reward.options) for reward in policy.reward_configs()],
+                settings.obtained_targets,
+                show_progress,
+            )
+        metrics["steering_card"] = card
 
     def write_evaluation() -> None:
         write_atomic(output / "samples.parquet", lambda tmp: result.samples.to_parquet(tmp))
@@ -281,6 +316,22 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> RunResult:
             write_atomic(output / PROBE_SAMPLES, lambda tmp: probe_samples.to_parquet(tmp))
         else:  # an earlier evaluation's answers in this folder would pass for this one's
             (output / PROBE_SAMPLES).unlink(missing_ok=True)
+        if check_samples is not None:
+            checked = check_samples
+            write_atomic(output / OBTAINED_SAMPLES, lambda tmp: checked.to_parquet(tmp))
+        else:
+            (output / OBTAINED_SAMPLES).unlink(missing_ok=True)
+        if metrics["steering_card"]:
+            plot_calibration(
+                names,
+                np.asarray(metrics["steering_card"]["promised_rewards"]),
+                result.mean_standardized,
+                output / CALIBRATION_PLOT,
+                f"Promised vs obtained, {result.num_prompts} held-out prompts "
+                f"({steering.mapping.method})",
+            )
+        else:
+            (output / CALIBRATION_PLOT).unlink(missing_ok=True)
         write_text_atomic(output / "summary.csv", summary.to_csv(index=False))
         title = f"Empirical front, {result.num_prompts} held-out prompts"
         plot_fronts(

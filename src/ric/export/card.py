@@ -6,7 +6,8 @@ how a preference becomes the prompt it was trained on (the mapping, in words, wi
 examples), what was measured, and how to steer it from vLLM, SGLang, ``transformers serve`` and
 plain transformers (``ric.export.usage``). ``ric_steering.json`` is the same steering for
 programs: exactly what the chat template bakes in (objectives, their training mean and standard
-deviation, the mapping and its range, the prompt template, the default preference).
+deviation, the mapping and its range, the prompt template, the default preference; a calibrated
+run's calibration, reach and the lattice of the template's table).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import yaml
 
 from ric.config import GenerationConfig
-from ric.core import RewardStats
+from ric.core import CALIBRATED, RewardStats
 from ric.export.base_model import UNKNOWN_LICENSE, BaseModel
+from ric.export.chat_template import CALIBRATED_LATTICE, lattice_preferences, obtained_refusal
 from ric.export.usage import EXAMPLE_QUESTION, one_hot, usage_section
 from ric.models.embedded import GGUF_FILE, INSTALL_HINT, PACKAGE
 from ric.runs import SHIPPED_RUNS, run_folder
@@ -80,8 +82,36 @@ def steering_record(facts: ExportFacts) -> dict[str, Any]:
         "chat_template_kwargs": {
             "preference": "N weights >= 0 summing to 1, in the order of names (mapped)",
             "rewards": "N desired rewards in standardized units (explicit)",
+            **(
+                {"rewards_obtained": f"refused: {obtained_refusal(steering)}"}
+                if steering.calibration is not None
+                else {}
+            ),
         },
+        **_calibration_record(steering),
     }
+
+
+def _calibration_record(steering: Steering) -> dict[str, Any]:
+    """A calibrated run's part of ``ric_steering.json``: the fitted calibration and its reach
+    (``ric.core.calibration``) and, when the mapping uses it, the template's table."""
+    calibration = steering.calibration
+    if calibration is None:
+        return {}
+    lowest, highest = calibration.reach
+    record: dict[str, Any] = {
+        "fit": calibration.to_json(),
+        "reach_low": [float(v) for v in lowest],  # standardized obtained rewards
+        "reach_high": [float(v) for v in highest],
+    }
+    if steering.mapping.method == CALIBRATED:
+        count = steering.num_objectives
+        record["chat_template_table"] = {
+            "divisions": CALIBRATED_LATTICE[count],  # every weight a multiple of 1/divisions
+            "preferences": len(lattice_preferences(count)),
+            "between": "linear interpolation on the lattice simplex holding the preference",
+        }
+    return {"calibration": record}
 
 
 def model_card(facts: ExportFacts) -> str:
@@ -279,16 +309,17 @@ def _mapping_section(facts: ExportFacts) -> str:
             f"| {_vector(preference)} | {_vector(desired, '+.2f')} | {_vector(raw, '.4g')} |"
         )
     (prompt,) = steering.prompts([EXAMPLE_QUESTION], steering.map_preference(default))
+    calibrated = steering.mapping.method == CALIBRATED
     return f"""## How a preference becomes a prompt
 
 A **preference** is one weight per objective, each >= 0, summing to 1. {_describe_mapping(steering)}
 {_describe_range(steering)}
 
 {chr(10).join(rows)}
-
-The chat template does this mapping itself and writes the desired rewards into the prompt the
-model was trained on; for "{EXAMPLE_QUESTION}" at the default preference {_vector(default)}
-(used when a request gives none):
+{_calibrated_text(facts) if calibrated else ""}
+The chat template {"looks this mapping up" if calibrated else "does this mapping itself"} and
+writes the desired rewards into the prompt the model was trained on; for "{EXAMPLE_QUESTION}"
+at the default preference {_vector(default)} (used when a request gives none):
 
 ```text
 {prompt}
@@ -297,7 +328,49 @@ model was trained on; for "{EXAMPLE_QUESTION}" at the default preference {_vecto
 Marker and template text inside a user's message is neutralized, as ric does, so a message cannot
 set the rewards itself. Instead of a preference a request can give the desired rewards
 themselves, `rewards=[...]` (standardized units, one per objective), e.g. to ask beyond the
-mapping's range."""
+mapping's range.{_obtained_text() if steering.calibration is not None else ""}"""
+
+
+def _calibrated_text(facts: ExportFacts) -> str:
+    """The calibrated mapping's reach, and the chat template's table: what it holds, how it
+    answers between its preferences, and what that costs."""
+    steering, stats = facts.steering, facts.stats
+    calibration = steering.fitted()
+    count = steering.num_objectives
+    divisions = CALIBRATED_LATTICE[count]
+    rows = [
+        "| objective | reach, standardized | the same, raw |",
+        "| --- | --- | --- |",
+    ]
+    for i, (name, low, high) in enumerate(zip(steering.names, *calibration.reach, strict=True)):
+        mean, sd = float(stats.mean[i]), float(stats.std[i])
+        rows.append(
+            f"| `{name}` | {low:+.2f} to {high:+.2f} | {mean + sd * low:.4g} to "
+            f"{mean + sd * high:.4g} |"
+        )
+    between = "segment" if count == 2 else "triangle"
+    return f"""
+The model's **reach**, what `ric calibrate` measured it obtains asking for each objective's
+lowest and highest reward (the others in their middle):
+
+{chr(10).join(rows)}
+
+The calibration's solver cannot run in a chat template, so the template holds the mapping as a
+**table**: ric's desired rewards at the {len(lattice_preferences(count)):,} preferences of a
+lattice of step 1/{divisions} on the simplex (every weight a multiple of 1/{divisions}), and
+between them a linear interpolation (on the {between} of lattice preferences around the one
+asked). At a lattice preference, and at the default preference, the prompt is ric's exactly;
+elsewhere the desired rewards differ from ric's by the interpolation error: tiny where the
+mapping is smooth, up to the height of a step where it jumps (a flat stretch in a fitted curve
+makes its inverse jump), so now and then a value written to one decimal differs from ric's by
+0.1. `ric serve` maps every preference itself.
+"""
+
+
+def _obtained_text() -> str:
+    return """ A request cannot give `rewards_obtained` (rewards to obtain): turning them into
+desired rewards needs the calibration's solver. `ric serve` takes them; or compute the desired
+rewards with `ric map --model RUN --rewards-obtained ...` and pass them as `rewards`."""
 
 
 def _describe_mapping(steering: Steering) -> str:
@@ -321,6 +394,18 @@ def _describe_mapping(steering: Steering) -> str:
         return (
             f"It becomes desired rewards by the **p_inf** mapping with fixed weights{lam}: "
             "objective i is asked for r_min_i + (r_max_i - r_min_i) / lam_i."
+        )
+    if mapping.method == CALIBRATED:
+        p = "inf" if math.isinf(mapping.p) else f"{mapping.p:g}"
+        return (
+            "It becomes desired rewards by **calibrated** steering: `ric calibrate` asked this "
+            "model for rewards over a design of desired values, scored its "
+            f"{steering.fitted().samples} answers and fitted what it obtains when asked (per "
+            "objective an increasing curve, plus the side effects of each ask on the other "
+            f"objectives). The mapping solves the paper's program (p = {p}{lam}) on the "
+            "obtained rewards that fit predicts: the trade-off the preference favours within "
+            "what the model reaches, scaled back until it reaches them jointly, asking for the "
+            "desired rewards predicted to produce them."
         )
     return (
         f"It becomes desired rewards by the paper's **p-norm** mapping (p = {mapping.p:g}{lam}): "

@@ -8,9 +8,11 @@ steering (the run's objectives, mapping, range and prompt template). From ``mess
 keyword arguments it renders exactly ``steering.prompts([chat_prompt(messages)], desired)[0]``:
 
 * ``preference``: N weights in objective order, or an object keyed by objective name (missing
-  names 0), mapped by the run's mapping (``linear``, ``p_norm``, ``p_inf``) over its range;
+  names 0), mapped by the run's mapping (``linear``, ``p_norm``, ``p_inf``; ``calibrated`` from
+  a table, below) over its range;
 * ``rewards``: the desired standardized rewards themselves, a list or an object (missing 0);
-* neither: the default preference the template was written with; both: an error.
+* neither: the default preference the template was written with; both: an error;
+  ``rewards_obtained``: an error that says where to ask for it.
 
 Bad input raises a template error (``raise_exception``) worded as ``ric.steering.Steering``
 words it (the same message where Steering has one). The template always ends with the run's
@@ -28,6 +30,22 @@ roles, the protected strings, the markers, the range, the default preference.
 ``tests/test_chat_template.py`` guards the equivalence on over a thousand random cases, text and
 token ids; change one side and that test says where the other must follow. ``convex`` (a
 numerical solver) cannot be written in Jinja and is refused.
+
+``calibrated`` (``ric.core.calibration``) solves the paper's program on a fitted model of what the
+model obtains, with a bounded least-squares inverse and a bisection: no Jinja either. It is baked
+in as a table instead: ``Steering.map_preference`` at every preference of a lattice on the
+simplex (``CALIBRATED_LATTICE``: step 1/1000 for 2 objectives, 1001 preferences; step 1/60 for 3,
+1891), and, between lattice points, linear interpolation on the lattice simplex (a segment, a
+triangle) that holds the preference. At a lattice point (every preference of 3 decimals for 2
+objectives; every multiple of 0.05 and of 1/3 for 3) and at the default preference the template
+writes ric's prompt exactly; elsewhere its desired rewards differ from ric's by the
+interpolation error (docs/deploy.md has the measurements): on smooth calibrations 1e-5 sd with 2
+objectives (1 one-decimal prompt in 2,000 differs from ric's), 0.002 sd with 3 (2 in 100); more
+near the simplex's edges for p > 2, whose mapping is steep there, and up to a step's height
+where the mapping jumps (a flat stretch of a calibration curve makes its inverse jump). Four
+objectives and more are refused (a lattice fine enough would not fit in a template): ``ric
+serve`` runs the mapping itself. ``rewards_obtained`` (what to obtain, which needs the
+calibration's solver) is refused by every template, with a message that says where to get it.
 
 A run in the chat format (``template.format: chat``) keeps its model's chat template: the
 template is then a prelude of the same blocks (messages checked, request read, mapping, reward
@@ -47,13 +65,23 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ric.core import ROLES, PromptTemplate
+from ric.core import CALIBRATED, ROLES, PromptTemplate
 from ric.core.mapping import SIMPLEX_TOLERANCE
 from ric.core.template import neutralized
 from ric.steering import Steering
 
-# The mappings a chat template can hold: closed forms in + - * / and **.
-TEMPLATE_MAPPINGS = ("linear", "p_norm", "p_inf")
+# The mappings a chat template can hold: closed forms in + - * / and **, and a calibrated
+# mapping's table (for as many objectives as CALIBRATED_LATTICE has a lattice for).
+TEMPLATE_MAPPINGS = ("linear", "p_norm", "p_inf", CALIBRATED)
+# Divisions of the calibrated table's lattice (step 1/divisions) by number of objectives: about
+# a thousand preferences for 2 and 3 (1001, 1891), computed once at export (0.1 s on a smooth
+# calibration, a minute or two where side effects need the least-squares solver); 1 objective
+# has one preference. For 3, 60: every multiple of 0.05 and of 1/3 is on the lattice, and so are
+# the p = inf mapping's kinks (w_i = 1/N), which interpolation then follows exactly.
+CALIBRATED_LATTICE = {1: 1, 2: 1000, 3: 60}
+# A lattice coordinate (w_i * divisions) this close to an integer is taken as that integer, so a
+# preference typed on the lattice (0.57, whose 57.00000000000001 is a rounding) is looked up.
+LATTICE_SNAP = 1e-9
 # Characters written as they are inside a Jinja string literal; every other one is escaped, so no
 # user-chosen text (a marker, an objective name) can end the literal or open a Jinja tag.
 _PLAIN = frozenset(string.ascii_letters + string.digits + " _-.,:;!?()[]<>|/=+*&^$@~'`#%")
@@ -71,8 +99,8 @@ def steering_chat_template(
     ``bos_token`` starts the text with ``{{ bos_token }}``: ric tokenizes its prompt with the
     tokenizer's default special tokens, engines tokenize a chat template's output without them,
     so a tokenizer that adds a BOS by itself needs it written. Raises ValueError for a mapping
-    no template can hold (``convex``), a baseline (its prompts carry no rewards) or a default
-    preference the model cannot take.
+    no template can hold (``convex``; ``calibrated`` for 4 objectives or more), a baseline (its
+    prompts carry no rewards) or a default preference the model cannot take.
 
     A chat-format steering (``template.format: chat``) needs ``original``, the model's own chat
     template text: the result is a prelude that sets ``messages`` to the neutralized messages
@@ -99,6 +127,14 @@ def steering_chat_template(
             f"mapping {method!r} cannot be written in a chat template; the mappings that can: "
             f"{', '.join(TEMPLATE_MAPPINGS)}"
         )
+    if method == CALIBRATED and steering.num_objectives not in CALIBRATED_LATTICE:
+        raise ValueError(
+            f"a calibrated mapping is written into a chat template as a table over a lattice of "
+            f"preferences, for at most {max(CALIBRATED_LATTICE)} objectives; this model has "
+            f"{steering.num_objectives} ({', '.join(steering.names)}), whose lattice would not "
+            "fit: serve it with `ric serve`, or compute desired rewards with `ric map --model "
+            "RUN --preference ...` and pass them as rewards"
+        )
     steering.map_preference(default_preference)  # checks the default, p, lam and the range
     default = steering.check(default_preference).tolist()
     if chat:
@@ -108,7 +144,7 @@ def steering_chat_template(
                 _chat_block(),
                 _messages_block(steering.template),
                 _request_block(steering, default),
-                _mapping_block(steering),
+                _mapping_block(steering, default),
                 _values_block(steering),
                 _system_block(steering, bos_token),
                 original or "",
@@ -120,10 +156,39 @@ def steering_chat_template(
             _chat_block(),
             _neutralizer_block(steering.template),
             _request_block(steering, default),
-            _mapping_block(steering),
+            _mapping_block(steering, default),
             _values_block(steering),
             _prompt_block(steering, bos_token),
         ]
+    )
+
+
+def lattice_preferences(count: int) -> list[list[float]]:
+    """The preferences of the calibrated table's lattice for ``count`` objectives, in table
+    order (first weight slowest): every point of ``count`` multiples of 1/divisions summing to 1
+    (``CALIBRATED_LATTICE``), each weight i/divisions, the float a person types for it."""
+    divisions = CALIBRATED_LATTICE[count]
+
+    def points(prefix: tuple[int, ...]) -> list[tuple[int, ...]]:
+        left = divisions - sum(prefix)
+        if len(prefix) == count - 1:
+            return [(*prefix, left)]
+        return [point for i in range(left + 1) for point in points((*prefix, i))]
+
+    return [[i / divisions for i in point] for point in points(())]
+
+
+def obtained_refusal(steering: Steering) -> str:
+    """Why a template takes no ``rewards_obtained``, and where to get what it asks for."""
+    if steering.calibration is not None:
+        return (
+            "rewards_obtained needs the calibration's solver, which a chat template cannot run: "
+            "ask `ric serve` for it, or compute the desired rewards with `ric map --model RUN "
+            "--rewards-obtained ...` and pass them as rewards"
+        )
+    return (
+        "rewards_obtained needs a calibrated model (`ric calibrate`), and this one is not: give "
+        "preference or rewards"
     )
 
 
@@ -258,6 +323,9 @@ def _request_block(steering: Steering, default: list[float]) -> str:
     count = steering.num_objectives
     return f"""\
 {{#- The request: preference, rewards or the default preference (ric.steering). -#}}
+{{%- if rewards_obtained is defined and rewards_obtained is not none -%}}
+  {{{{- raise_exception({jinja_literal(obtained_refusal(steering))}) -}}}}
+{{%- endif -%}}
 {{%- set ric_has_preference = preference is defined and preference is not none -%}}
 {{%- set ric_has_rewards = rewards is defined and rewards is not none -%}}
 {{%- if ric_has_preference and ric_has_rewards -%}}
@@ -318,10 +386,12 @@ def _request_block(steering: Steering, default: list[float]) -> str:
 """
 
 
-def _mapping_block(steering: Steering) -> str:
+def _mapping_block(steering: Steering, default: list[float]) -> str:
     """``ric.core.mapping`` in Jinja: ``ric.desired``, the desired rewards, from ``ric.values``
     (a preference, mapped to z in [0, 1]^N and then to the range; rewards, as they are)."""
     mapping, count = steering.mapping, steering.num_objectives
+    if mapping.method == CALIBRATED:
+        return _calibrated_block(steering, default)
     if mapping.method == "linear":
         z = "{%- set ric.z = ric.values -%}\n"
     elif mapping.method == "p_inf" and mapping.lam is not None:
@@ -372,6 +442,82 @@ def _mapping_block(steering: Steering) -> str:
   {{%- endfor -%}}
 {{%- endif -%}}
 """
+
+
+def _calibrated_block(steering: Steering, default: list[float]) -> str:
+    """The calibrated mapping in Jinja (module docstring): ``ric.desired`` from the table of
+    ``Steering.map_preference`` over the lattice, interpolated linearly on the lattice simplex
+    that holds the preference; the default preference's own desired rewards exactly.
+
+    The preference, scaled to the lattice (x = w / sum(w) * divisions), splits into integer
+    parts b and fractions f; m = sum(f) is an integer. m = 0: x is the lattice point b. m = 1:
+    x lies in the simplex with corners b + e_j, weights f_j; m = 2 (3 objectives): in the one
+    with corners b + 1 - e_j, weights 1 - f_j (Freudenthal's triangulation). Entries are nested
+    lists, indexed by the first N - 1 coordinates (the last is implied)."""
+    count = steering.num_objectives
+    divisions = CALIBRATED_LATTICE[count]
+    entries = [steering.map_preference(w).tolist() for w in lattice_preferences(count)]
+    index = "".join(f"[ric_corner.at[{k}]]" for k in range(count - 1))
+    default_desired = steering.map_preference(default).tolist()
+    return f"""\
+{{#- Desired rewards: as given, or a preference mapped by the model's calibration
+    (ric.core.calibration) as ric computed it at the {len(entries)} preferences of a lattice of
+    step 1/{divisions}, interpolated linearly between them (ric.export.chat_template). -#}}
+{{%- set ric_table = {jinja_literal(_nested(entries, count, divisions))} -%}}
+{{%- if ric.param == "rewards" -%}}
+  {{%- set ric.desired = ric.values -%}}
+{{%- elif ric.values == {jinja_literal(default)} -%}}
+  {{%- set ric.desired = {jinja_literal(default_desired)} -%}}
+{{%- else -%}}
+  {{%- set ric_cell = namespace(base=[], fraction=[], up=0.0, desired=none) -%}}
+  {{%- for w in ric.values -%}}
+    {{%- set x = w / ric_check.total * {divisions} -%}}
+    {{%- set x = x|round if (x - x|round)|abs < {LATTICE_SNAP!r} else x -%}}
+    {{%- set low = x|round(0, "floor")|int -%}}
+    {{%- set ric_cell.base = ric_cell.base + [low] -%}}
+    {{%- set ric_cell.fraction = ric_cell.fraction + [x - low] -%}}
+    {{%- set ric_cell.up = ric_cell.up + (x - low) -%}}
+  {{%- endfor -%}}
+  {{%- set ric_up = ric_cell.up|round|int -%}}
+  {{%- for corner in range({count} if ric_up else 1) -%}}
+    {{%- if ric_up == 0 -%}}
+      {{%- set weight, shift, step = 1.0, 0, 0 -%}}
+    {{%- elif ric_up == 1 -%}}
+      {{%- set weight, shift, step = ric_cell.fraction[corner], 0, 1 -%}}
+    {{%- else -%}}
+      {{%- set weight, shift, step = 1.0 - ric_cell.fraction[corner], 1, -1 -%}}
+    {{%- endif -%}}
+    {{%- set ric_corner = namespace(at=[]) -%}}
+    {{%- for low in ric_cell.base -%}}
+      {{%- set moved = step if loop.index0 == corner else 0 -%}}
+      {{%- set ric_corner.at = ric_corner.at + [low + shift + moved] -%}}
+    {{%- endfor -%}}
+    {{%- if weight > 0 -%}}
+      {{%- set ric_mix = namespace(values=[]) -%}}
+      {{%- for value in ric_table{index} -%}}
+        {{%- set part = weight * value -%}}
+        {{%- set ric_mix.values = ric_mix.values + [part if ric_cell.desired is none
+                                                    else ric_cell.desired[loop.index0] + part] -%}}
+      {{%- endfor -%}}
+      {{%- set ric_cell.desired = ric_mix.values -%}}
+    {{%- endif -%}}
+  {{%- endfor -%}}
+  {{%- set ric.desired = ric_cell.desired -%}}
+{{%- endif -%}}
+"""
+
+
+def _nested(entries: list[Any], count: int, divisions: int) -> Any:
+    """The table in lattice order (``lattice_preferences``) as nested lists, one level per
+    coordinate but the last: ``table[v_1]...[v_{N-1}]`` is the entry of the lattice point v."""
+    if count == 1:
+        return entries[0]
+    rows, start = [], 0
+    for first in range(divisions + 1):
+        size = math.comb(divisions - first + count - 2, count - 2)
+        rows.append(_nested(entries[start : start + size], count - 1, divisions - first))
+        start += size
+    return rows
 
 
 def _values_block(steering: Steering) -> str:

@@ -11,16 +11,18 @@ The folder holds, and why:
   (exact at a LoRA run's own rank), for those who keep one base and many adapters;
 * the tokenizer, whose chat template is the steering (``ric.export.chat_template``): a request's
   ``preference`` (or ``rewards``) chat_template_kwarg becomes ric's exact conditioned prompt, with
-  the run's mapping and range baked in (a chat-format run's: ric's prelude, then the model's own
-  chat template verbatim, the rewards in a system turn). Every server that forwards
-  chat_template_kwargs (vLLM, SGLang, ``transformers serve``) then steers it, with no ric code in
-  the loop;
+  the run's mapping and range baked in (a calibrated run's, `ric calibrate`: a table of its
+  mapping over a lattice of preferences, exact on it, interpolated between; a chat-format run's:
+  ric's prelude, then the model's own chat template verbatim, the rewards in a system turn).
+  Every server that forwards chat_template_kwargs (vLLM, SGLang, ``transformers serve``) then
+  steers it, with no ric code in the loop;
 * ``generation_config.json``: the run's recorded sampling settings, as ric generates with them;
 * ``ric_steering.json`` and the model card ``README.md`` (``ric.export.card``).
 
 Several runs of one base model, template, method and reward scale can be averaged (a model
 soup): merged, exactly, weight by weight; as an adapter, through `ric export-lora`'s soup path.
-Baselines (sft, morlhf, soups) take no preference, so there is nothing to steer: refused. Every
+Baselines (sft, morlhf, soups) take no preference, so there is nothing to steer: refused; so is
+a soup whose first run steers with a calibration (it measured that run, not the soup). Every
 check runs before the weights are loaded, and the folder is written beside ``output`` and
 renamed into place, so a failure leaves nothing. `ric export-lora` is another thing: it writes
 a ric run folder (a LoRA run that ric's own commands load), not a Hugging Face model folder.
@@ -30,14 +32,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ric.config import RicConfig, load_config
-from ric.core import RewardStats, check_preference
+from ric.core import CALIBRATED, RewardStats, check_preference
 from ric.data.io import (
     CONFIG_FILE,
     STATS_FILE,
@@ -50,7 +52,15 @@ from ric.export.base_model import BaseModel, find_base, require_location
 from ric.export.card import STEERING_FILE, ExportFacts, model_card, steering_record
 from ric.export.lora import check_dtype, check_soup_members, lora_of_runs, soup_weights
 from ric.models.chat import adds_bos
-from ric.runs import METRICS_FILE, MODEL_DIR, load_trained, read_method, run_folder
+from ric.runs import (
+    METRICS_FILE,
+    MODEL_DIR,
+    load_trained,
+    read_calibration,
+    read_method,
+    run_folder,
+    weights_source,
+)
 from ric.steering import Steering
 
 DEFAULT_ADAPTER_RANK = 32  # for a run with layers/; a LoRA run keeps its own rank
@@ -98,6 +108,7 @@ def export_model(
         _check_steerable(folder)
     check_free_folder(target)
     config = load_config(folders[0] / CONFIG_FILE)
+    _check_calibrated_soup(folders, config)
     check_soup_members(folders, config)
     dtype = dtype or config.model.dtype
     check_dtype(dtype)
@@ -109,7 +120,8 @@ def export_model(
     adapter_rank, kept_min = None, None
     if adapter:
         adapter_rank = rank or _own_rank(config)
-        soup = lora_of_runs(folders, adapter_rank, dtype, mix)
+        sources = [weights_source(folder) or folder for folder in folders]  # calibrated: its model
+        soup = lora_of_runs(sources, adapter_rank, dtype, mix)
         model, tokenizer, kept_min = soup.model, soup.tokenizer, min(soup.kept.values())
     else:
         model, tokenizer = _merged_model(folders, mix, dtype)
@@ -161,13 +173,15 @@ class _Steered:
 
 
 def _steered(folder: Path, config: RicConfig) -> _Steered:
-    """The run's steering and its chat template, from its stats, settings and tokenizer alone:
-    a mapping no template can hold (convex) is refused before any weight loads."""
+    """The run's steering and its chat template, from its stats, settings, calibration and
+    tokenizer alone: a mapping no template can hold (convex; calibrated for 4 objectives or more)
+    is refused before any weight loads."""
     from ric.export.chat_template import steering_chat_template
 
     stats = load_stats(folder / STATS_FILE)
     tokenizer = _tokenizer_of(folder, config)
     steering = Steering.for_stats(stats, config.mapping, config.template.prompt_template())
+    steering = replace(steering, calibration=read_calibration(folder))
     steering = steering.with_tokenizer(tokenizer)  # chat format: its special tokens protected
     default = _default_preference(config, steering)
     bos_token = adds_bos(tokenizer)
@@ -230,6 +244,17 @@ def _check_steerable(folder: Path) -> None:
         )
 
 
+def _check_calibrated_soup(folders: Sequence[Path], config: RicConfig) -> None:
+    """Refuse a soup that would steer with its first run's calibration: a calibration measured
+    that model's answers, and the soup is another model."""
+    if len(folders) > 1 and config.mapping.method == CALIBRATED:
+        raise ValueError(
+            f"{str(folders[0])!r} steers with its calibration (mapping.method calibrated), which "
+            "measured that model's answers, not a soup's: export it alone, or make the soup of "
+            "uncalibrated runs (the first run's mapping is the soup's)"
+        )
+
+
 def _default_preference(config: RicConfig, steering: Steering) -> np.ndarray:
     """The run's ``serve.default_preference``, or uniform: what a request without a preference
     gets, as from `ric serve`."""
@@ -242,10 +267,11 @@ def _default_preference(config: RicConfig, steering: Steering) -> np.ndarray:
 
 
 def _tokenizer_of(folder: Path, config: RicConfig) -> Any:
-    """The run's tokenizer, without its weights: a full model's own, else its base's."""
+    """The run's tokenizer, without its weights: a full model's own (a calibrated run's: that
+    of the run whose weights it uses), else its base's."""
     from ric.models.loading import load_tokenizer
 
-    model_dir = folder / MODEL_DIR
+    model_dir = (weights_source(folder) or folder) / MODEL_DIR
     return load_tokenizer(str(model_dir) if model_dir.is_dir() else config.model.source)
 
 

@@ -23,6 +23,12 @@ each new token of each row as ``generate`` makes it (``position``: the prompt's 
 input, whatever batch and order it was generated in), up to and excluding the row's first EOS;
 it only observes, the results are the same with or without it.
 
+Groups: a caller that knows which prompts will get answers of similar length passes ``groups``
+(one label per prompt): batches are then made group by group (sorted by length within each), so
+a batch of short answers ends early instead of waiting for a long one. A preference sweep groups
+by preference point: on ``embedded-ric``'s sweep a batch asked for conciseness stops after a few
+tokens.
+
 Reproducibility: ``torch.manual_seed(settings.seed)`` once per call, so the same call (same
 prompts, settings and model) gives the same texts. Sampled texts still depend on which prompts
 share a batch, as the random draws are made per batch.
@@ -103,15 +109,19 @@ def generate_with_stats(
     settings: GenerationConfig,
     show_progress: bool = False,
     on_token: Callable[[int, int], None] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> GenerationResult:
     """Generate in length-sorted, left-padded batches; ``model`` is a causal LM (transformers or
-    PEFT). Its train/eval mode is restored afterwards. ``on_token``: see the module docstring."""
+    PEFT). Its train/eval mode is restored afterwards. ``on_token`` and ``groups`` (one label
+    per prompt, batched apart): see the module docstring."""
+    if groups is not None and len(groups) != len(prompts):
+        raise ValueError(f"{len(groups)} group labels for {len(prompts)} prompts: give one each")
     if settings.backend == "vllm" and on_token is not None:
         raise ValueError("streaming generation (on_token) needs generation.backend=hf, not vllm")
     generate_here: Callable[..., GenerationResult] = (
-        _generate_on_vllm
+        _generate_on_vllm  # vLLM schedules its own batches: groups change nothing there
         if settings.backend == "vllm"
-        else partial(_generate_here, on_token=on_token)
+        else partial(_generate_here, on_token=on_token, groups=groups)
     )
     if parallel.num_processes() == 1:
         return generate_here(model, tokenizer, prompts, settings, show_progress)
@@ -119,11 +129,18 @@ def generate_with_stats(
         raise ValueError("streaming generation (on_token) runs in a single process")
     own_seed = replace(settings, seed=settings.seed + parallel.process_index())
 
-    def generate_share(share: list[str]) -> list[tuple[str, int, bool]]:
-        result = generate_here(model, tokenizer, share, own_seed, show_progress)
+    def generate_share(share: list[int]) -> list[tuple[str, int, bool]]:
+        texts = [prompts[i] for i in share]
+        labels = None if groups is None else [groups[i] for i in share]
+        run = (
+            _generate_on_vllm
+            if settings.backend == "vllm"
+            else partial(_generate_here, groups=labels)
+        )
+        result = run(model, tokenizer, texts, own_seed, show_progress)
         return list(zip(result.texts, result.num_new_tokens, result.finished, strict=True))
 
-    rows = parallel.map_rows(list(prompts), generate_share)
+    rows = parallel.map_rows(list(range(len(prompts))), generate_share)
     return GenerationResult([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
@@ -134,13 +151,15 @@ def _generate_here(
     settings: GenerationConfig,
     show_progress: bool = False,
     on_token: Callable[[int, int], None] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> GenerationResult:
     """``generate_with_stats`` in this process, for all of ``prompts``."""
     prompt_ids = _tokenize_prompts(tokenizer, prompts)
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer, eos_ids)
     options = _generate_options(settings, tokenizer, eos_ids, pad_id)
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    labels = [0] * len(prompt_ids) if groups is None else list(groups)
+    order = sorted(range(len(prompt_ids)), key=lambda i: (labels[i], -len(prompt_ids[i])))
     texts = [""] * len(prompt_ids)
     counts = [0] * len(prompt_ids)
     finished = [False] * len(prompt_ids)
@@ -149,8 +168,7 @@ def _generate_here(
     torch.manual_seed(settings.seed)
     progress = tqdm(total=len(prompts), desc="generating", unit="prompt", disable=not show_progress)
     try:
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start : start + settings.batch_size]
+        for batch in batches(order, labels, settings.batch_size):
             streamer = None if on_token is None else _RowStreamer(batch, eos_ids, on_token)
             rows = [prompt_ids[i] for i in batch]
             new_ids = _generate_batch(model, rows, pad_id, options, streamer)
@@ -168,6 +186,20 @@ def _generate_here(
         progress.close()
         model.train(was_training)
     return GenerationResult(texts, counts, finished)
+
+
+def batches(order: list[int], labels: Sequence[int], size: int) -> list[list[int]]:
+    """``order`` cut into batches of at most ``size``, a new one at a change of label once the
+    batch is at least half full (smaller groups share a batch: a batch of a few rows costs a
+    step nearly what a full one does)."""
+    cut: list[list[int]] = []
+    for index in order:
+        full = cut and len(cut[-1]) == size
+        new_group = cut and labels[cut[-1][-1]] != labels[index] and 2 * len(cut[-1]) >= size
+        if not cut or full or new_group:
+            cut.append([])
+        cut[-1].append(index)
+    return cut
 
 
 def _generate_on_vllm(

@@ -1,14 +1,18 @@
-"""`ric demo`: label -> offline training -> one online iteration -> evaluation, on the embedded
-default task.
+"""`ric demo`: label -> offline training -> one online iteration -> calibration -> evaluation,
+on the embedded default task.
 
 The data ship inside the package (``ric.tasks``), the policy is the embedded SmolLM2, the
 rewards are built-in scorers: nothing is downloaded. ``--smoke`` runs the same pipeline on the
 tiny in-code model and a slice of the data, in well under a minute (tests and quick checks use
 it).
 
-The evaluation sweeps the offline model and the online iteration on the same held-out prompts:
-``evaluate/report.md`` shows both fronts and their hypervolumes, and ``evaluate/offline/`` and
-``evaluate/online-1/`` hold each model's own report (steerability, per-preference tables).
+The online iteration is calibrated (`ric calibrate`, on the training questions) and swept twice
+on the same held-out prompts, with the paper's p_inf mapping and calibrated:
+``evaluate/report.md`` shows both fronts and their hypervolumes (with the paired interval of
+their difference), and ``evaluate/online-1-p_inf/`` and ``evaluate/online-1-calibrated/`` hold
+each sweep's own report (steerability, the steering card, per-preference tables). The offline
+model is not swept (`ric evaluate --model OUT/train` does it): the demo's 25 minutes on 2 cores
+hold training, one online iteration, the calibration and two sweeps.
 
 A rerun with the same ``--output`` resumes: labeling reuses scored shards, training continues
 from its newest checkpoint, a finished training run is not repeated, the online stage resumes
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ric import parallel
@@ -33,9 +37,9 @@ from ric.config import (
 )
 from ric.data.io import write_text_atomic
 from ric.data.label import label_dataset
-from ric.evaluation.compare import Comparison
-from ric.recipes.iterations import compare_iterations
-from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS
+from ric.evaluation.calibrate import run_calibrate
+from ric.evaluation.compare import Comparison, evaluate_models
+from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS, TRAIN_QUESTIONS
 from ric.training.offline import run_train
 from ric.training.online import run_online
 
@@ -58,6 +62,8 @@ SMOKE_OVERRIDES = [
     "online.samples=8",
     "online.shard_size=4",
     "online.max_steps=3",
+    "calibrate.levels=3",
+    "calibrate.answers_per_point=2",
 ]
 
 
@@ -82,7 +88,11 @@ def demo_config(
     values = read_values(DEMO_CONFIG)
     if layer is not None:
         values = merge_values(values, read_values(layer))
-    inputs = {"data.path": TRAIN_PAIRS, "evaluate.prompts": HELDOUT_QUESTIONS}
+    inputs = {
+        "data.path": TRAIN_PAIRS,
+        "evaluate.prompts": HELDOUT_QUESTIONS,
+        "calibrate.prompts": TRAIN_QUESTIONS,
+    }
     chosen = flatten(values)
     paths = {
         **{key: value for key, value in inputs.items() if not chosen.get(key)},
@@ -91,6 +101,7 @@ def demo_config(
         "train.output": output / "train",
         "online.model": output / "train",
         "online.output": output / "online",
+        "calibrate.output": output / "calibrated",
     }
     for key, path in paths.items():
         set_value(values, key, str(path))
@@ -119,7 +130,16 @@ def run_demo(
     seconds["online"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    comparison = compare_iterations(config, online, output / "evaluate", show_progress)
+    last = online.iterations[-1]
+    calibrated = run_calibrate(
+        replace(config, calibrate=replace(config.calibrate, model=str(last))), show_progress
+    ).output
+    seconds["calibrate"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    label = f"online {len(online.iterations)}"
+    models = {f"{label} p_inf": last, f"{label} calibrated": calibrated}
+    comparison = evaluate_models(models, config, output / "evaluate", show_progress)
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = sum(seconds.values())
     timing = json.dumps({"smoke": smoke, "seconds": seconds})

@@ -9,10 +9,12 @@ over ``ric.steering``) and sampling settings; a run trained in the chat format
 (``template.format: chat``) is given a chat's messages natively, through its own chat template
 with the rewards in a system turn; the run's recorded ``mapping.*`` and ``generation.*``
 settings are the defaults. Every answer has a ``ric`` object: the objectives, where the desired
-rewards came from (``steering``), the preference, the desired rewards written into the prompt, the
-mapping method and range, what a guardrail changed (``adjusted``), the conditioned prompts, the seed
-and, with ``score: true``, each choice's rewards from the run's own reward models (raw and
-standardized).
+rewards came from (``steering``: preference, rewards, rewards_obtained or default), the preference,
+the rewards to obtain (``rewards_obtained``, a calibrated model's target), the desired rewards
+written into the prompt, the obtained rewards they promise (``promised_rewards``), the mapping
+method and range (and a calibrated model's reach), what a guardrail changed (``adjusted``), the
+conditioned prompts, the seed and, with ``score: true``, each choice's rewards from the run's own
+reward models (raw and standardized).
 
 Streaming (``stream: true``) answers in OpenAI's server-sent chunk format ending with ``data:
 [DONE]``; a chat stream opens with the role chunk at once, and the text follows token by token as
@@ -185,7 +187,9 @@ async def complete(
         "objectives": deployment.names,
         "steering": steering.source,
         "preference": None if steering.preference is None else rounded(steering.preference),
+        "rewards_obtained": None if steering.obtained is None else rounded(steering.obtained),
         "desired_rewards": rounded(steering.desired),
+        "promised_rewards": rounded(steering.promised),
         "mapping": mapping_info(deployment),
         "adjusted": [
             asdict(change) | {"requested": rounded(change.requested), "used": rounded(change.used)}

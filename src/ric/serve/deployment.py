@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ric.config import GenerationConfig, RicConfig
+from ric.core import CALIBRATED
 from ric.rewards import create_reward
 from ric.runs import TrainedPolicy
 from ric.serve.engines import create_engine
@@ -38,6 +39,8 @@ class Deployment:
 
     def __post_init__(self) -> None:
         self.steering = Steering.for_run(self.policy, self.config.mapping)
+        if self.config.mapping.method == CALIBRATED:
+            self.steering.fitted()  # no calibration: refused at startup, not at every request
         names = list(self.steering.names)
         self.names = names
         serve = self.config.serve
@@ -56,7 +59,14 @@ class Deployment:
         self._scoring = threading.Lock()
 
     def steer(self, request: CommonRequest) -> SteeredRequest:
-        return steer(request.preference, request.rewards, self.steering, self.default, self.rails)
+        return steer(
+            request.preference,
+            request.rewards,
+            self.steering,
+            self.default,
+            self.rails,
+            request.rewards_obtained,
+        )
 
     def tokenize(self, prompts: list[str], settings: GenerationConfig) -> list[list[int]]:
         """Each prompt's token ids, as ``ric generate`` tokenizes it; a prompt too long for the

@@ -2,18 +2,25 @@
 
 Pure functions, no model and no HTTP:
 
-* **Steering.** A request sets ``preference`` or ``rewards``, never both; with neither, the
-  deployment's default preference applies. ``ric.steering.Steering`` reads and checks them (lists in
-  objective order or objects keyed by name) and maps a preference with the run's ``mapping.*``
-  settings and range, as everywhere else in ``ric``.
+* **Steering.** A request sets at most one of ``preference``, ``rewards`` and
+  ``rewards_obtained`` (the rewards to obtain, for a calibrated model: ``ric calibrate``); with
+  none, the deployment's default preference applies. ``ric.steering.Steering`` reads and checks
+  them (lists in objective order or objects keyed by name), maps a preference with the run's
+  ``mapping.*`` settings and range, and solves a target for the desired rewards its calibration
+  predicts will obtain it, as everywhere else in ``ric``. Each request also gets the obtained
+  rewards its steering promises (``promised``): the calibration's prediction where the desired
+  rewards came from it (``rewards_obtained``, or ``mapping.method: calibrated``), else the desired
+  rewards themselves (the paper's mappings assume obtained = desired).
 * **Guardrails.** Per objective, bounds on the preference weight and on the desired reward
   (``serve.preference_bounds``, ``serve.reward_bounds``; an objective without reward bounds is
   bounded to the run's mapping range [r_min, r_max] widened by ``serve.reward_margin`` standard
   deviations, what the model saw in training). Outside them a request is refused or
   clamped (``serve.out_of_bounds``): a preference is moved to the nearest allowed one (the Euclidean
   projection onto the simplex within the bounds, so it still sums to 1), desired rewards are
-  clipped; reward bounds apply to the desired rewards however they were obtained. Every change is
-  listed (``Adjustment``) and reported in the answer.
+  clipped; reward bounds apply to the desired rewards however they were obtained (a refusal names
+  the field the request set, a clip is listed as ``rewards``, and the promise follows the clipped
+  rewards). Preference bounds apply to preferences only: ``rewards`` and ``rewards_obtained``
+  give none. Every change is listed (``Adjustment``) and reported in the answer.
 * **Chat messages to a prompt.** A chat becomes one prompt by ``ric.core.chat``'s rule (a lone
   user message verbatim, else a ``Role: text`` transcript ending with the user's turn), the rule
   the exported chat template applies too; here its errors become the 400 answers that name the
@@ -64,10 +71,12 @@ class Adjustment:
 class SteeredRequest:
     """The desired rewards one request gets, and how they were obtained."""
 
-    source: str  # "preference", "rewards" or "default"
-    preference: np.ndarray | None  # (N,) the weights used; None when rewards were given
+    source: str  # "preference", "rewards", "rewards_obtained" or "default"
+    preference: np.ndarray | None  # (N,) the weights used; None when none was mapped
     desired: np.ndarray  # (N,) standardized, as written into the prompt
     adjustments: tuple[Adjustment, ...]
+    promised: np.ndarray  # (N,) the obtained rewards the steering expects for ``desired``
+    obtained: np.ndarray | None = None  # (N,) the rewards_obtained target, names filled in
 
 
 def guardrails(
@@ -138,18 +147,21 @@ def bound(
     param: str,
     refuse: bool,
     clamp: Callable[[np.ndarray], np.ndarray],
+    field: str | None = None,
 ) -> tuple[np.ndarray, tuple[Adjustment, ...]]:
     """``values`` if within [low, high]; else refused (RequestError) or ``clamp(values)``,
-    with the changes made."""
+    with the changes made. ``field``: the request's field a refusal names, where ``values``
+    (``param``) were derived from it."""
     outside = [i for i in range(len(names)) if not low[i] <= values[i] <= high[i]]
     if not outside:
         return values, ()
     if refuse:
         i = outside[0]
+        what = param if field is None else f"the desired {param} that {field} needs"
         raise RequestError(
-            f"{param} for objective {names[i]!r} is {values[i]:g}, outside the allowed "
+            f"{what} for objective {names[i]!r} is {values[i]:g}, outside the allowed "
             f"[{low[i]:g}, {high[i]:g}] of this deployment",
-            param=param,
+            param=field or param,
             code="out_of_bounds",
         )
     used = clamp(values)
@@ -167,15 +179,32 @@ def steer(
     steering: Steering,
     default: np.ndarray,
     rails: Guardrails,
+    rewards_obtained: Values | None = None,
 ) -> SteeredRequest:
     """The desired rewards of one request (rules in the module docstring)."""
-    if preference is not None and rewards is not None:
-        raise RequestError("give preference or rewards, not both", param="rewards")
+    given = [
+        name
+        for name, value in (
+            ("preference", preference),
+            ("rewards", rewards),
+            ("rewards_obtained", rewards_obtained),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise RequestError(
+            f"give one of preference, rewards or rewards_obtained, not {' and '.join(given)}",
+            param=given[1],
+        )
     names = steering.names
     weights: np.ndarray | None = None
+    target: np.ndarray | None = None
     changes: tuple[Adjustment, ...] = ()
     try:
-        if rewards is not None:
+        if rewards_obtained is not None:
+            source, target = "rewards_obtained", steering.obtained_target(rewards_obtained)
+            desired = steering.desired(rewards_obtained=target.tolist())
+        elif rewards is not None:
             source, desired = "rewards", steering.desired(rewards=rewards)
         else:
             source = "default" if preference is None else "preference"
@@ -200,8 +229,14 @@ def steer(
         "rewards",
         rails.refuse,
         lambda r: np.clip(r, rails.reward_low, rails.reward_high),
+        field="rewards_obtained" if target is not None else None,
     )
-    return SteeredRequest(source, weights, desired, changes + reward_changes)
+    promised = (
+        steering.promised(desired)
+        if target is None
+        else steering.fitted().predict(desired)  # chosen by the calibration, whatever mapping
+    )
+    return SteeredRequest(source, weights, desired, changes + reward_changes, promised, target)
 
 
 def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:

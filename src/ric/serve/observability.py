@@ -62,6 +62,7 @@ class RequestRecord:
     latency_s: float
     ttft_s: float | None = None
     preference: list[float] | None = None
+    rewards_obtained: list[float] | None = None
     desired_rewards: list[float] | None = None
     steering: str | None = None
     prompt_tokens: int = 0
@@ -218,6 +219,7 @@ class Exchange:
             latency_s=latency_s,
             ttft_s=None if first_token_at is None else first_token_at - self.start,
             preference=ric.get("preference"),
+            rewards_obtained=ric.get("rewards_obtained"),
             desired_rewards=ric.get("desired_rewards"),
             steering=ric.get("steering"),
             prompt_tokens=int(ric.get("prompt_tokens", 0)),

@@ -1,5 +1,6 @@
 """The request bodies the server reads: OpenAI's fields it supports, plus RiC's steering fields
-(``preference``, ``rewards``, ``score``), read strictly (``check_fields``, before the schema):
+(``preference``, ``rewards``, ``rewards_obtained``) and ``score``, read strictly (``check_fields``,
+before the schema):
 
 * a field of the wrong type or range is a 422 naming it; steering weights must be JSON numbers
   (a string such as ``"0.5"`` or a boolean is refused, never converted);
@@ -57,7 +58,7 @@ NO_OP: dict[str, tuple[Any, ...]] = {
     "suffix": (None, ""),  # completions
 }
 
-STEERING_FIELDS = ("preference", "rewards")
+STEERING_FIELDS = ("preference", "rewards", "rewards_obtained")
 
 # OpenAI's stream options this server accepts and ignores: padding chunks against side channels.
 IGNORED_STREAM_OPTIONS = frozenset({"include_obfuscation"})
@@ -73,6 +74,7 @@ class CommonRequest(BaseModel):
     model: str
     preference: Steer = None  # N weights, or {objective: weight}
     rewards: Steer = None  # desired standardized rewards, a list or {objective: reward}
+    rewards_obtained: Steer = None  # standardized rewards to obtain (calibrated models)
     score: bool = False  # also score the answers with the run's reward models
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)

@@ -41,9 +41,11 @@ def rounded(values: Any) -> Any:
 
 
 def mapping_info(deployment: Deployment) -> dict[str, Any]:
-    """The mapping as ``Steering.describe`` says it, its range rounded."""
+    """The mapping as ``Steering.describe`` says it (with a calibrated model's reach,
+    ``reach_low`` and ``reach_high``: what ``rewards_obtained`` may ask), its ranges rounded."""
     info = deployment.steering.describe()
-    return info | {"r_min": rounded(info["r_min"]), "r_max": rounded(info["r_max"])}
+    ranges = ("r_min", "r_max", "reach_low", "reach_high")
+    return info | {key: rounded(info[key]) for key in ranges if key in info}
 
 
 def model_entry(deployment: Deployment) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class Answer:
             id=self.envelope(chunk=False)["id"],
             steering=self.info["steering"],
             preference=self.info["preference"],
+            rewards_obtained=self.info["rewards_obtained"],
             desired_rewards=self.info["desired_rewards"],
             prompt_tokens=sum(self.prompt_tokens[:: request.n]),
             stream=request.stream,

@@ -7,3 +7,4 @@ from pathlib import Path
 DATA_DIR = Path(__file__).parent / "data"
 TRAIN_PAIRS = DATA_DIR / "pairs.jsonl"
 HELDOUT_QUESTIONS = DATA_DIR / "questions_heldout.jsonl"
+TRAIN_QUESTIONS = DATA_DIR / "questions_train.jsonl"  # also what `ric demo` calibrates on

@@ -51,7 +51,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ric import parallel
-from ric.config import OnlineConfig, RicConfig, dump_config, load_config
+from ric.config import GenerationConfig, OnlineConfig, RicConfig, dump_config, load_config
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_atomic, write_text_atomic
 from ric.data.label import raw_column, read_labeled_frame, restandardize, standardized_column
@@ -216,9 +216,18 @@ def _run_iteration(
             "dtype": config.model.dtype,
         },
     )
-    generated = _generate_and_score(
-        policy, steering, plan, config, shards, iteration, show_progress
+    generated = generate_and_score(
+        policy,
+        steering,
+        plan,
+        config.generation,
+        shards,
+        settings.shard_size,
+        config.generation.seed + 1_000 * iteration,
+        f"online {iteration}",
+        show_progress,
     )
+    generated["iteration"] = iteration
     # Each shard recorded its own time: a run killed and resumed counts every process's work.
     # (Shards saved before this column existed count 0.)
     shard_seconds = generated.get(SECONDS_COLUMN, pd.Series(0.0, index=generated.index))
@@ -326,41 +335,41 @@ def _run_iteration(
     parallel.on_main(write_iteration)
 
 
-def _generate_and_score(
+def generate_and_score(
     policy: TrainedPolicy,
     steering: Steering,
     plan: pd.DataFrame,
-    config: RicConfig,
+    generation: GenerationConfig,
     shards: ShardCache,
-    iteration: int,
+    shard_size: int,
+    seed: int,
+    description: str,
     show_progress: bool,
 ) -> pd.DataFrame:
-    """Every shard of ``plan`` generated and scored (saved ones read back), in plan order;
-    each row holds its shard's wall-clock seconds shared among the shard's rows
-    (``SECONDS_COLUMN``), so their sum is the iteration's time however often it resumed."""
+    """Every shard of ``plan`` (a prompt and its desired rewards, ``target_column``, per row)
+    generated and scored with the model's rewards (saved shards read back), in plan order;
+    shard K samples with seed ``seed + K``. Each row holds its shard's wall-clock seconds shared
+    among the shard's rows (``SECONDS_COLUMN``), so their sum is the work's time however often
+    it resumed. `ric online` and `ric calibrate` generate this way."""
     from ric.models.generation import generate_with_stats
 
-    settings = config.online
     names = list(policy.stats.names)
     scorers = [create_reward(r.type, r.options) for r in policy.reward_configs()]
-    progress = tqdm(total=len(plan), desc=f"online {iteration}", disable=not show_progress)
+    progress = tqdm(total=len(plan), desc=description, disable=not show_progress)
     frames = []
-    for index, start in enumerate(range(0, len(plan), settings.shard_size)):
-        shard = plan.iloc[start : start + settings.shard_size].reset_index(drop=True)
+    for index, start in enumerate(range(0, len(plan), shard_size)):
+        shard = plan.iloc[start : start + shard_size].reset_index(drop=True)
 
         def generate_and_score(shard: pd.DataFrame = shard, index: int = index) -> pd.DataFrame:
             began = time.perf_counter()
             targets = shard[[target_column(n) for n in names]].to_numpy()
             conditioned = steering.prompts(shard["prompt"].tolist(), targets)
-            generation = replace(
-                config.generation, seed=config.generation.seed + 1_000 * iteration + index
-            )
-            result = generate_with_stats(policy.model, policy.tokenizer, conditioned, generation)
+            settings = replace(generation, seed=seed + index)
+            result = generate_with_stats(policy.model, policy.tokenizer, conditioned, settings)
             shard["response"], shard["finished"] = result.texts, result.finished
             prompts, responses = shard["prompt"].tolist(), shard["response"].tolist()
             for name, scorer in zip(names, scorers, strict=True):
                 shard[raw_column(name)] = score_split(scorer, prompts, responses)
-            shard["iteration"] = iteration
             shard[SECONDS_COLUMN] = (time.perf_counter() - began) / len(shard)
             return shard
 
