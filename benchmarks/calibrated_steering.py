@@ -11,7 +11,7 @@ made, for `embedded-ric`, with (8-10 min each on 2 CPU cores):
 
     ric evaluate --model embedded-ric --set mapping.method=p_inf --output runs/eval-p_inf \
         --prompts src/ric/tasks/data/questions_heldout.jsonl --set evaluate.num_prompts=48 \
-        --set "evaluate.reference=[-0.05313751532892641,-57.0]"
+        --set "evaluate.reference=[-0.05313751532892641,-57.0]" --set evaluate.probe=false
     ric evaluate --model embedded-ric --output runs/eval-calibrated \
         --prompts src/ric/tasks/data/questions_heldout.jsonl --set evaluate.num_prompts=48 \
         --set "evaluate.reference=[-0.05313751532892641,-57.0]" --set evaluate.obtained_targets=2
@@ -44,7 +44,11 @@ def row(label: str, metrics: dict) -> str:
     order = " / ".join(f"{grid[n]['spearman']:+.2f}" for n in names)
     kendall = " / ".join(f"{grid[n]['kendall']:+.2f}" for n in names)
     distinct = " / ".join(str(card["distinct_by_objective"][n]) for n in names)
-    probe = " / ".join(f"{metrics['probe'][n]['difference_sd']:+.2f}" for n in names)
+    probe = (  # the probe does not depend on the mapping: one of the two sweeps may skip it
+        " / ".join(f"{metrics['probe'][n]['difference_sd']:+.2f}" for n in names)
+        if metrics["probe"]
+        else "-"
+    )
     check = card.get("obtained_targets")
     missed = f"{check['error_sd']:.2f}" if check else "-"
     return (
