@@ -73,12 +73,17 @@ def test_an_error_names_the_field_in_the_callers_words():
     with pytest.raises(SteeringError) as error:
         steering().desired(preference=[1.0])
     assert str(error.value).startswith("preference has 1 values")  # the server's JSON field
-    flags = {"preference": "--preference", "rewards": "--rewards"}
+    flags = {
+        "preference": "--preference",
+        "rewards": "--rewards",
+        "rewards_obtained": "--rewards-obtained",
+    }
     assert error.value.naming(flags).startswith("--preference has 1 values")  # the CLI's flag
     with pytest.raises(SteeringError) as error:
         steering().desired()
     assert error.value.naming(flags) == (
-        "give exactly one of --preference (mapped) or --rewards (explicit)"
+        "give exactly one of --preference (mapped), --rewards (explicit) or --rewards-obtained "
+        "(what to obtain, calibrated models)"
     )
 
 
