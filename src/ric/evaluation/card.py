@@ -27,6 +27,7 @@ from scipy.stats import kendalltau
 
 from ric.config import GenerationConfig
 from ric.core import calibration_error
+from ric.core.calibration import REACH_TOLERANCE
 from ric.data.label import add_rewards, standardized_column
 from ric.evaluation.metrics import rank_correlation
 from ric.models.generation import generate_with_stats
@@ -117,7 +118,7 @@ def obtained_targets(steering: Steering, per_objective: int) -> np.ndarray:
     inner = np.linspace(0.2, 0.8, per_objective) if per_objective > 1 else np.array([0.5])
     axes = [low + inner * (high - low) for low, high in zip(lowest, highest, strict=True)]
     grid = np.array(np.meshgrid(*axes, indexing="ij")).reshape(len(axes), -1).T
-    return np.array([t for t in grid if calibration.solve(t)[1] <= 0.01])
+    return np.array([t for t in grid if calibration.solve(t)[1] <= REACH_TOLERANCE])
 
 
 def obtained_target_check(

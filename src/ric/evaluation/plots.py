@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,13 +70,7 @@ def plot_fronts(
             axis.legend(fontsize=8)
     for axis in list(axes.flat)[len(pairs) :]:
         axis.set_visible(False)
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title)
 
 
 def plot_calibration(
@@ -111,6 +106,13 @@ def plot_calibration(
         axis.set_ylabel(f"{name}: obtained (sd)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
+    return save_figure(figure, path, title)
+
+
+def save_figure(figure: Any, path: Path, title: str = "") -> Path:
+    """Title, lay out, write ``path`` (its folder made) at 120 dpi, and close ``figure``."""
+    import matplotlib.pyplot as plt
+
     if title:
         figure.suptitle(title)
     figure.tight_layout()
