@@ -198,3 +198,54 @@ def test_online_from_a_calibrated_run_trains_weights_that_need_a_new_calibration
     assert "has no calibration" in capsys.readouterr().err
     assert main([*calibrate_command(iteration, tmp_path / "again")]) == 0
     assert main([*ask[:2], str(tmp_path / "again"), *ask[3:], *GENERATION]) == 0
+
+
+def test_a_calibrated_run_and_its_weights_are_probed_once(
+    tiny_calibrated, tiny_offline, tmp_path, monkeypatch
+):
+    import ric.evaluation.sweep as sweep_module
+    from ric.config import load_config
+    from ric.data.sources import read_prompts
+    from ric.evaluation.compare import evaluate_models
+    from ric.evaluation.probe import asks_the_same
+    from ric.evaluation.sweep import recorded_probe
+    from ric.steering import Steering
+
+    probed = []
+    real_probe = sweep_module.behaviour_probe
+
+    def counted_probe(*args, **kwargs):
+        probed.append(args[0].folder)
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "behaviour_probe", counted_probe)
+    config = load_config(
+        tiny_offline / "train" / "config.yaml",
+        [
+            f"evaluate.prompts={EXAMPLES}",
+            "evaluate.num_prompts=2",
+            "evaluate.resamples=0",
+            "evaluate.sensitivity_samples=0",
+            *GENERATION[1::2],  # the settings, without their --set flags
+        ],
+    )
+    models = {"plain": tiny_offline / "train", "calibrated": tiny_calibrated}
+    evaluate_models(models, config, tmp_path / "compared", show_progress=False)
+    assert len(probed) == 1  # the calibrated run reused the probe of the weights it uses
+    plain, calibrated = tmp_path / "compared" / "plain", tmp_path / "compared" / "calibrated"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(plain / "probe_samples.parquet"),
+        pd.read_parquet(calibrated / "probe_samples.parquet"),
+    )
+    assert (
+        json.loads((calibrated / "metrics.json").read_text())["probe"]
+        == json.loads((plain / "metrics.json").read_text())["probe"]
+    )
+    # A probe stands in for another only when it asked the same prompts at the same targets.
+    probe = recorded_probe(plain)
+    steering = Steering.for_run(load_trained(tiny_offline / "train"), config.mapping)
+    prompts = read_prompts(str(EXAMPLES), "prompt", 2)
+    assert asks_the_same(probe, steering, prompts)
+    assert not asks_the_same(probe, steering, prompts[:1])
+    assert not asks_the_same(probe, steering, [prompts[0], "Another question?"])
+    assert recorded_probe(tmp_path) is None

@@ -6,7 +6,8 @@ import pytest
 
 from ric.cli import main
 from ric.config import load_config
-from ric.recipes.demo import DEMO_CONFIG
+from ric.recipes.demo import DEMO_CONFIG, demo_config, generating_config
+from ric.runtime import native_bfloat16
 from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS
 
 
@@ -57,6 +58,15 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert "online 1 calibrated" in (out / "evaluate" / "report.md").read_text()
     timing = json.loads((out / "demo.json").read_text())
     assert timing["smoke"] is True and timing["seconds"]["total"] > 0
+    # Calibration and sweeps generate in bfloat16 where the CPU computes in it; training not.
+    dtype = "bfloat16" if native_bfloat16("cpu") else "float32"
+    assert timing["generation_dtype"] == dtype and f"with {dtype} weights" in printed
+    for stage in ("evaluate/online-1-p_inf", "evaluate/online-1-calibrated"):
+        assert load_config(out / stage / "config.yaml").model.dtype == dtype
+    assert load_config(out / "train" / "config.yaml").model.dtype == "float32"
+    # The calibrated run uses iteration 1's weights: one probe serves both sweeps.
+    probes = [out / "evaluate" / model / "probe_samples.parquet" for model in mappings]
+    assert probes[0].read_bytes() == probes[1].read_bytes()
 
     # A rerun resumes: labels come from the cache, finished training, online iterations, the
     # calibration and the evaluations are not repeated (none of their files is written again).
@@ -69,3 +79,19 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     written = [path.stat().st_mtime_ns for path in finished]
     assert main(["demo", "--smoke", "--output", str(out), "--no-progress"]) == 0
     assert [path.stat().st_mtime_ns for path in finished] == written
+
+
+def test_native_bfloat16_reads_the_cpu_flags():
+    assert native_bfloat16("cpu", "flags : fpu avx2 avx512f avx512_bf16 amx_tile")
+    assert native_bfloat16("cpu", "flags : fpu avx2 amx_bf16")
+    assert not native_bfloat16("cpu", "flags : fpu avx2 avx512f avx512_fp16")
+    assert not native_bfloat16("cpu", "")
+
+
+def test_a_chosen_dtype_applies_to_every_stage(tmp_path):
+    chosen = ["model.dtype=float32"]
+    config = demo_config(tmp_path, overrides=chosen)
+    assert generating_config(config, chosen).model.dtype == "float32"
+    generating = generating_config(config).model.dtype
+    assert generating == ("bfloat16" if native_bfloat16("cpu") else "float32")
+    assert config.model.dtype == "float32"  # training's weights stay float32

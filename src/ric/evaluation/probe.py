@@ -88,6 +88,23 @@ def probe_generations(
     )
 
 
+def asks_the_same(earlier: ProbeResult, steering: Steering, prompts: Sequence[str]) -> bool:
+    """True when ``earlier`` asked exactly the targets and prompts that a probe of ``steering``
+    on ``prompts`` asks. The probe asks desired rewards directly, not through the mapping: a
+    probe of the same weights with the same generation settings (a calibrated run and the run
+    it calibrates) then gives the same answers, and ``earlier`` can stand for it."""
+    targets = probe_targets(steering.r_min, steering.r_max).reshape(-1, steering.num_objectives)
+    samples = earlier.samples
+    return (
+        len(samples) == len(targets) * len(prompts)
+        and samples["prompt"].tolist() == list(prompts) * len(targets)
+        and np.array_equal(
+            np.asarray(samples["desired"].tolist(), dtype=float),
+            np.repeat(targets, len(prompts), axis=0),
+        )
+    )
+
+
 def behaviour_probe(
     policy: TrainedPolicy,
     steering: Steering,

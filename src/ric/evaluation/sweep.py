@@ -56,11 +56,11 @@ from ric.evaluation.card import (
 from ric.evaluation.grid import resolve_grid
 from ric.evaluation.metrics import front_summary, resampled_intervals, steerability
 from ric.evaluation.plots import plot_calibration, plot_fronts
-from ric.evaluation.probe import ProbeResult, behaviour_probe
+from ric.evaluation.probe import ProbeResult, asks_the_same, behaviour_probe
 from ric.evaluation.report import write_report
 from ric.evaluation.sensitivity import reward_sensitivity
 from ric.models.generation import GenerationResult, generate_with_stats
-from ric.rewards import create_reward, score_split
+from ric.rewards import RewardFunction, create_reward, score_split
 from ric.runs import RunResult, TrainedPolicy, load_trained
 from ric.steering import Steering
 
@@ -89,8 +89,15 @@ def per_prompt_rewards(samples: pd.DataFrame, names: list[str], preferences: int
     return raw.reshape(preferences, len(raw) // preferences, len(names))
 
 
-def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) -> SweepResult:
-    """Generate and score over the preference grid (see the module docstring)."""
+def sweep(
+    config: RicConfig,
+    policy: TrainedPolicy,
+    show_progress: bool = True,
+    earlier_probe: ProbeResult | None = None,
+) -> SweepResult:
+    """Generate and score over the preference grid (see the module docstring).
+    ``earlier_probe``: a probe of the same weights with the same generation settings (see
+    ``recorded_probe``), used instead of probing again when it asked what this probe asks."""
     settings = config.evaluate
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts)
     stats = policy.stats
@@ -128,18 +135,35 @@ def sweep(config: RicConfig, policy: TrainedPolicy, show_progress: bool = True) 
         mean_standardized=standardized.reshape(per_preference).mean(axis=1),
         samples=samples,
         probe=(
-            behaviour_probe(
-                policy,
-                steering,
-                prompts,
-                config.generation,
-                scorers,
-                show_progress,
-            )
+            _probe(policy, steering, prompts, config, scorers, show_progress, earlier_probe)
             if settings.probe and steering.takes_rewards
             else None
         ),
     )
+
+
+def _probe(
+    policy: TrainedPolicy,
+    steering: Steering,
+    prompts: list[str],
+    config: RicConfig,
+    scorers: list[RewardFunction],
+    show_progress: bool,
+    earlier: ProbeResult | None,
+) -> ProbeResult:
+    """The behavioural probe: ``earlier`` when it asked the same, else a new one."""
+    if earlier is not None and asks_the_same(earlier, steering, prompts):
+        return earlier
+    return behaviour_probe(policy, steering, prompts, config.generation, scorers, show_progress)
+
+
+def recorded_probe(folder: Path) -> ProbeResult | None:
+    """The probe of the evaluation in ``folder`` (its metrics and answers); None without one."""
+    metrics, samples = folder / METRICS_FILE, folder / PROBE_SAMPLES
+    if not metrics.is_file() or not samples.is_file():
+        return None
+    summary = json.loads(metrics.read_text()).get("probe")
+    return ProbeResult(summary, pd.read_parquet(samples)) if summary else None
 
 
 def _generate(
@@ -242,9 +266,11 @@ def default_reference(stats: RewardStats) -> list[float]:
     return [float(v) for v in minimum]
 
 
-def run_evaluate(config: RicConfig, show_progress: bool = True) -> RunResult:
+def run_evaluate(
+    config: RicConfig, show_progress: bool = True, earlier_probe: ProbeResult | None = None
+) -> RunResult:
     """Run the sweep and write every artifact of the module docstring; return the directory and
-    the metrics written there."""
+    the metrics written there. ``earlier_probe``: see ``sweep``."""
     settings = config.evaluate
     if not settings.output:
         raise ValueError("no output directory: set evaluate.output (or pass --output)")
@@ -255,7 +281,7 @@ def run_evaluate(config: RicConfig, show_progress: bool = True) -> RunResult:
     policy = load_trained(
         settings.model, merged=True, dtype=config.model.dtype, device=config.model.device
     )
-    result = sweep(config, policy, show_progress)
+    result = sweep(config, policy, show_progress, earlier_probe)
     stats = result.stats
     names = list(stats.names)
     reference = reference_point(settings.reference, stats)

@@ -446,8 +446,8 @@ def _generation_section(generation: GenerationConfig) -> str:
 
 `generation_config.json` holds the sampling settings the run records, those ric generates with:
 {sampling}, at most {generation.max_new_tokens} new tokens{stopping}. A request's own sampling
-fields replace them in vLLM, SGLang and plain transformers; `transformers serve
---continuous-batching` (5.24) keeps the first request's sampling settings for its whole life."""
+fields replace them in vLLM, SGLang, plain transformers and `transformers serve` 5.25
+(5.24's `--continuous-batching` keeps the first request's sampling settings for its life)."""
 
 
 def _measured_section(facts: ExportFacts) -> str:

@@ -120,9 +120,9 @@ transformers serve --continuous-batching {name}  # on a CPU add: --device cpu --
 ```
 
 The client above (port 8000); `--chat-template-kwargs '{kwargs}'` sets the server's default for
-requests that give none. With `--continuous-batching` the first request's sampling settings
-(temperature, top-p) hold for the server's whole life; on a CPU, `--cb-num-blocks` bounds the KV
-cache, which otherwise takes most of the machine's memory."""
+requests that give none. transformers 5.25 samples each request with its own temperature and
+top-p (5.24's `--continuous-batching` keeps the first request's for the server's life); on a
+CPU, `--cb-num-blocks` bounds the KV cache, which otherwise takes most of the machine's memory."""
 
 
 def _adapter_servers(name: str, preference: list[float], base: str, rank: int) -> str:
