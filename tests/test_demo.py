@@ -81,13 +81,6 @@ def test_demo_smoke_runs_every_stage(tmp_path, capsys):
     assert [path.stat().st_mtime_ns for path in finished] == written
 
 
-def test_native_bfloat16_reads_the_cpu_flags():
-    assert native_bfloat16("cpu", "flags : fpu avx2 avx512f avx512_bf16 amx_tile")
-    assert native_bfloat16("cpu", "flags : fpu avx2 amx_bf16")
-    assert not native_bfloat16("cpu", "flags : fpu avx2 avx512f avx512_fp16")
-    assert not native_bfloat16("cpu", "")
-
-
 def test_a_chosen_dtype_applies_to_every_stage(tmp_path):
     chosen = ["model.dtype=float32"]
     config = demo_config(tmp_path, overrides=chosen)

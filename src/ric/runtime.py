@@ -98,3 +98,20 @@ def native_bfloat16(device: str, cpu_flags: str | None = None) -> bool:
             return False
     words = set(cpu_flags.split())
     return any(flag in words for flag in BFLOAT16_CPU_FLAGS)
+
+
+def release_memory() -> None:
+    """Hand the memory a finished stage freed back to the system. glibc keeps freed heap memory
+    for the process, and a later stage (other models, other tensor shapes) often cannot reuse
+    those holes, so each stage grew the peak (`ric demo` in one process: 8.2 GB without this,
+    6.5 GB with it; its training alone peaks at 4.4 GB). Collect garbage, then ``malloc_trim``;
+    where the C library is not glibc, only the collection."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl)
+        return
+    libc.malloc_trim(0)

@@ -41,6 +41,7 @@ from ric.evaluation.sweep import (
     run_evaluate,
 )
 from ric.runs import RunResult, read_calibration, run_folder, weights_source
+from ric.runtime import release_memory
 
 COMPARISON_PLOT = "fronts.png"
 COMPARISON_TABLE = "comparison.csv"
@@ -113,6 +114,7 @@ def evaluate_models(
             metrics = _evaluation(model, folder, config, reference, show_progress, earlier)
             if earlier is None and (probe := recorded_probe(folder)) is not None:
                 probes_of_weights[weights] = probe
+            release_memory()  # the next model loads into what this one freed
             if names is not None and metrics["objectives"] != names:
                 raise ValueError(
                     f"{label!r} has objectives {metrics['objectives']}, the others {names}: "

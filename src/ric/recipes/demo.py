@@ -40,7 +40,7 @@ from ric.data.io import write_text_atomic
 from ric.data.label import label_dataset
 from ric.evaluation.calibrate import run_calibrate
 from ric.evaluation.compare import Comparison, evaluate_models
-from ric.runtime import default_device, native_bfloat16
+from ric.runtime import default_device, native_bfloat16, release_memory
 from ric.tasks import HELDOUT_QUESTIONS, TRAIN_PAIRS, TRAIN_QUESTIONS
 from ric.training.offline import run_train
 from ric.training.online import run_online
@@ -141,10 +141,13 @@ def run_demo(
     start = time.perf_counter()
     run_train(config, resume=True, show_progress=show_progress)
     seconds["train"] = time.perf_counter() - start
+    # Each stage loads its own models: hand what the last one freed back (runtime.release_memory).
+    release_memory()
 
     start = time.perf_counter()
     online = run_online(config, show_progress)
     seconds["online"] = time.perf_counter() - start
+    release_memory()
 
     start = time.perf_counter()
     last = online.iterations[-1]
@@ -153,6 +156,7 @@ def run_demo(
         replace(generating, calibrate=replace(config.calibrate, model=str(last))), show_progress
     ).output
     seconds["calibrate"] = time.perf_counter() - start
+    release_memory()
 
     start = time.perf_counter()
     label = f"online {len(online.iterations)}"
