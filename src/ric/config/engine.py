@@ -32,6 +32,14 @@ def check_choice(key: str, value: str, valid: Sequence[str]) -> None:
         raise ValueError(f"{key}: {value!r} is not valid; choose one of {', '.join(valid)}")
 
 
+def require_setting(key: str, value: Any, what: str, flag: str = "", hint: str = "") -> None:
+    """Raise ValueError when a required setting is empty: "no ``what``: set ``key`` (or pass
+    --``flag``, by default the key's last part)``hint``"."""
+    if not value:
+        flag = flag or key.rsplit(".", 1)[-1]
+        raise ValueError(f"no {what}: set {key} (or pass --{flag}){hint}")
+
+
 def doc_field(default: Any, doc: str) -> Any:
     """A dataclass field with a default (copied for mutable values) and a one-line doc."""
     if isinstance(default, list | dict):

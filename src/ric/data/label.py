@@ -28,7 +28,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ric import parallel
-from ric.config import DataConfig, RewardConfig, RicConfig, dump_config, load_config
+from ric.config import (
+    DataConfig,
+    RewardConfig,
+    RicConfig,
+    dump_config,
+    load_config,
+    require_setting,
+)
 from ric.core import RewardStats
 from ric.data.io import (
     CONFIG_FILE,
@@ -204,8 +211,7 @@ def with_contrast_pairs(
 def label_dataset(config: RicConfig, show_progress: bool = True) -> LabelResult:
     """Score ``config.data`` with ``config.rewards`` and write the labeled data to
     ``config.label.output`` (layout and resume rule in the module docstring)."""
-    if not config.label.output:
-        raise ValueError("no output directory: set label.output (or pass --output)")
+    require_setting("label.output", config.label.output, "output directory")
     check_rewards(config.rewards)
     frame = read_pairs(config.data)  # validates columns and rows before anything is written
     if config.label.contrast_pairs:

@@ -46,7 +46,7 @@ from typing import Any
 
 import pandas as pd
 
-from ric.config import RicConfig, dump_config
+from ric.config import RicConfig, dump_config, require_setting
 from ric.data.io import CONFIG_FILE, write_atomic, write_text_atomic
 
 PAIRS_FILE = "pairs.parquet"
@@ -260,8 +260,7 @@ def run_prepare(config: RicConfig) -> PrepareResult:
         raise ValueError(
             f"unknown dataset {settings.dataset!r}; valid: {', '.join(sorted(PREPARERS))}"
         )
-    if not settings.output:
-        raise ValueError("no output directory: set prepare.output (or pass --output)")
+    require_setting("prepare.output", settings.output, "output directory")
     preparer = PREPARERS[settings.dataset]
     source = settings.data or preparer.hub_name
     rows = read_upstream(source, preparer, settings.split, settings.limit)

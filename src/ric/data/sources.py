@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ric.config import DataConfig
+from ric.config import DataConfig, require_setting
 
 if TYPE_CHECKING:
     import datasets
@@ -62,8 +62,7 @@ def _read_hf(config: DataConfig) -> pd.DataFrame:
 
 def read_table(config: DataConfig) -> pd.DataFrame:
     """Load ``config.path`` as a frame (first ``limit`` rows), every column kept."""
-    if not config.path:
-        raise ValueError("no input data: set data.path (or pass --data)")
+    require_setting("data.path", config.path, "input data", flag="data")
     data_format = resolve_format(config)
     path = Path(config.path)
     if data_format != "hf" and not path.is_file():

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ric import parallel
-from ric.config import RicConfig, dump_config, load_config
+from ric.config import RicConfig, dump_config, load_config, require_setting
 from ric.core import CALIBRATED, Calibration, design_levels, fit_calibration
 from ric.data.io import CONFIG_FILE, STATS_FILE, write_atomic, write_text_atomic
 from ric.data.label import restandardize, standardized_column
@@ -113,15 +113,10 @@ def weights_reference(model: str, output: Path) -> str:
 def run_calibrate(config: RicConfig, show_progress: bool = True) -> RunResult:
     """Generate at the design, fit, and write the calibrated run (module docstring)."""
     settings = config.calibrate
-    if not settings.model:
-        raise ValueError("no model: set calibrate.model (or pass --model) to a RiC run")
-    if not settings.output:
-        raise ValueError("no output directory: set calibrate.output (or pass --output)")
-    if not settings.prompts:
-        raise ValueError(
-            "no prompts: set calibrate.prompts (or pass --prompts) to prompts the model was not "
-            "evaluated on"
-        )
+    require_setting("calibrate.model", settings.model, "model", hint=" to a RiC run")
+    require_setting("calibrate.output", settings.output, "output directory")
+    unseen = " to prompts the model was not evaluated on"
+    require_setting("calibrate.prompts", settings.prompts, "prompts", hint=unseen)
     output = Path(settings.output)
     source = run_folder(settings.model)
     weights = weights_source(source) if (source / CALIBRATION_FILE).is_file() else None

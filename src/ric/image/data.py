@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from PIL import Image, ImageOps
 
-from ric.config import DataConfig
+from ric.config import DataConfig, require_setting
 from ric.data.sources import (
     SUFFIX_FORMATS,
     check_columns,
@@ -202,8 +202,7 @@ def _read_hf(config: ImageDataConfig) -> ImageRows:
 def read_image_rows(config: ImageDataConfig) -> ImageRows:
     """The (image, caption) rows ``config`` names (its first ``limit``), every caption and
     image path checked; images are decoded later, by ``ImageRows.image``."""
-    if not config.path:
-        raise ValueError("no input data: set data.path (or pass --data)")
+    require_setting("data.path", config.path, "input data", flag="data")
     data_format = resolve_image_format(config)
     if not Path(config.path).exists() and not (
         data_format == "hf" and HUB_NAME.fullmatch(config.path)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ric.config import dump_config, load_config
+from ric.config import dump_config, load_config, require_setting
 from ric.core import RewardStats
 from ric.data.io import (
     CONFIG_FILE,
@@ -83,8 +83,7 @@ def score_shard(
 def label_images(config: ImageRicConfig, show_progress: bool = True) -> LabelResult:
     """Score ``config.data`` with ``config.rewards`` into ``config.label.output``; return what
     was written and how many shard scores were computed or reused."""
-    if not config.label.output:
-        raise ValueError("no output directory: set label.output (or pass --output)")
+    require_setting("label.output", config.label.output, "output directory")
     check_rewards(config.rewards)
     rows = read_image_rows(config.data)  # validates paths and columns before any work
     scorers = [create_image_reward(reward.type, reward.options) for reward in config.rewards]

@@ -34,7 +34,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ric import parallel
-from ric.config import RicConfig, dump_config
+from ric.config import RicConfig, dump_config, require_setting
 from ric.data.io import CONFIG_FILE, write_text_atomic
 from ric.data.shards import ShardCache
 from ric.data.sources import read_prompts
@@ -100,8 +100,7 @@ def run_bootstrap(config: RicConfig, show_progress: bool = True) -> Path:
     from ric.models.generation import generate_with_stats
 
     settings = config.bootstrap
-    if not settings.output:
-        raise ValueError("no output directory: set bootstrap.output (or pass --output)")
+    require_setting("bootstrap.output", settings.output, "output directory")
     prompts = read_prompts(settings.prompts, settings.prompt_column, settings.limit)
     output = Path(settings.output)
     model, tokenizer = load_policy(config.model)

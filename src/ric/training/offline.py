@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ric import parallel
-from ric.config import RicConfig, dump_config, load_config
+from ric.config import RicConfig, dump_config, load_config, require_setting
 from ric.core import PromptTemplate, RewardStats
 from ric.data.io import CONFIG_FILE, STATS_FILE, write_text_atomic
 from ric.data.label import read_labeled_frame, standardized_column
@@ -99,8 +99,7 @@ def run_train(
     """Train on ``config.train.data``; write to ``config.train.output``; return that folder and
     its metrics. ``conditioned=False`` is the SFT baseline: the same loop on prompts without
     rewards."""
-    if not config.train.output:
-        raise ValueError("no output directory: set train.output (or pass --output)")
+    require_setting("train.output", config.train.output, "output directory")
     if config.train.init:
         config = _continuing(config, conditioned)
     settings = config.train

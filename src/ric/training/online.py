@@ -51,7 +51,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ric import parallel
-from ric.config import GenerationConfig, OnlineConfig, RicConfig, dump_config, load_config
+from ric.config import (
+    GenerationConfig,
+    OnlineConfig,
+    RicConfig,
+    dump_config,
+    load_config,
+    require_setting,
+)
 from ric.core import RewardStats, draw_targets, mors_mask, quantile_thresholds
 from ric.data.io import CONFIG_FILE, STATS_FILE, load_stats, write_atomic, write_text_atomic
 from ric.data.label import raw_column, read_labeled_frame, restandardize, standardized_column
@@ -124,10 +131,8 @@ class OnlineResult:
 def run_online(config: RicConfig, show_progress: bool = True) -> OnlineResult:
     """Run (or resume) every online iteration; return the output directory and its iterations."""
     settings = config.online
-    if not settings.model:
-        raise ValueError("no model: set online.model (or pass --model) to a `ric train` output")
-    if not settings.output:
-        raise ValueError("no output directory: set online.output (or pass --output)")
+    require_setting("online.model", settings.model, "model", hint=" to a `ric train` output")
+    require_setting("online.output", settings.output, "output directory")
     offline = run_folder(settings.model)
     if not (offline / CONFIG_FILE).is_file():
         raise ValueError(f"{str(offline)!r} is not a `ric train` output (no {CONFIG_FILE})")
