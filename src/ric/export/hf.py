@@ -318,11 +318,6 @@ def _save_weights(
     from ric.models.lora import ADAPTER_CONFIG, save_adapter
 
     generation = generation_config_for(model, tokenizer, config.generation)
-    if generation.do_sample and not generation.top_k:
-        # top_k 0 ("off") gives transformers no top-k step, and without one a continuous-batching
-        # server (transformers serve 5.25) cannot narrow a greedy request to top_k 1: it samples
-        # it. A top-k of the whole vocabulary keeps every token, as "off" does.
-        generation.top_k = model.get_output_embeddings().weight.shape[0]
     if base is None:
         model.generation_config = generation
         model.save_pretrained(folder)

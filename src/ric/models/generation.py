@@ -329,15 +329,19 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase, eos_ids: list[int]) -> int:
 def generation_config_for(
     model: Any, tokenizer: PreTrainedTokenizerBase, settings: GenerationConfig
 ) -> Any:
-    """transformers' ``GenerationConfig`` holding exactly what ``generate_with_stats`` passes
-    to ``model.generate`` for ``settings`` (sampling values only when sampling, top_k 0 kept as
-    "off", EOS ids, pad id, stop strings): saved as ``generation_config.json``, it makes a plain
-    ``generate``, or a server that reads that file, answer with ric's settings."""
+    """transformers' ``GenerationConfig`` holding what ``generate_with_stats`` passes to
+    ``model.generate`` for ``settings`` (sampling values only when sampling, EOS ids, pad id,
+    stop strings): saved as ``generation_config.json``, it makes a plain ``generate``, or a
+    server that reads that file, answer with ric's settings. top_k 0 ("off") is written as the
+    whole vocabulary, the same sampling: "off" gives transformers no top-k step, and without
+    one `transformers serve` 5.25 cannot narrow a greedy request to top_k 1, and samples it."""
     from transformers import GenerationConfig as TransformersGenerationConfig
 
     eos_ids = eos_token_ids(model, tokenizer)
     options = _generate_options(settings, tokenizer, eos_ids, pad_token_id(tokenizer, eos_ids))
     options.pop("tokenizer", None)  # passed to generate for stop strings; not a setting
+    if options.get("top_k") == 0:
+        options["top_k"] = model.get_output_embeddings().weight.shape[0]
     return TransformersGenerationConfig(**options)
 
 
