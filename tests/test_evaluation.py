@@ -93,7 +93,10 @@ def test_report_holds_plot_tables_and_settings(tmp_path):
     w = resolve_grid(2)
     stats = RewardStats.fit(np.random.default_rng(0).normal(size=(50, 2)), ["a", "b"])
     steering = Steering.for_stats(stats, MappingConfig())
-    result = SweepResult(stats, 4, w, w * 4 - 2, w, w, samples=None, probe=None, steering=steering)
+    prompts = ["q1", "q2", "q3", "q4"]
+    result = SweepResult(
+        stats, prompts, w, w * 4 - 2, w, w, samples=None, probe=None, steering=steering
+    )
     summary = summary_table(result, ["a", "b"])
     assert list(summary.columns[:2]) == ["w_a", "w_b"] and len(summary) == 11
     metrics = {

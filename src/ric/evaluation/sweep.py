@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ric import parallel
-from ric.config import RicConfig, dump_config
+from ric.config import RicConfig, dump_config, require_setting
 from ric.core import RewardStats
 from ric.data.io import CONFIG_FILE, write_atomic, write_text_atomic
 from ric.data.label import (
@@ -72,7 +72,7 @@ METRICS_FILE = "metrics.json"
 @dataclass(frozen=True)
 class SweepResult:
     stats: RewardStats  # of the trained model; names give the objectives' order
-    num_prompts: int
+    prompts: list[str]  # the held-out prompts, in the order each point was asked them
     preferences: np.ndarray  # (K, N)
     desired: np.ndarray  # (K, N) standardized
     mean_raw: np.ndarray  # (K, N) raw reward units
@@ -80,6 +80,10 @@ class SweepResult:
     samples: pd.DataFrame
     probe: ProbeResult | None  # the behavioural probe; None for baselines or when it is off
     steering: Steering  # how the points were asked (mapping, range, method)
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompts)
 
 
 def per_prompt_rewards(samples: pd.DataFrame, names: list[str], preferences: int) -> np.ndarray:
@@ -128,7 +132,7 @@ def sweep(
     return SweepResult(
         stats=stats,
         steering=steering,
-        num_prompts=len(prompts),
+        prompts=prompts,
         preferences=preferences,
         desired=desired,
         mean_raw=raw.reshape(per_preference).mean(axis=1),
@@ -272,12 +276,9 @@ def run_evaluate(
     """Run the sweep and write every artifact of the module docstring; return the directory and
     the metrics written there. ``earlier_probe``: see ``sweep``."""
     settings = config.evaluate
-    if not settings.output:
-        raise ValueError("no output directory: set evaluate.output (or pass --output)")
-    if not settings.model:
-        raise ValueError("no model: set evaluate.model (or pass --model) to a `ric train` output")
-    if not settings.prompts:
-        raise ValueError("no held-out prompts: set evaluate.prompts (or pass --prompts)")
+    require_setting("evaluate.output", settings.output, "output directory")
+    require_setting("evaluate.model", settings.model, "model", hint=" to a `ric train` output")
+    require_setting("evaluate.prompts", settings.prompts, "held-out prompts")
     policy = load_trained(
         settings.model, merged=True, dtype=config.model.dtype, device=config.model.device
     )
@@ -327,7 +328,7 @@ def run_evaluate(
             card["obtained_targets"], check_samples = obtained_target_check(
                 policy,
                 steering,
-                read_prompts(settings.prompts, settings.prompt_column, settings.num_prompts),
+                result.prompts,
                 config.generation,
                 [create_reward(reward.type, reward.options) for reward in policy.reward_configs()],
                 settings.obtained_targets,
